@@ -1,0 +1,20 @@
+{
+  "targets": [
+    {
+      "target_name": "iohelper",
+      "sources": [
+        "native/addon.cc",
+        "native/errno_error.cc",
+        "native/args.cc",
+        "native/retry.cc",
+        "native/aligned_buffer.cc",
+        "native/file_syscalls.cc",
+        "native/stream_copy.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE", "_FILE_OFFSET_BITS=64"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "libraries": ["-lpthread"]
+    }
+  ]
+}

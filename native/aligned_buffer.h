@@ -1,0 +1,7 @@
+// Page-aligned memory exposed to JavaScript as ArrayBuffers.
+#pragma once
+#include <napi.h>
+
+namespace iohelper {
+void InitAlignedBuffer(Napi::Env env, Napi::Object exports);
+}

@@ -1,0 +1,28 @@
+// EINTR/EAGAIN-safe primitives used by both the JS-facing wrappers and the native copy loops.
+#pragma once
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace iohelper {
+
+// Waits until fd is readable (events = POLLIN) or writable (POLLOUT). Returns 0 or errno.
+int WaitFd(int fd, short events);
+
+// One read()/write() on a pipe or socket; EINTR retried, EAGAIN waited out with poll().
+// Return the byte count, or -errno.
+ssize_t ReadSome(int fd, void* buf, size_t len);
+ssize_t WriteSome(int fd, const void* buf, size_t len);
+
+// Reads until len bytes or end of stream. Returns bytes read or -errno.
+ssize_t ReadFull(int fd, void* buf, size_t len);
+// Writes all len bytes. Returns 0 or -errno.
+int WriteAll(int fd, const void* buf, size_t len);
+
+// pread/pwrite with EINTR retried. pwrite loops over short writes; pread returns what one
+// call gave (short only at end of file). Return the byte count or -errno.
+ssize_t PreadOnce(int fd, void* buf, size_t len, uint64_t off);
+ssize_t PwriteAll(int fd, const void* buf, size_t len, uint64_t off);
+
+}  // namespace iohelper

@@ -1,0 +1,372 @@
+// The hot loop of the stream helper, off the JS thread.
+//
+// toFile:   one thread drains the pipe into a ring of aligned buffers while `writers` threads
+//           pwrite full buffers at increasing offsets (several writes in flight).
+// fromFile: `readers` threads pread buffers ahead at increasing offsets while one thread writes
+//           them to the pipe in order.
+//
+// The caller decides everything else (alignment, O_DIRECT, the unaligned head, truncating the
+// padded tail, fdatasync): this file only moves bytes. Progress and cancellation go through a
+// BigUint64Array the caller passes in: [0] = bytes moved so far, [1] = set non-zero to cancel.
+#include "stream_copy.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "args.h"
+#include "errno_error.h"
+#include "retry.h"
+
+namespace iohelper {
+namespace {
+
+struct Options {
+  bool toFile = true;
+  int pipeFd = -1;
+  int fileFd = -1;
+  uint64_t offset = 0;      // file offset of the first byte (aligned when direct)
+  size_t bufferSize = 1 << 20;
+  size_t align = 4096;      // buffer alignment and, when padTail, tail padding unit
+  int threads = 2;          // writers (toFile) or readers (fromFile)
+  int slots = 8;            // buffers in the ring
+  bool padTail = false;     // O_DIRECT: write the last partial buffer padded to `align`
+  bool dropCache = false;   // buffered fallback: flush and drop each written range
+};
+
+struct Failure {
+  int err = 0;
+  std::string syscall;
+  std::string side;  // "pipe" or "file"
+};
+
+class StreamCopyWorker : public Napi::AsyncWorker {
+ public:
+  StreamCopyWorker(Napi::Env env, const Options& o, Napi::BigUint64Array progress)
+      : Napi::AsyncWorker(env, "iohelper.streamCopy"),
+        o_(o),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        progressRef_(Napi::Persistent(progress)),
+        progress_(progress.Data()) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    std::vector<void*> bufs;
+    for (int i = 0; i < o_.slots; i++) {
+      void* p = nullptr;
+      if (posix_memalign(&p, std::max<size_t>(o_.align, 4096), o_.bufferSize) != 0) {
+        Fail(ENOMEM, "posix_memalign", "file");
+        break;
+      }
+      bufs.push_back(p);
+    }
+    if (!failed()) {
+      if (o_.toFile)
+        RunToFile(bufs);
+      else
+        RunFromFile(bufs);
+    }
+    for (void* p : bufs) free(p);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (fail_.err) {
+      Napi::Error e = ErrnoError(env, fail_.err, fail_.syscall.c_str());
+      e.Set("side", Napi::String::New(env, fail_.side));
+      e.Set("bytes", U64Value(env, done_));
+      deferred_.Reject(e.Value());
+      return;
+    }
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("bytes", U64Value(env, done_));
+    r.Set("written", U64Value(env, written_));
+    deferred_.Resolve(r);
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  struct Slot {
+    void* buf;
+    size_t len;      // real bytes of stream data
+    size_t ioLen;    // bytes to write (len padded when padTail)
+    uint64_t off;
+    uint64_t seq;
+  };
+
+  bool failed() {
+    return __atomic_load_n(&failedFlag_, __ATOMIC_ACQUIRE) || __atomic_load_n(&progress_[1], __ATOMIC_RELAXED);
+  }
+
+  void Fail(int err, const char* syscall, const char* side) {
+    std::lock_guard<std::mutex> g(mu_);
+    if (!fail_.err) {
+      fail_.err = err;
+      fail_.syscall = syscall;
+      fail_.side = side;
+    }
+    __atomic_store_n(&failedFlag_, 1, __ATOMIC_RELEASE);
+    cv_.notify_all();
+  }
+
+  void AddProgress(size_t n) {
+    __atomic_fetch_add(&progress_[0], static_cast<uint64_t>(n), __ATOMIC_RELAXED);
+  }
+
+  void CheckCancelled() {
+    if (__atomic_load_n(&progress_[1], __ATOMIC_RELAXED) && !fail_.err) Fail(ECANCELED, "streamCopy", "pipe");
+  }
+
+  // ---- pipe -> file ------------------------------------------------------------------------
+  void RunToFile(std::vector<void*>& bufs) {
+    std::deque<void*> freeBufs(bufs.begin(), bufs.end());
+    std::deque<Slot> full;
+    bool eof = false;
+    std::vector<std::thread> writers;
+    for (int t = 0; t < o_.threads; t++) {
+      writers.emplace_back([&] {
+        for (;;) {
+          Slot s;
+          {
+            std::unique_lock<std::mutex> g(mu_);
+            cv_.wait(g, [&] { return !full.empty() || eof || failedFlag_; });
+            if (failedFlag_ || full.empty()) return;
+            s = full.front();
+            full.pop_front();
+          }
+          ssize_t n = PwriteAll(o_.fileFd, s.buf, s.ioLen, s.off);
+          if (n < 0) {
+            Fail(static_cast<int>(-n), "pwrite", "file");
+            return;
+          }
+          if (o_.dropCache) DropCache(s.off, s.ioLen);
+          AddProgress(s.len);
+          std::lock_guard<std::mutex> g(mu_);
+          written_ += s.ioLen;
+          freeBufs.push_back(s.buf);
+          cv_.notify_all();
+        }
+      });
+    }
+
+    uint64_t off = o_.offset;
+    for (;;) {
+      void* buf;
+      {
+        std::unique_lock<std::mutex> g(mu_);
+        cv_.wait(g, [&] { return !freeBufs.empty() || failedFlag_; });
+        if (failedFlag_) break;
+        buf = freeBufs.front();
+        freeBufs.pop_front();
+      }
+      CheckCancelled();
+      if (failed()) break;
+      ssize_t n = ReadFull(o_.pipeFd, buf, o_.bufferSize);
+      if (n < 0) {
+        Fail(static_cast<int>(-n), "read", "pipe");
+        break;
+      }
+      size_t len = static_cast<size_t>(n);
+      if (len == 0) {
+        std::lock_guard<std::mutex> g(mu_);
+        freeBufs.push_back(buf);
+        break;
+      }
+      size_t ioLen = len;
+      if (o_.padTail && len % o_.align) {
+        ioLen = (len + o_.align - 1) / o_.align * o_.align;
+        memset(static_cast<char*>(buf) + len, 0, ioLen - len);
+      }
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        full.push_back(Slot{buf, len, ioLen, off, 0});
+        done_ += len;
+        cv_.notify_all();
+      }
+      off += len;
+      if (len < o_.bufferSize) break;  // the stream ended inside this buffer
+    }
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      eof = true;
+      cv_.notify_all();
+    }
+    for (auto& w : writers) w.join();
+    if (fail_.err) done_ = __atomic_load_n(&progress_[0], __ATOMIC_RELAXED);
+  }
+
+  void DropCache(uint64_t off, size_t len) {
+    sync_file_range(o_.fileFd, static_cast<off_t>(off), static_cast<off_t>(len),
+                    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    posix_fadvise(o_.fileFd, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
+  }
+
+  // ---- file -> pipe ------------------------------------------------------------------------
+  void RunFromFile(std::vector<void*>& bufs) {
+    std::deque<void*> freeBufs(bufs.begin(), bufs.end());
+    std::map<uint64_t, Slot> ready;
+    uint64_t nextSeq = 0;
+    uint64_t endSeq = UINT64_MAX;  // first sequence number past end of file
+    std::vector<std::thread> readers;
+    for (int t = 0; t < o_.threads; t++) {
+      readers.emplace_back([&] {
+        for (;;) {
+          void* buf;
+          uint64_t seq;
+          {
+            std::unique_lock<std::mutex> g(mu_);
+            cv_.wait(g, [&] { return failedFlag_ || nextSeq >= endSeq || !freeBufs.empty(); });
+            if (failedFlag_ || nextSeq >= endSeq) return;
+            buf = freeBufs.front();
+            freeBufs.pop_front();
+            seq = nextSeq++;
+          }
+          uint64_t off = o_.offset + seq * o_.bufferSize;
+          size_t got = 0;
+          while (got < o_.bufferSize) {
+            ssize_t n = PreadOnce(o_.fileFd, static_cast<char*>(buf) + got, o_.bufferSize - got, off + got);
+            if (n < 0) {
+              Fail(static_cast<int>(-n), "pread", "file");
+              return;
+            }
+            if (n == 0) break;
+            got += static_cast<size_t>(n);
+            if (o_.padTail && got % o_.align) break;  // O_DIRECT: a short read means end of file
+          }
+          std::lock_guard<std::mutex> g(mu_);
+          if (got < o_.bufferSize) endSeq = std::min(endSeq, seq + 1);
+          ready[seq] = Slot{buf, got, got, off, seq};
+          cv_.notify_all();
+        }
+      });
+    }
+
+    for (uint64_t seq = 0;; seq++) {
+      Slot s;
+      {
+        std::unique_lock<std::mutex> g(mu_);
+        cv_.wait(g, [&] { return failedFlag_ || ready.count(seq) || seq >= endSeq; });
+        if (failedFlag_ || (!ready.count(seq) && seq >= endSeq)) break;
+        s = ready[seq];
+        ready.erase(seq);
+      }
+      CheckCancelled();
+      if (failed()) break;
+      if (s.len > 0) {
+        int rc = WriteAll(o_.pipeFd, s.buf, s.len);
+        if (rc < 0) {
+          Fail(-rc, "write", "pipe");
+          break;
+        }
+        AddProgress(s.len);
+      }
+      std::lock_guard<std::mutex> g(mu_);
+      done_ += s.len;
+      written_ += s.len;
+      freeBufs.push_back(s.buf);
+      cv_.notify_all();
+      if (s.len < o_.bufferSize) break;
+    }
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (!failedFlag_) {
+        endSeq = 0;  // stop readers that are still waiting for a buffer
+      }
+      cv_.notify_all();
+    }
+    // Readers may still be waiting; wake them all by marking the run over.
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      nextSeq = UINT64_MAX;
+      endSeq = 0;
+      cv_.notify_all();
+    }
+    for (auto& r : readers) r.join();
+  }
+
+  Options o_;
+  Napi::Promise::Deferred deferred_;
+  Napi::Reference<Napi::BigUint64Array> progressRef_;
+  uint64_t* progress_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int failedFlag_ = 0;
+  Failure fail_;
+  uint64_t done_ = 0;
+  uint64_t written_ = 0;
+};
+
+bool GetNum(Napi::Object o, const char* key, double lo, double hi, double* out) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return true;
+  if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < lo || v.As<Napi::Number>().DoubleValue() > hi) {
+    Napi::RangeError::New(o.Env(), std::string("streamCopy: option ") + key + " out of range").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = v.As<Napi::Number>().DoubleValue();
+  return true;
+}
+
+// streamCopy(options, progress: BigUint64Array(2)) -> Promise<{bytes, written}>
+Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array ||
+      info[1].As<Napi::TypedArray>().ElementLength() < 2) {
+    Napi::TypeError::New(env, "streamCopy(options, progress: BigUint64Array(2))").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object opt = info[0].As<Napi::Object>();
+  Options o;
+  double toFile = 1, pipeFd = -1, fileFd = -1, offset = 0, bufferSize = o.bufferSize, align = o.align,
+         threads = o.threads, slots = o.slots;
+  o.toFile = opt.Get("toFile").ToBoolean();
+  o.padTail = opt.Get("padTail").ToBoolean();
+  o.dropCache = opt.Get("dropCache").ToBoolean();
+  (void)toFile;
+  if (!GetNum(opt, "pipeFd", 0, 0x7fffffff, &pipeFd) || !GetNum(opt, "fileFd", 0, 0x7fffffff, &fileFd) ||
+      !GetNum(opt, "offset", 0, 9007199254740991.0, &offset) ||
+      !GetNum(opt, "bufferSize", 4096, 1 << 30, &bufferSize) || !GetNum(opt, "align", 1, 1 << 20, &align) ||
+      !GetNum(opt, "threads", 1, 64, &threads) || !GetNum(opt, "slots", 2, 1024, &slots))
+    return env.Undefined();
+  if (pipeFd < 0 || fileFd < 0) {
+    Napi::TypeError::New(env, "streamCopy: pipeFd and fileFd are required").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  o.pipeFd = static_cast<int>(pipeFd);
+  o.fileFd = static_cast<int>(fileFd);
+  o.offset = static_cast<uint64_t>(offset);
+  o.bufferSize = static_cast<size_t>(bufferSize);
+  o.align = static_cast<size_t>(align);
+  o.threads = static_cast<int>(threads);
+  o.slots = std::max(static_cast<int>(slots), o.threads + 1);
+  if ((o.align & (o.align - 1)) != 0 || o.bufferSize % o.align != 0) {
+    Napi::RangeError::New(env, "streamCopy: align must be a power of two dividing bufferSize").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto* w = new StreamCopyWorker(env, o, info[1].As<Napi::BigUint64Array>());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+}  // namespace
+
+void InitStreamCopy(Napi::Env env, Napi::Object exports) {
+  exports.Set("streamCopy", Napi::Function::New(env, StreamCopy, "streamCopy"));
+}
+
+}  // namespace iohelper
