@@ -1,0 +1,30 @@
+/** --help text. The first line is libvirt_iohelper's, byte for byte, so tools that parse it keep working. */
+export function helpText(argv0: string): string {
+  return `Usage: ${argv0} FILENAME FD
+       ${argv0} --fd N [--direct] [--name LABEL] [--progress[=FD]] [--buffer-size SIZE] [--inflight N]
+
+Copies a QEMU migration stream between a pipe and a file, overlapping reads and writes.
+
+Form 1 (libvirt_iohelper's contract): FD is the file. FILENAME is only used in messages.
+  If FD is write-only, the stream is read from stdin and written to FD (save);
+  if FD is read-only, FD is read and the stream written to stdout (restore).
+  An O_RDWR FD is an error. O_DIRECT is used exactly when FD was opened with it.
+
+Form 2: --fd N names the file fd, with the same direction rule.
+  --direct            set O_DIRECT on fd N (fcntl F_SETFL); fail if the filesystem refuses it
+  --prefer-direct     set O_DIRECT if possible, else warn and use buffered I/O that drops
+                      written pages from the page cache
+  --name LABEL        name used in messages (default "fd N")
+  --progress[=FD]     progress as JSON lines on FD (default stderr; a bar if stderr is a TTY)
+  --buffer-size SIZE  bytes per I/O (default 4M; rounded up to the O_DIRECT alignment)
+  --inflight N        file I/Os in flight at once (default 4)
+
+Both forms start at the file's current position, so a manager may write its own header
+first. With O_DIRECT an unaligned start is handled: the head up to the next alignment
+boundary (statx DIOALIGN, else 64 KiB) is written or read without O_DIRECT, the rest aligned.
+A save pads its last block to the alignment, then truncates the file to the true size, and
+calls fdatasync before it exits 0. On failure the last stderr line is
+  ${argv0}: failure with FILENAME: <message>
+and the exit status is 1. A reader that goes away (EPIPE) is such a failure, not a signal.
+`;
+}

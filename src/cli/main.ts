@@ -1,0 +1,80 @@
+/** Entry point of the `iohelper` command: picks the form from argv and returns an exit code. */
+import { UsageError } from '../errors';
+import { parseFlags, parseInteger, parseSize } from './flags';
+import { helpText } from './help';
+import { stderrLine, stdoutText } from './report';
+import { describeFailure, progressTarget, runStreamCommand } from './stream-command';
+import { DirectMode } from '../stream/copy';
+
+async function fdForm(argv0: string, args: string[]): Promise<number> {
+  const p = parseFlags(args, {
+    booleans: ['direct', 'prefer-direct'],
+    values: ['fd', 'name', 'buffer-size', 'inflight'],
+    optionalValue: ['progress'],
+  });
+  if (p.positionals.length || p.rest.length) throw new UsageError(`unexpected argument '${[...p.positionals, ...p.rest][0]}'`);
+  const fdText = p.flags.get('fd');
+  if (typeof fdText !== 'string') throw new UsageError('--fd N is required');
+  const fileFd = parseInteger(fdText, '--fd', 0, 0x7fffffff);
+  if (p.flags.get('direct') && p.flags.get('prefer-direct')) throw new UsageError('--direct and --prefer-direct exclude each other');
+  const direct: DirectMode = p.flags.get('direct') ? 'require' : p.flags.get('prefer-direct') ? 'prefer' : 'as-is';
+  const name = p.flags.get('name');
+  const bufferSize = p.flags.get('buffer-size');
+  const inflight = p.flags.get('inflight');
+  return runStreamCommand({
+    argv0,
+    fileFd,
+    fileName: typeof name === 'string' ? name : `fd ${fileFd}`,
+    direct,
+    bufferSize: typeof bufferSize === 'string' ? checkBufferSize(parseSize(bufferSize, '--buffer-size')) : undefined,
+    inflight: typeof inflight === 'string' ? parseInteger(inflight, '--inflight', 1, 64) : undefined,
+    progress: progressTarget(p.flags.get('progress')),
+  });
+}
+
+function checkBufferSize(n: number): number {
+  if (n < 4096 || n > 256 * 1024 * 1024) throw new UsageError(`--buffer-size: ${n} is out of range (4K..256M)`);
+  return n;
+}
+
+/** libvirt's form: exactly FILENAME FD. */
+async function libvirtForm(argv0: string, fileName: string, fdText: string): Promise<number> {
+  if (!/^\d+$/.test(fdText)) {
+    stderrLine(`${argv0}: failure with ${fileName}: unable to parse FD number '${fdText}'`);
+    return 1;
+  }
+  return runStreamCommand({ argv0, fileFd: Number(fdText), fileName, direct: 'as-is' });
+}
+
+export async function main(argv: string[] = process.argv): Promise<number> {
+  const argv0 = argv[1] ?? 'iohelper';
+  const args = argv.slice(2);
+  try {
+    if (args.includes('--help') || args.includes('-h')) {
+      stdoutText(helpText(argv0));
+      return 0;
+    }
+    if (args[0]?.startsWith('--')) return await fdForm(argv0, args);
+    if (args.length === 2) return await libvirtForm(argv0, args[0], args[1]);
+    stderrLine(`${argv0}: try --help for more details`);
+    return 1;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      stderrLine(`${argv0}: ${e.message}; try --help for more details`);
+      return 1;
+    }
+    stderrLine(`${argv0}: ${describeFailure(e)}`);
+    return 1;
+  }
+}
+
+/** Used by bin/iohelper: runs main and exits with its code (worker threads must not keep us alive). */
+export function run(): void {
+  main().then(
+    (code) => process.exit(code),
+    (e) => {
+      stderrLine(`iohelper: internal error: ${e instanceof Error ? e.stack : String(e)}`);
+      process.exit(1);
+    },
+  );
+}

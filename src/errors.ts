@@ -1,0 +1,58 @@
+/**
+ * Errors shaped like Node's fs errors: `code`, `errno`, `syscall`, `path`. The native addon
+ * throws them for failed system calls; this module makes the same shape for checks done in
+ * TypeScript and attaches the path a native error could not know.
+ */
+import * as os from 'os';
+
+export interface SystemError extends Error {
+  code: string;
+  errno?: number;
+  syscall?: string;
+  path?: string;
+}
+
+/** A Node-style error for a condition detected in TypeScript (no failed system call). */
+export function systemError(code: string, message: string, fields: { syscall?: string; path?: string } = {}): SystemError {
+  const err = new Error(message) as SystemError;
+  err.code = code;
+  const errno = (os.constants.errno as Record<string, number>)[code];
+  if (errno !== undefined) err.errno = -errno;
+  if (fields.syscall) err.syscall = fields.syscall;
+  if (fields.path) err.path = fields.path;
+  return err;
+}
+
+/** Bad command-line or API usage. */
+export class UsageError extends Error {
+  readonly code = 'EUSAGE';
+}
+
+export function isSystemError(e: unknown): e is SystemError {
+  return e instanceof Error && typeof (e as SystemError).code === 'string';
+}
+
+/** Adds `path` to a native error (message and property), the way fs does. */
+export function withPath<E>(e: E, path: string): E {
+  if (isSystemError(e) && !e.path && path) {
+    e.path = path;
+    e.message += ` '${path}'`;
+  }
+  return e;
+}
+
+/** Runs fn, attaching `path` to any system error it throws. */
+export function onPath<T>(path: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw withPath(e, path);
+  }
+}
+
+/** The strerror-like part of a Node-style message: "ENOSPC: no space left on device, write" -> "no space left on device". */
+export function errorText(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  const m = /^[A-Z0-9_]+: (.*?), [a-z_0-9]+(?: '.*')?$/.exec(e.message);
+  return m ? m[1] : e.message;
+}

@@ -1,0 +1,91 @@
+/**
+ * Typed view of the C++ addon (native/). node-gyp-build loads build/Release first, then
+ * prebuilds/. Every function is synchronous except streamCopy; failures throw Node-style
+ * errors ({code, errno, syscall}).
+ */
+import nodeGypBuild = require('node-gyp-build');
+import { packageRoot } from './package-root';
+
+export type Bytes = Uint8Array;
+export type U64 = number | bigint;
+
+export interface DioAlign {
+  memAlign: number;
+  offsetAlign: number;
+}
+
+export interface StreamCopyOptions {
+  /** true: pipe -> file; false: file -> pipe. */
+  toFile: boolean;
+  pipeFd: number;
+  fileFd: number;
+  /** File offset of the first byte; must be aligned when the file is O_DIRECT. */
+  offset: number;
+  bufferSize: number;
+  align: number;
+  /** Writers (toFile) or readers (from file) running at once. */
+  threads: number;
+  /** Buffers in the ring (at least threads + 1). */
+  slots: number;
+  /** O_DIRECT: pad the last partial buffer to `align` (the caller truncates afterwards). */
+  padTail: boolean;
+  /** Buffered fallback: write back and drop each range from the page cache. */
+  dropCache: boolean;
+}
+
+export interface StreamCopyResult {
+  /** Stream bytes moved. */
+  bytes: number;
+  /** Bytes written to the destination (includes tail padding). */
+  written: number;
+}
+
+export interface NativeBinding {
+  allocAligned(size: number, alignment: number): ArrayBuffer;
+  pread(fd: number, buf: Bytes, offset: U64): number;
+  pwrite(fd: number, buf: Bytes, offset: U64): number;
+  preadv(fd: number, bufs: Bytes[], offset: U64): number;
+  pwritev(fd: number, bufs: Bytes[], offset: U64): number;
+  read(fd: number, buf: Bytes): number;
+  write(fd: number, buf: Bytes): number;
+  getFlags(fd: number): number;
+  setFlags(fd: number, flags: number): void;
+  dioAlign(fd: number): DioAlign | null;
+  fdatasync(fd: number): void;
+  ftruncate(fd: number, length: U64): void;
+  fallocate(fd: number, mode: number, offset: U64, length: U64): void;
+  /** Returns -1 for SEEK_DATA/SEEK_HOLE past the last data (ENXIO). */
+  lseek(fd: number, offset: U64, whence: number): number;
+  sendfile(outFd: number, inFd: number, offset: U64, count: U64): number;
+  copyFileRange(inFd: number, inOffset: U64, outFd: number, outOffset: U64, length: U64): number;
+  setPipeSize(fd: number, size: number): number;
+  getPipeSize(fd: number): number;
+  fadvise(fd: number, offset: U64, length: U64, advice: number): void;
+  blockDeviceSize(fd: number): number;
+  pipe(): [number, number];
+  mmap(fd: number, offset: U64, length: U64, writable: boolean, shared?: boolean): ArrayBuffer;
+  munmap(mapping: ArrayBuffer): void;
+  /** progress[0] counts bytes moved; set progress[1] = 1n to cancel. */
+  streamCopy(options: StreamCopyOptions, progress: BigUint64Array): Promise<StreamCopyResult>;
+  constants: {
+    O_DIRECT: number;
+    O_ACCMODE: number;
+    O_RDONLY: number;
+    O_WRONLY: number;
+    O_RDWR: number;
+    O_NONBLOCK: number;
+    O_NOFOLLOW: number;
+    O_APPEND: number;
+    SEEK_SET: number;
+    SEEK_CUR: number;
+    SEEK_END: number;
+    SEEK_DATA: number;
+    SEEK_HOLE: number;
+    FALLOC_FL_KEEP_SIZE: number;
+    FALLOC_FL_PUNCH_HOLE: number;
+    POSIX_FADV_DONTNEED: number;
+    POSIX_FADV_SEQUENTIAL: number;
+  };
+}
+
+export const native = nodeGypBuild(packageRoot()) as NativeBinding;

@@ -1,0 +1,248 @@
+/**
+ * The stream helper: copies QEMU's migration stream between a pipe and a file, the job
+ * libvirt_iohelper does, with the copy overlapped on native threads and O_DIRECT aligned by
+ * what the filesystem reports.
+ *
+ * Direction comes from the file fd's access mode: write-only = pipe -> file (save),
+ * read-only = file -> pipe (restore). The copy starts at the file's current position, so a
+ * manager may write its own header first; an unaligned start is handled by writing (or
+ * reading) the head without O_DIRECT and the rest aligned.
+ */
+import { directAlignment, alignUp } from '../fs/alignment';
+import { describeFd, FdInfo, setDirect } from '../fs/fd-info';
+import { isSystemError, systemError, withPath } from '../errors';
+import { native } from '../native';
+import { ProgressListener, ProgressSampler } from '../progress';
+
+/** How to treat O_DIRECT: as the fd already is, demanded, or wanted with a buffered fallback. */
+export type DirectMode = 'as-is' | 'require' | 'prefer';
+
+export interface StreamCopyRequest {
+  /** The file side (regular file or block device). */
+  fileFd: number;
+  /**
+   * The stream side (pipe, socket, or anything read()/write() works on). Default: the other
+   * std stream, stdin when saving and stdout when restoring (libvirt_iohelper's rule).
+   */
+  pipeFd?: number;
+  /** Name used in messages and as `path` of errors. */
+  fileName: string;
+  direct?: DirectMode;
+  /** Bytes per buffer (default 4 MiB). */
+  bufferSize?: number;
+  /** I/Os in flight on the file side (default 4). */
+  inflight?: number;
+  onProgress?: ProgressListener;
+  progressIntervalMs?: number;
+  /** One-line warnings (e.g. O_DIRECT fallback). */
+  warn?: (message: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface StreamCopyOutcome {
+  direction: 'save' | 'restore';
+  bytes: number;
+  direct: boolean;
+  alignment: number;
+  /** File offset where the stream starts. */
+  startOffset: number;
+  elapsedMs: number;
+}
+
+export const DEFAULT_BUFFER_SIZE = 4 * 1024 * 1024;
+export const DEFAULT_INFLIGHT = 4;
+const PIPE_SIZE = 1024 * 1024;
+
+/** Validates the fd pair and decides the direction; throws clear errors for wrong fds. */
+function checkFds(req: StreamCopyRequest): { file: FdInfo; toFile: boolean; pipeFd: number } {
+  let file: FdInfo;
+  try {
+    file = describeFd(req.fileFd);
+  } catch (e) {
+    throw withPath(e, req.fileName);
+  }
+  if (file.kind === 'directory') {
+    throw systemError('EISDIR', `${req.fileName} (fd ${req.fileFd}) is a directory, not a file`, { path: req.fileName });
+  }
+  if (file.kind !== 'file' && file.kind !== 'block') {
+    throw systemError('ESPIPE', `${req.fileName} (fd ${req.fileFd}) is a ${file.kind}, not a regular file or block device`, {
+      path: req.fileName,
+    });
+  }
+  if (file.access === 'readwrite') {
+    throw systemError(
+      'EINVAL',
+      `fd ${req.fileFd} is open for reading and writing; the direction comes from the access mode, so open it write-only to save or read-only to restore`,
+      { path: req.fileName },
+    );
+  }
+  const toFile = file.access === 'write';
+  const pipeFd = req.pipeFd ?? (toFile ? 0 : 1);
+  if (pipeFd === req.fileFd) {
+    throw systemError('EINVAL', `fd ${pipeFd} cannot be both the file and the stream; pass the file on another fd`, {
+      path: req.fileName,
+    });
+  }
+  try {
+    describeFd(pipeFd);
+  } catch (e) {
+    if (isSystemError(e)) e.message = `stream fd ${pipeFd}: ${e.message}`;
+    throw e;
+  }
+  return { file, toFile, pipeFd };
+}
+
+/** Applies the O_DIRECT policy; returns whether the copy runs with O_DIRECT. */
+function settleDirect(req: StreamCopyRequest, file: FdInfo): boolean {
+  const mode = req.direct ?? 'as-is';
+  if (mode === 'as-is' || file.direct) return file.direct;
+  try {
+    setDirect(req.fileFd, true);
+    return true;
+  } catch (e) {
+    if (!isSystemError(e) || e.code !== 'EINVAL') throw withPath(e, req.fileName);
+    if (mode === 'require') {
+      throw systemError('EINVAL', `O_DIRECT refused by the filesystem of ${req.fileName}`, { syscall: 'fcntl', path: req.fileName });
+    }
+    req.warn?.(`O_DIRECT refused by the filesystem of ${req.fileName}; using buffered I/O and dropping written pages from the cache`);
+    return false;
+  }
+}
+
+/** Runs fn with O_DIRECT off on fd, for the unaligned head. */
+function withoutDirect<T>(fd: number, fn: () => T): T {
+  setDirect(fd, false);
+  try {
+    return fn();
+  } finally {
+    setDirect(fd, true);
+  }
+}
+
+function readUpTo(fd: number, buf: Uint8Array): number {
+  let got = 0;
+  while (got < buf.length) {
+    const n = native.read(fd, buf.subarray(got));
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+function writeAll(fd: number, buf: Uint8Array): void {
+  let done = 0;
+  while (done < buf.length) done += native.write(fd, buf.subarray(done));
+}
+
+/** Copies the unaligned head (start .. next alignment boundary) without O_DIRECT. */
+function copyHead(fileFd: number, pipeFd: number, toFile: boolean, start: number, headLen: number): number {
+  const buf = new Uint8Array(headLen);
+  if (toFile) {
+    const n = readUpTo(pipeFd, buf);
+    if (n > 0) withoutDirect(fileFd, () => native.pwrite(fileFd, buf.subarray(0, n), start));
+    return n;
+  }
+  const n = withoutDirect(fileFd, () => native.pread(fileFd, buf, start));
+  writeAll(pipeFd, buf.subarray(0, n));
+  return n;
+}
+
+/** Native errors from the file side get the file's name as `path`. */
+function fileError(e: unknown, req: StreamCopyRequest): unknown {
+  if (!isSystemError(e)) return e;
+  if ((e as { side?: string }).side === 'pipe') return e;
+  return withPath(e, req.fileName);
+}
+
+/** Copies the whole stream; resolves once the data is durable (fdatasync) for saves. */
+export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutcome> {
+  const t0 = process.hrtime.bigint();
+  const { file, toFile, pipeFd } = checkFds(req);
+  const direct = settleDirect(req, file);
+  const alignment = direct ? directAlignment(req.fileFd) : 4096;
+  const bufferSize = alignUp(req.bufferSize ?? DEFAULT_BUFFER_SIZE, alignment);
+  const inflight = Math.max(1, Math.min(64, req.inflight ?? DEFAULT_INFLIGHT));
+  const startOffset = file.position;
+
+  try {
+    native.setPipeSize(pipeFd, PIPE_SIZE);
+  } catch {
+    // Not a pipe (socket, file) or over the limit: the copy works either way.
+  }
+
+  const progress = new BigUint64Array(2);
+  const onAbort = () => {
+    progress[1] = 1n;
+  };
+  req.signal?.addEventListener('abort', onAbort);
+  let headBytes = 0;
+  const total = toFile ? undefined : Math.max(0, file.size - startOffset);
+  const sampler = req.onProgress
+    ? new ProgressSampler(() => headBytes + Number(progress[0]), req.onProgress, total, req.progressIntervalMs)
+    : undefined;
+
+  let bytes = 0;
+  try {
+    let offset = startOffset;
+    let streamEnded = false;
+    if (direct && offset % alignment !== 0) {
+      const want = alignment - (offset % alignment);
+      headBytes = copyHead(req.fileFd, pipeFd, toFile, offset, want);
+      offset += headBytes;
+      streamEnded = headBytes < want;
+    }
+    let body = 0;
+    if (!streamEnded) {
+      const r = await native.streamCopy(
+        {
+          toFile,
+          pipeFd,
+          fileFd: req.fileFd,
+          offset,
+          bufferSize,
+          align: alignment,
+          threads: inflight,
+          slots: inflight * 2,
+          padTail: direct,
+          dropCache: !direct && req.direct === 'prefer',
+        },
+        progress,
+      );
+      body = r.bytes;
+    }
+    bytes = headBytes + body;
+    if (toFile) {
+      const end = startOffset + bytes;
+      if (direct && end % alignment !== 0 && file.kind === 'file') native.ftruncate(req.fileFd, end);
+      durable(req.fileFd);
+    }
+  } catch (e) {
+    if (isSystemError(e) && e.code === 'ECANCELED') {
+      throw systemError('ECANCELED', `${toFile ? 'save' : 'restore'} interrupted after ${bytes || Number(progress[0])} bytes`, {
+        path: req.fileName,
+      });
+    }
+    throw fileError(e, req);
+  } finally {
+    req.signal?.removeEventListener('abort', onAbort);
+    sampler?.stop();
+  }
+  return {
+    direction: toFile ? 'save' : 'restore',
+    bytes,
+    direct,
+    alignment,
+    startOffset,
+    elapsedMs: Number(process.hrtime.bigint() - t0) / 1e6,
+  };
+}
+
+/** fdatasync, ignoring EINVAL/EROFS as libvirt does (special files that cannot sync). */
+function durable(fd: number): void {
+  try {
+    native.fdatasync(fd);
+  } catch (e) {
+    if (isSystemError(e) && (e.code === 'EINVAL' || e.code === 'EROFS')) return;
+    throw e;
+  }
+}
