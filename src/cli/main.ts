@@ -2,7 +2,7 @@
 import { UsageError } from '../errors';
 import { parseFlags, parseInteger, parseSize } from './flags';
 import { helpText } from './help';
-import { stderrLine, stdoutText } from './report';
+import { finalLine, stderrLine, stdoutText } from './report';
 import { describeFailure, progressTarget, runStreamCommand } from './stream-command';
 import { DirectMode } from '../stream/copy';
 
@@ -40,7 +40,7 @@ function checkBufferSize(n: number): number {
 /** libvirt's form: exactly FILENAME FD. */
 async function libvirtForm(argv0: string, fileName: string, fdText: string): Promise<number> {
   if (!/^\d+$/.test(fdText)) {
-    stderrLine(`${argv0}: failure with ${fileName}: unable to parse FD number '${fdText}'`);
+    finalLine(`${argv0}: failure with ${fileName}: unable to parse FD number '${fdText}'`);
     return 1;
   }
   return runStreamCommand({ argv0, fileFd: Number(fdText), fileName, direct: 'as-is' });
@@ -56,14 +56,14 @@ export async function main(argv: string[] = process.argv): Promise<number> {
     }
     if (args[0]?.startsWith('--')) return await fdForm(argv0, args);
     if (args.length === 2) return await libvirtForm(argv0, args[0], args[1]);
-    stderrLine(`${argv0}: try --help for more details`);
+    finalLine(`${argv0}: try --help for more details`);
     return 1;
   } catch (e) {
     if (e instanceof UsageError) {
-      stderrLine(`${argv0}: ${e.message}; try --help for more details`);
+      finalLine(`${argv0}: ${e.message}; try --help for more details`);
       return 1;
     }
-    stderrLine(`${argv0}: ${describeFailure(e)}`);
+    finalLine(`${argv0}: ${describeFailure(e)}`);
     return 1;
   }
 }

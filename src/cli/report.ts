@@ -9,6 +9,18 @@ export function stderrLine(text: string): void {
   }
 }
 
+/**
+ * The last line before exit 1. Like libvirt_iohelper it has no trailing newline: libvirt
+ * captures stderr and shows it to the user as the error text.
+ */
+export function finalLine(text: string): void {
+  try {
+    fs.writeSync(2, text);
+  } catch {
+    // stderr closed.
+  }
+}
+
 export function stdoutText(text: string): void {
   fs.writeSync(1, text);
 }

@@ -8,7 +8,7 @@
 import { errorText } from '../errors';
 import { DirectMode, streamCopy } from '../stream/copy';
 import { jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
-import { stderrLine } from './report';
+import { finalLine, stderrLine } from './report';
 import * as tty from 'tty';
 
 export interface StreamCommand {
@@ -47,7 +47,7 @@ export async function runStreamCommand(cmd: StreamCommand): Promise<number> {
     });
     return 0;
   } catch (e) {
-    stderrLine(`${cmd.argv0}: failure with ${cmd.fileName}: ${describeFailure(e)}`);
+    finalLine(`${cmd.argv0}: failure with ${cmd.fileName}: ${describeFailure(e)}`);
     return 1;
   } finally {
     process.off('SIGINT', onSignal);
@@ -75,7 +75,11 @@ export function describeFailure(e: unknown): string {
   if (!err.syscall) return err.message.replace(/\s*\n\s*/g, ' ') + code;
   const target = err.side === 'pipe' || !err.path ? 'the stream' : err.path;
   const verb = VERBS[err.syscall] ?? `${err.syscall}`;
-  return `Unable to ${verb} ${target}: ${errorText(err)}${code}`;
+  return `Unable to ${verb} ${target}: ${capitalized(errorText(err))}${code}`;
+}
+
+function capitalized(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
 }
 
 export function progressTarget(value: string | true | undefined): number | 'tty' | undefined {

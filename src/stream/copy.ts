@@ -53,6 +53,13 @@ export const DEFAULT_BUFFER_SIZE = 4 * 1024 * 1024;
 export const DEFAULT_INFLIGHT = 4;
 const PIPE_SIZE = 1024 * 1024;
 
+const KIND_NAMES: Record<string, string> = {
+  fifo: 'a pipe',
+  socket: 'a socket',
+  char: 'a character device',
+  other: 'a special file',
+};
+
 /** Validates the fd pair and decides the direction; throws clear errors for wrong fds. */
 function checkFds(req: StreamCopyRequest): { file: FdInfo; toFile: boolean; pipeFd: number } {
   let file: FdInfo;
@@ -65,7 +72,7 @@ function checkFds(req: StreamCopyRequest): { file: FdInfo; toFile: boolean; pipe
     throw systemError('EISDIR', `${req.fileName} (fd ${req.fileFd}) is a directory, not a file`, { path: req.fileName });
   }
   if (file.kind !== 'file' && file.kind !== 'block') {
-    throw systemError('ESPIPE', `${req.fileName} (fd ${req.fileFd}) is a ${file.kind}, not a regular file or block device`, {
+    throw systemError('ESPIPE', `${req.fileName} (fd ${req.fileFd}) is ${KIND_NAMES[file.kind]}, not a regular file or block device`, {
       path: req.fileName,
     });
   }

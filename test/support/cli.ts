@@ -1,0 +1,44 @@
+/** Runs the built `iohelper` command as a child process with chosen fds, as libvirt would. */
+import { spawn, StdioOptions } from 'child_process';
+import * as path from 'path';
+
+export const IOHELPER = path.join(__dirname, '..', '..', 'bin', 'iohelper');
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/**
+ * stdio entries are fds (numbers), 'pipe', 'ignore' or 'inherit'. When stdin is a Buffer it is
+ * written to a pipe and closed. stdout 'pipe' is collected.
+ */
+export function runHelper(args: string[], stdio: Array<number | 'pipe' | 'ignore' | Buffer>, argv0 = IOHELPER): Promise<RunResult> {
+  const input = Buffer.isBuffer(stdio[0]) ? stdio[0] : undefined;
+  const spec = stdio.map((s, i) => (i === 2 ? 'pipe' : Buffer.isBuffer(s) ? 'pipe' : s)) as StdioOptions;
+  if ((spec as unknown[]).length < 3) (spec as unknown[]).push(...Array(3 - (spec as unknown[]).length).fill('pipe'));
+  (spec as unknown[])[2] = 'pipe';
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv0 === IOHELPER ? process.execPath : argv0, argv0 === IOHELPER ? [IOHELPER, ...args] : args, {
+      stdio: spec,
+    });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout?.on('data', (d: Buffer) => out.push(d));
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out), stderr: err }));
+    if (input && child.stdin) {
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(input);
+    }
+  });
+}
+
+/** The last non-empty stderr line. */
+export function lastLine(stderr: string): string {
+  const lines = stderr.split('\n').filter((l) => l.length > 0);
+  return lines[lines.length - 1] ?? '';
+}
