@@ -109,7 +109,7 @@ function settleDirect(req: StreamCopyRequest, file: FdInfo): boolean {
   } catch (e) {
     if (!isSystemError(e) || e.code !== 'EINVAL') throw withPath(e, req.fileName);
     if (mode === 'require') {
-      throw systemError('EINVAL', `O_DIRECT refused by the filesystem of ${req.fileName}`, { syscall: 'fcntl', path: req.fileName });
+      throw systemError('EINVAL', `O_DIRECT refused by the filesystem of ${req.fileName}`, { path: req.fileName });
     }
     req.warn?.(`O_DIRECT refused by the filesystem of ${req.fileName}; using buffered I/O and dropping written pages from the cache`);
     return false;

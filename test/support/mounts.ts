@@ -1,0 +1,33 @@
+/** Small throwaway filesystems for fault tests (root only): a tiny tmpfs, a ramfs without O_DIRECT. */
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+export const isRoot = process.getuid?.() === 0;
+
+export interface Mount {
+  dir: string;
+  unmount(): void;
+}
+
+export function mountFs(type: 'tmpfs' | 'ramfs', options?: string): Mount {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `iohelper-${type}-`));
+  execFileSync('mount', ['-t', type, ...(options ? ['-o', options] : []), type, dir]);
+  return {
+    dir,
+    unmount() {
+      execFileSync('umount', ['-l', dir]);
+      fs.rmdirSync(dir);
+    },
+  };
+}
+
+/** describe() when root, else a skipped describe that says why (CI runs as root). */
+export function describeAsRoot(name: string, fn: () => void): void {
+  if (isRoot) describe(name, fn);
+  else {
+    if (process.env.CI) throw new Error(`${name}: needs root to mount test filesystems, and CI must not skip it`);
+    describe.skip(`${name} (skipped: needs root to mount test filesystems)`, fn);
+  }
+}
