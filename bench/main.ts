@@ -1,0 +1,50 @@
+/**
+ * npm run bench -- [stream] [--size 4G] [--runs 3] [--dir PATH] [--quick] [--no-record]
+ * Runs the chosen scenarios side by side, alternating methods, and appends a markdown table
+ * (with the exact command, host and date) to bench/RESULTS.md and JSON to bench/results/.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { parseFlags, parseInteger, parseSize } from '../src/cli/flags';
+import { packageRoot } from '../src/package-root';
+import { describeHost } from './lib/host';
+import { markdownTable, Row } from './lib/table';
+import { benchStream } from './stream';
+
+const SCENARIOS = ['stream'] as const;
+
+async function main(): Promise<void> {
+  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir'] });
+  if (p.flags.get('help')) {
+    console.log(`usage: npm run bench -- [${SCENARIOS.join('|')}] [--size 4G] [--runs 3] [--dir PATH] [--quick] [--no-record]`);
+    return;
+  }
+  const quick = p.flags.has('quick');
+  const size = parseSize(String(p.flags.get('size') ?? (quick ? '256M' : '4G')), '--size');
+  const runs = parseInteger(String(p.flags.get('runs') ?? '3'), '--runs', 1, 100);
+  const dir = String(p.flags.get('dir') ?? path.join(packageRoot(), 'bench', 'data'));
+  fs.mkdirSync(dir, { recursive: true });
+  const scenarios = p.positionals.length ? p.positionals : [...SCENARIOS];
+  const rows: Row[] = [];
+  for (const s of scenarios) {
+    console.error(`bench: ${s}, ${size} bytes, ${runs} runs, in ${dir}`);
+    if (s === 'stream') rows.push(...(await benchStream({ size, runs, dir, srcDir: '/dev/shm' })));
+    else throw new Error(`unknown scenario '${s}' (known: ${SCENARIOS.join(', ')})`);
+  }
+  const table = markdownTable(rows);
+  console.log(table);
+  if (p.flags.has('no-record')) return;
+  const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
+  const stamp = new Date().toISOString();
+  const md = `\n## ${stamp.slice(0, 16).replace('T', ' ')} UTC — \`${command}\`\n\nHost: ${describeHost(dir)}. Medians of ${runs} alternating runs, page cache dropped before each run.\n\n${table}\n`;
+  fs.appendFileSync(path.join(packageRoot(), 'bench', 'RESULTS.md'), md);
+  const jsonDir = path.join(packageRoot(), 'bench', 'results');
+  fs.mkdirSync(jsonDir, { recursive: true });
+  fs.writeFileSync(path.join(jsonDir, `${stamp.replace(/[:.]/g, '-')}.json`), JSON.stringify({ command, host: describeHost(dir), os: os.release(), rows }, null, 2));
+}
+
+main().catch((e) => {
+  console.error(`bench: ${e instanceof Error ? e.message : e}`);
+  process.exit(1);
+});
