@@ -16,7 +16,7 @@ Form 2: --fd N names the file fd, with the same direction rule.
                       written pages from the page cache
   --name LABEL        name used in messages (default "fd N")
   --progress[=FD]     progress as JSON lines on FD (default stderr; a bar if stderr is a TTY)
-  --buffer-size SIZE  bytes per I/O (default 4M; rounded up to the O_DIRECT alignment)
+  --buffer-size SIZE  bytes per I/O (default 2M; rounded up to the O_DIRECT alignment)
   --inflight N        file I/Os in flight at once (default 4)
 
 Both forms start at the file's current position, so a manager may write its own header

@@ -28,7 +28,7 @@ export interface StreamCopyRequest {
   /** Name used in messages and as `path` of errors. */
   fileName: string;
   direct?: DirectMode;
-  /** Bytes per buffer (default 4 MiB). */
+  /** Bytes per buffer (default 2 MiB). */
   bufferSize?: number;
   /** I/Os in flight on the file side (default 4). */
   inflight?: number;
@@ -49,7 +49,7 @@ export interface StreamCopyOutcome {
   elapsedMs: number;
 }
 
-export const DEFAULT_BUFFER_SIZE = 4 * 1024 * 1024;
+export const DEFAULT_BUFFER_SIZE = 2 * 1024 * 1024;
 export const DEFAULT_INFLIGHT = 4;
 const PIPE_SIZE = 1024 * 1024;
 
@@ -209,7 +209,7 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
           bufferSize,
           align: alignment,
           threads: inflight,
-          slots: inflight * 2,
+          slots: inflight + 2,
           padTail: direct,
           dropCache: !direct && req.direct === 'prefer',
         },
