@@ -4,6 +4,7 @@
 
 #include "aligned_buffer.h"
 #include "file_syscalls.h"
+#include "ram_copy.h"
 #include "stream_copy.h"
 
 namespace iohelper {
@@ -12,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitAlignedBuffer(env, exports);
   InitFileSyscalls(env, exports);
   InitStreamCopy(env, exports);
+  InitRamCopy(env, exports);
   return exports;
 }
 

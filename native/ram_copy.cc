@@ -1,0 +1,314 @@
+#include "ram_copy.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "crc32c.h"
+#include "errno_error.h"
+#include "retry.h"
+
+namespace iohelper {
+namespace {
+
+struct Extent {
+  uint64_t start;  // relative to the range
+  uint64_t end;
+};
+
+struct RangeJob {
+  int ramFd = -1;
+  uint64_t ramOffset = 0;
+  uint64_t length = 0;
+  int imageFd = -1;
+  uint64_t imageOffset = 0;
+  uint64_t chunkSize = 8 << 20;
+  uint64_t zeroUnit = 4096;  // granularity of zero detection and of holes left in the image
+  uint64_t maxIo = 8 << 20;
+  uint32_t* checksums = nullptr;  // one per chunk; filled (save) or checked (restore)
+  size_t checksumCount = 0;
+};
+
+struct Outcome {
+  int err = 0;
+  const char* syscall = "";
+  const char* side = "";  // "ram" or "image"
+  uint64_t dataBytes = 0;
+  int64_t badChunk = -1;
+  uint32_t badCrc = 0;
+};
+
+// Data extents of fd within [base, base + length), relative to base, from SEEK_DATA/SEEK_HOLE.
+// Filesystems without hole support report one extent covering everything.
+int DataExtents(int fd, uint64_t base, uint64_t length, std::vector<Extent>* out) {
+  uint64_t pos = base, end = base + length;
+  while (pos < end) {
+    off_t d = lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) break;
+      return errno;
+    }
+    if (static_cast<uint64_t>(d) >= end) break;
+    off_t h = lseek(fd, d, SEEK_HOLE);
+    if (h < 0) return errno;
+    uint64_t e = std::min<uint64_t>(static_cast<uint64_t>(h), end);
+    out->push_back({static_cast<uint64_t>(d) - base, e - base});
+    pos = e;
+  }
+  return 0;
+}
+
+bool IsZero(const uint8_t* p, size_t n) {
+  const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
+  size_t words = n / 8;
+  for (size_t i = 0; i < words; i += 8) {
+    uint64_t acc = 0;
+    for (size_t k = 0; k < 8 && i + k < words; k++) acc |= w[i + k];
+    if (acc) return false;
+  }
+  return true;
+}
+
+class Mapping {
+ public:
+  Mapping(int fd, uint64_t off, uint64_t len, bool writable) : len_(len) {
+    addr_ = mmap(nullptr, len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, static_cast<off_t>(off));
+    if (addr_ == MAP_FAILED) err_ = errno;
+  }
+  ~Mapping() {
+    if (addr_ != MAP_FAILED) munmap(addr_, len_);
+  }
+  int err() const { return err_; }
+  uint8_t* data() const { return static_cast<uint8_t*>(addr_); }
+
+ private:
+  void* addr_;
+  uint64_t len_;
+  int err_ = 0;
+};
+
+// RAM -> image. Touches only the RAM file's data extents (reading a tmpfs hole through a
+// shared mapping would allocate it), writes runs of non-zero units at their fixed offsets.
+void SaveRange(const RangeJob& j, Outcome* o) {
+  std::vector<Extent> extents;
+  if (int e = DataExtents(j.ramFd, j.ramOffset, j.length, &extents)) {
+    *o = {e, "lseek", "ram"};
+    return;
+  }
+  Mapping map(j.ramFd, j.ramOffset, j.length, false);
+  if (map.err()) {
+    *o = {map.err(), "mmap", "ram"};
+    return;
+  }
+  if (j.length) madvise(map.data(), j.length, MADV_SEQUENTIAL);
+  const uint8_t* base = map.data();
+  uint64_t runStart = 0, runLen = 0;
+  auto flush = [&]() -> bool {
+    if (!runLen) return true;
+    ssize_t n = PwriteAll(j.imageFd, base + runStart, runLen, j.imageOffset + runStart);
+    if (n < 0) {
+      *o = {static_cast<int>(-n), "pwrite", "image"};
+      return false;
+    }
+    o->dataBytes += runLen;
+    runLen = 0;
+    return true;
+  };
+  size_t ext = 0;
+  uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
+  for (uint64_t c = 0; c < chunks; c++) {
+    uint64_t cs = c * j.chunkSize, ce = std::min(j.length, cs + j.chunkSize);
+    uint32_t crc = ~0u;
+    uint64_t pos = cs;
+    while (pos < ce) {
+      while (ext < extents.size() && extents[ext].end <= pos) ext++;
+      bool inData = ext < extents.size() && extents[ext].start <= pos;
+      if (!inData) {
+        uint64_t holeEnd = ext < extents.size() ? std::min(extents[ext].start, ce) : ce;
+        if (!flush()) return;
+        crc = Crc32cZeros(crc, holeEnd - pos);
+        pos = holeEnd;
+        continue;
+      }
+      uint64_t unitEnd = std::min(pos + j.zeroUnit, ce);
+      const uint8_t* p = base + pos;
+      if (IsZero(p, unitEnd - pos)) {
+        if (!flush()) return;
+        crc = Crc32cZeros(crc, unitEnd - pos);
+      } else {
+        crc = Crc32cUpdate(crc, p, unitEnd - pos);
+        if (runLen && runStart + runLen != pos) {
+          if (!flush()) return;
+        }
+        if (!runLen) runStart = pos;
+        runLen += unitEnd - pos;
+        if (runLen >= j.maxIo && !flush()) return;
+      }
+      pos = unitEnd;
+    }
+    if (c < j.checksumCount && j.checksums) j.checksums[c] = ~crc;
+  }
+  flush();
+}
+
+// Image -> RAM. Reads the image's data extents straight into a shared mapping of the RAM file
+// (O_DIRECT when the image fd has it); holes stay holes. Then checks each chunk's CRC.
+void RestoreRange(const RangeJob& j, Outcome* o) {
+  std::vector<Extent> extents;
+  if (int e = DataExtents(j.imageFd, j.imageOffset, j.length, &extents)) {
+    *o = {e, "lseek", "image"};
+    return;
+  }
+  Mapping map(j.ramFd, j.ramOffset, j.length, true);
+  if (map.err()) {
+    *o = {map.err(), "mmap", "ram"};
+    return;
+  }
+  uint8_t* base = map.data();
+  for (const Extent& x : extents) {
+    // O_DIRECT reads need aligned offsets; extents from SEEK_DATA are block-aligned.
+    uint64_t s = x.start / j.zeroUnit * j.zeroUnit;
+    uint64_t e = std::min(j.length, (x.end + j.zeroUnit - 1) / j.zeroUnit * j.zeroUnit);
+    for (uint64_t pos = s; pos < e;) {
+      uint64_t n = std::min(j.maxIo, e - pos);
+      ssize_t got = PreadOnce(j.imageFd, base + pos, n, j.imageOffset + pos);
+      if (got < 0) {
+        *o = {static_cast<int>(-got), "pread", "image"};
+        return;
+      }
+      if (got == 0) {
+        *o = {EIO, "pread", "image"};  // the image ends inside a RAM block: truncated
+        return;
+      }
+      pos += static_cast<uint64_t>(got);
+      o->dataBytes += static_cast<uint64_t>(got);
+    }
+  }
+  if (!j.checksums) return;
+  uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
+  size_t ext = 0;
+  for (uint64_t c = 0; c < chunks && c < j.checksumCount; c++) {
+    uint64_t cs = c * j.chunkSize, ce = std::min(j.length, cs + j.chunkSize);
+    uint32_t crc = ~0u;
+    for (uint64_t pos = cs; pos < ce;) {
+      while (ext < extents.size() && extents[ext].end <= pos) ext++;
+      if (ext < extents.size() && extents[ext].start <= pos) {
+        uint64_t e = std::min(extents[ext].end, ce);
+        crc = Crc32cUpdate(crc, base + pos, e - pos);
+        pos = e;
+      } else {
+        uint64_t e = ext < extents.size() ? std::min(extents[ext].start, ce) : ce;
+        crc = Crc32cZeros(crc, e - pos);
+        pos = e;
+      }
+    }
+    if (~crc != j.checksums[c]) {
+      o->badChunk = static_cast<int64_t>(c);
+      o->badCrc = ~crc;
+      return;
+    }
+  }
+}
+
+bool ReadJob(const Napi::CallbackInfo& info, RangeJob* j) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    Napi::TypeError::New(env, "expected a job object").ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto num = [&](const char* key, uint64_t* out, bool required) -> bool {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined() && !required) return true;
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
+      Napi::TypeError::New(env, std::string("job.") + key + " must be a non-negative safe integer").ThrowAsJavaScriptException();
+      return false;
+    }
+    *out = static_cast<uint64_t>(d);
+    return true;
+  };
+  uint64_t ramFd, imageFd;
+  if (!num("ramFd", &ramFd, true) || !num("ramOffset", &j->ramOffset, true) || !num("length", &j->length, true) ||
+      !num("imageFd", &imageFd, true) || !num("imageOffset", &j->imageOffset, true) ||
+      !num("chunkSize", &j->chunkSize, false) || !num("zeroUnit", &j->zeroUnit, false) || !num("maxIo", &j->maxIo, false))
+    return false;
+  j->ramFd = static_cast<int>(ramFd);
+  j->imageFd = static_cast<int>(imageFd);
+  auto pow2 = [](uint64_t v) { return v && !(v & (v - 1)); };
+  if (!pow2(j->zeroUnit) || j->zeroUnit < 512 || !pow2(j->chunkSize) || j->chunkSize < j->zeroUnit ||
+      j->maxIo < j->zeroUnit || j->length % j->zeroUnit || j->ramOffset % 4096 || j->imageOffset % j->zeroUnit) {
+    Napi::RangeError::New(env, "job: zeroUnit and chunkSize must be powers of two (chunkSize >= zeroUnit >= 512), "
+                               "length and imageOffset multiples of zeroUnit, ramOffset page-aligned")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::Value cs = o.Get("checksums");
+  if (!cs.IsUndefined() && !cs.IsNull()) {
+    if (!cs.IsTypedArray() || cs.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+      Napi::TypeError::New(env, "job.checksums must be a Uint32Array").ThrowAsJavaScriptException();
+      return false;
+    }
+    Napi::Uint32Array a = cs.As<Napi::Uint32Array>();
+    j->checksums = a.Data();
+    j->checksumCount = a.ElementLength();
+    if (j->checksumCount < (j->length + j->chunkSize - 1) / j->chunkSize) {
+      Napi::RangeError::New(env, "job.checksums has fewer entries than the range has chunks").ThrowAsJavaScriptException();
+      return false;
+    }
+  }
+  return true;
+}
+
+Napi::Value Result(Napi::Env env, const Outcome& o) {
+  if (o.err) {
+    Napi::Error e = ErrnoError(env, o.err, o.syscall);
+    e.Set("side", Napi::String::New(env, o.side));
+    e.ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("dataBytes", Napi::Number::New(env, static_cast<double>(o.dataBytes)));
+  r.Set("badChunk", Napi::Number::New(env, static_cast<double>(o.badChunk)));
+  r.Set("badCrc", Napi::Number::New(env, o.badCrc));
+  return r;
+}
+
+Napi::Value SaveRangeJs(const Napi::CallbackInfo& info) {
+  RangeJob j;
+  if (!ReadJob(info, &j)) return info.Env().Undefined();
+  Outcome o;
+  SaveRange(j, &o);
+  return Result(info.Env(), o);
+}
+
+Napi::Value RestoreRangeJs(const Napi::CallbackInfo& info) {
+  RangeJob j;
+  if (!ReadJob(info, &j)) return info.Env().Undefined();
+  Outcome o;
+  RestoreRange(j, &o);
+  return Result(info.Env(), o);
+}
+
+Napi::Value Crc32cJs(const Napi::CallbackInfo& info) {
+  ByteView b;
+  if (!ArgBytes(info, 0, &b)) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), Crc32c(b.data, b.length));
+}
+
+}  // namespace
+
+void InitRamCopy(Napi::Env env, Napi::Object exports) {
+  exports.Set("saveRange", Napi::Function::New(env, SaveRangeJs, "saveRange"));
+  exports.Set("restoreRange", Napi::Function::New(env, RestoreRangeJs, "restoreRange"));
+  exports.Set("crc32c", Napi::Function::New(env, Crc32cJs, "crc32c"));
+}
+
+}  // namespace iohelper
