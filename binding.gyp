@@ -11,7 +11,8 @@
         "native/file_syscalls.cc",
         "native/stream_copy.cc",
         "native/crc32c.cc",
-        "native/ram_copy.cc"
+        "native/ram_copy.cc",
+        "native/fd_passing.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE", "_FILE_OFFSET_BITS=64"],

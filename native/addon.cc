@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include "aligned_buffer.h"
+#include "fd_passing.h"
 #include "file_syscalls.h"
 #include "ram_copy.h"
 #include "stream_copy.h"
@@ -14,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFileSyscalls(env, exports);
   InitStreamCopy(env, exports);
   InitRamCopy(env, exports);
+  InitFdPassing(env, exports);
   return exports;
 }
 

@@ -40,6 +40,31 @@ export interface StreamCopyResult {
   written: number;
 }
 
+/** One range of a RAM file and its fixed place in the image (native/ram_copy.cc). */
+export interface RangeJob {
+  ramFd: number;
+  ramOffset: number;
+  length: number;
+  imageFd: number;
+  imageOffset: number;
+  /** Checksum granularity (power of two); the range starts on a chunk boundary. */
+  chunkSize?: number;
+  /** Zero-detection unit and hole granularity in the image (power of two >= 512). */
+  zeroUnit?: number;
+  /** Largest single pread/pwrite. */
+  maxIo?: number;
+  /** One CRC-32C per chunk: filled by saveRange, checked by restoreRange. */
+  checksums?: Uint32Array | null;
+}
+
+export interface RangeResult {
+  /** Bytes actually written to (save) or read from (restore) the image. */
+  dataBytes: number;
+  /** Restore: index of the first chunk whose checksum did not match, else -1. */
+  badChunk: number;
+  badCrc: number;
+}
+
 export interface NativeBinding {
   allocAligned(size: number, alignment: number): ArrayBuffer;
   pread(fd: number, buf: Bytes, offset: U64): number;
@@ -65,6 +90,11 @@ export interface NativeBinding {
   pipe(): [number, number];
   mmap(fd: number, offset: U64, length: U64, writable: boolean, shared?: boolean): ArrayBuffer;
   munmap(mapping: ArrayBuffer): void;
+  /** sendmsg with SCM_RIGHTS: the fds travel with the bytes (QMP getfd). */
+  sendWithFds(socketFd: number, bytes: Bytes, fds: number[]): number;
+  saveRange(job: RangeJob): RangeResult;
+  restoreRange(job: RangeJob): RangeResult;
+  crc32c(bytes: Bytes): number;
   /** progress[0] counts bytes moved; set progress[1] = 1n to cancel. */
   streamCopy(options: StreamCopyOptions, progress: BigUint64Array): Promise<StreamCopyResult>;
   constants: {

@@ -2,6 +2,7 @@
  * A minimal QMP (QEMU Machine Protocol) client over a unix socket: newline-delimited JSON,
  * commands matched to replies by `id` (events may interleave), events re-emitted as 'event'.
  */
+import { native } from '../native';
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 
@@ -105,6 +106,21 @@ export class QmpClient extends EventEmitter {
       const message = args === undefined ? { execute: command, id } : { execute: command, arguments: args, id };
       this.socket.write(JSON.stringify(message) + '\n');
     }
+    return reply;
+  }
+
+  /**
+   * Runs a command with file descriptors attached (SCM_RIGHTS), e.g. `getfd` or `add-fd`.
+   * QEMU keeps its own copies; the caller may close its fds once this resolves.
+   */
+  async executeWithFds<T = any>(command: string, args: object, fds: number[], opts: { timeoutMs?: number } = {}): Promise<T> {
+    if (this.closeReason !== undefined) throw new Error(`QMP ${command}: ${this.closeReason}`);
+    while (this.socket.writableLength > 0) await new Promise((resolve) => this.socket.once('drain', resolve));
+    const id = `iohelper-${this.nextId++}`;
+    const reply = this.expectReply(id, command, opts.timeoutMs ?? this.defaultTimeoutMs);
+    const socketFd = (this.socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (typeof socketFd !== 'number' || socketFd < 0) throw new Error(`QMP ${command}: cannot pass fds: no socket fd`);
+    native.sendWithFds(socketFd, Buffer.from(JSON.stringify({ execute: command, arguments: args, id }) + '\n'), fds);
     return reply;
   }
 
