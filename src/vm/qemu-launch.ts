@@ -1,0 +1,191 @@
+/**
+ * Starting QEMU 10 guests whose RAM is file-backed (memory-backend-file), with a QMP socket.
+ *
+ * A memory-backend-file with share=on maps the existing file without clearing it, so what the
+ * file holds before start is the guest's RAM. With -S the guest never runs, so firmware never
+ * writes to it either.
+ */
+import { spawn, spawnSync, ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { QmpClient } from '../qmp/client';
+
+export const QEMU = 'qemu-system-x86_64';
+const MIN_QEMU_MAJOR = 10;
+const MiB = 1024 * 1024;
+const STOP_GRACE_MS = 5000;
+
+let availability: { ok: boolean; why?: string } | undefined;
+
+/** Whether qemu-system-x86_64 >= 10 is installed (checked once per process). */
+export function qemuAvailable(): { ok: boolean; why?: string } {
+  availability ??= checkQemu();
+  return availability;
+}
+
+function checkQemu(): { ok: boolean; why?: string } {
+  const r = spawnSync(QEMU, ['--version'], { encoding: 'utf8' });
+  if (r.error) return { ok: false, why: `${QEMU} not runnable: ${r.error.message}` };
+  const m = /version (\d+)\.(\d+)/.exec(r.stdout);
+  if (!m) return { ok: false, why: `cannot parse '${QEMU} --version' output: ${(r.stdout + r.stderr).trim()}` };
+  if (Number(m[1]) < MIN_QEMU_MAJOR) return { ok: false, why: `${QEMU} ${m[1]}.${m[2]} is older than ${MIN_QEMU_MAJOR}` };
+  return { ok: true };
+}
+
+/** KVM when /dev/kvm is usable by this process, else TCG. */
+export function accelArgs(): string[] {
+  try {
+    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+    return ['-accel', 'kvm'];
+  } catch {
+    return ['-accel', 'tcg'];
+  }
+}
+
+/** One guest RAM block: a memory-backend-file object. `size` in bytes, a multiple of 2 MiB. */
+export interface RamSpec {
+  id: string;
+  path: string;
+  size: number;
+}
+
+/**
+ * Machine arguments for a disk-less q35 guest whose RAM is the given file-backed blocks.
+ * One block is the machine's memory-backend; two or more become NUMA nodes, one socket
+ * (one CPU) per node. With `offsets`, block i maps its file from offsets[i], so that file
+ * must be at least offsets[i] + size long (QEMU refuses to start otherwise).
+ */
+export function machineArgs(ram: RamSpec[], opts: { share?: boolean; offsets?: number[] } = {}): string[] {
+  if (ram.length === 0) throw new Error('machineArgs: at least one RAM block is needed');
+  if (opts.offsets && opts.offsets.length !== ram.length) {
+    throw new Error(`machineArgs: ${opts.offsets.length} offsets for ${ram.length} RAM blocks`);
+  }
+  const share = opts.share ?? true ? 'on' : 'off';
+  const total = ram.reduce((sum, r) => sum + r.size, 0);
+  const args = ['-nodefaults', '-no-user-config', '-nographic', '-display', 'none', '-serial', 'none', '-monitor', 'none'];
+
+  if (ram.length === 1) {
+    args.push('-machine', `q35,memory-backend=${ram[0].id}`);
+  } else {
+    const n = ram.length;
+    args.push('-machine', 'q35', '-smp', `${n},sockets=${n},cores=1,threads=1`);
+  }
+  args.push('-m', `${total / MiB}M`);
+
+  ram.forEach((r, i) => {
+    if (r.size <= 0 || r.size % (2 * MiB) !== 0) {
+      throw new Error(`machineArgs: RAM block ${r.id} size ${r.size} is not a positive multiple of 2 MiB`);
+    }
+    const offset = opts.offsets?.[i];
+    const offsetOpt = offset === undefined ? '' : `,offset=${offset}`;
+    args.push('-object', `memory-backend-file,id=${r.id},size=${r.size},mem-path=${r.path},share=${share}${offsetOpt}`);
+  });
+  if (ram.length > 1) {
+    ram.forEach((r, i) => args.push('-numa', `node,nodeid=${i},memdev=${r.id}`));
+    ram.forEach((_, i) => args.push('-numa', `cpu,node-id=${i},socket-id=${i}`));
+  }
+  return args;
+}
+
+export interface QemuOptions {
+  ram: RamSpec[];
+  extraArgs?: string[];
+  /** Adds `-incoming defer`: the guest waits for migrate-incoming. */
+  incoming?: boolean;
+  /** Adds `-S` (default true): the guest CPUs never start unless `cont` is sent. */
+  paused?: boolean;
+  /** Extra child stdio entries (fds 3, 4, ...) for child_process.spawn, e.g. inherited fds. */
+  stdio?: Array<any>;
+  share?: boolean;
+  offsets?: number[];
+}
+
+export interface QemuInstance {
+  proc: ChildProcess;
+  qmp: QmpClient;
+  /** Temp dir holding the QMP socket; removed by stop(). */
+  dir: string;
+  /** Quits QEMU (QMP quit, else SIGTERM; SIGKILL after 5 s), closes QMP, removes the temp dir. Safe to call twice. */
+  stop(): Promise<void>;
+  /** QEMU's stderr so far. */
+  stderr(): string;
+}
+
+/** Starts QEMU with a QMP socket in a fresh temp dir and connects to it. Rejects with QEMU's stderr if it fails to start. */
+export async function startQemu(opts: QemuOptions): Promise<QemuInstance> {
+  const machine = machineArgs(opts.ram, { share: opts.share, offsets: opts.offsets });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-qemu-'));
+  const socketPath = path.join(dir, 'qmp.sock');
+  const args = [
+    ...accelArgs(),
+    ...machine,
+    '-qmp', `unix:${socketPath},server=on,wait=off`,
+    ...(opts.paused ?? true ? ['-S'] : []),
+    ...(opts.incoming ? ['-incoming', 'defer'] : []),
+    ...(opts.extraArgs ?? []),
+  ];
+
+  let stderr = '';
+  let spawnError: Error | undefined;
+  const proc = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe', ...(opts.stdio ?? [])] });
+  proc.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  // 'close' (all exit paths, stderr drained) or 'error' (spawn failed, e.g. ENOENT).
+  const exited = new Promise<void>((resolve) => {
+    proc.once('close', () => resolve());
+    proc.on('error', (e) => {
+      spawnError = e;
+      resolve();
+    });
+  });
+
+  const earlyExit = new AbortController();
+  const onEarlyExit = () => earlyExit.abort();
+  proc.once('close', onEarlyExit);
+  proc.once('error', onEarlyExit);
+  let qmp: QmpClient;
+  try {
+    qmp = await QmpClient.connect(socketPath, { signal: earlyExit.signal });
+  } catch (e) {
+    if (proc.exitCode === null && proc.signalCode === null && !spawnError) proc.kill('SIGKILL');
+    await exited;
+    fs.rmSync(dir, { recursive: true, force: true });
+    const status = spawnError ? spawnError.message : `exit ${proc.exitCode ?? proc.signalCode}`;
+    throw new Error(`QEMU failed to start (${status}; ${(e as Error).message}):\n${stderr.trim()}\nargs: ${args.join(' ')}`);
+  } finally {
+    proc.off('close', onEarlyExit);
+    proc.off('error', onEarlyExit);
+  }
+
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= (async () => {
+      // SIGTERM also makes QEMU quit cleanly when the monitor is no longer usable.
+      await qmp.execute('quit', undefined, { timeoutMs: STOP_GRACE_MS }).catch(() => proc.kill('SIGTERM'));
+      if (!(await waitExit(proc, STOP_GRACE_MS))) {
+        proc.kill('SIGKILL');
+        await exited;
+      }
+      qmp.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    })();
+    return stopping;
+  };
+  return { proc, qmp, dir, stop, stderr: () => stderr };
+}
+
+/** Resolves true once the process has exited, false if it is still running after timeoutMs. */
+function waitExit(proc: ChildProcess, timeoutMs: number): Promise<boolean> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      proc.off('exit', onExit);
+      resolve(false);
+    }, timeoutMs);
+    const onExit = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    proc.once('exit', onExit);
+  });
+}

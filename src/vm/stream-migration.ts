@@ -1,0 +1,84 @@
+/**
+ * The classic save/restore path, as libvirt drives it: QEMU's migration stream goes through a
+ * pipe (handed to QEMU with QMP getfd) and a helper process copies it to or from the file,
+ * which the caller opens (with O_DIRECT when asked). Works with any memory backend.
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { native } from '../native';
+import { packageRoot } from '../package-root';
+import { QmpClient, waitForMigration } from '../qmp/client';
+
+/** The helper program run in libvirt's form `<cmd> <args…> FILENAME FD`. */
+export interface HelperCommand {
+  cmd: string;
+  args: string[];
+}
+
+/** Our own helper, run with this Node. */
+export function ourHelper(): HelperCommand {
+  return { cmd: process.execPath, args: [path.join(packageRoot(), 'bin', 'iohelper')] };
+}
+
+export interface StreamMigrationOptions {
+  qmp: QmpClient;
+  image: string;
+  direct: boolean;
+  helper?: HelperCommand;
+  /** Restore: where the stream starts in the file (after a manager's header). */
+  offset?: number;
+  timeoutMs?: number;
+}
+
+function runHelper(h: HelperCommand, image: string, fdArg: '0' | '1', stdio: [number, number]): Promise<void> {
+  const child = spawn(h.cmd, [...h.args, image, fdArg], { stdio: [stdio[0], stdio[1], 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(stderr.trim() || `${path.basename(h.cmd)} ended with ${code ?? signal}`)),
+    );
+  });
+}
+
+const UNTHROTTLED = { 'max-bandwidth': 2 ** 50 };
+
+/** stop is the caller's; this sets max-bandwidth, migrates into the helper and waits for both. */
+export async function saveThroughHelper(o: StreamMigrationOptions): Promise<void> {
+  const out = fs.openSync(o.image, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | (o.direct ? fs.constants.O_DIRECT : 0), 0o600);
+  const [r, w] = native.pipe();
+  let helper: Promise<void>;
+  try {
+    helper = runHelper(o.helper ?? ourHelper(), o.image, '1', [r, out]);
+    await o.qmp.executeWithFds('getfd', { fdname: 'iohelper-migrate' }, [w]);
+  } finally {
+    fs.closeSync(r);
+    fs.closeSync(w);
+    fs.closeSync(out);
+  }
+  helper.catch(() => undefined);
+  await o.qmp.execute('migrate-set-parameters', UNTHROTTLED);
+  await o.qmp.execute('migrate', { uri: 'fd:iohelper-migrate' });
+  await Promise.all([waitForMigration(o.qmp, { timeoutMs: o.timeoutMs }), helper]);
+}
+
+/** QEMU must have been started with `-incoming defer`. */
+export async function restoreThroughHelper(o: StreamMigrationOptions): Promise<void> {
+  const inp = fs.openSync(o.image, fs.constants.O_RDONLY | (o.direct ? fs.constants.O_DIRECT : 0));
+  const [r, w] = native.pipe();
+  let helper: Promise<void>;
+  try {
+    if (o.offset) native.lseek(inp, o.offset, native.constants.SEEK_SET);
+    helper = runHelper(o.helper ?? ourHelper(), o.image, '0', [inp, w]);
+    await o.qmp.executeWithFds('getfd', { fdname: 'iohelper-migrate' }, [r]);
+  } finally {
+    fs.closeSync(r);
+    fs.closeSync(w);
+    fs.closeSync(inp);
+  }
+  helper.catch(() => undefined);
+  await o.qmp.execute('migrate-incoming', { uri: 'fd:iohelper-migrate' });
+  await Promise.all([waitForMigration(o.qmp, { timeoutMs: o.timeoutMs }), helper]);
+}
