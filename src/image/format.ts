@@ -1,0 +1,332 @@
+/**
+ * Encoder and validating decoder of the image format, version 1 (docs/FORMAT.md). Pure: bytes
+ * in, bytes out. Every u64 is read as a BigInt and range-checked before it becomes a Number.
+ */
+import { native } from '../native';
+
+export const MAGIC = 'IOHIMG01';
+export const VERSION = 1;
+export const HEADER_SIZE = 4096;
+export const ENTRY_SIZE = 320;
+export const NAME_SIZE = 256;
+export const MAX_BLOCKS = 1024;
+export const META_ALIGN = 4096;
+export const DEFAULT_ALIGNMENT = 1 << 20;
+export const DEFAULT_CHUNK = 8 << 20;
+export const FLAG_CHECKSUMS = 1;
+const MAX_BLOCK_SIZE = 2n ** 50n;
+const MAX_DEVICE_STATE = 2n ** 48n;
+/** Readers hold checksum tables in memory: 16 Mi entries (128 TiB of RAM at 8 MiB chunks) at most. */
+export const MAX_CHECKSUMS = 2 ** 24;
+const GiB = 2 ** 30;
+const CRC_AT = HEADER_SIZE - 4;
+
+export type ImageErrorCode =
+  | 'EIMG_TRUNCATED'
+  | 'EIMG_MAGIC'
+  | 'EIMG_VERSION'
+  | 'EIMG_CHECKSUM'
+  | 'EIMG_UNCOMMITTED'
+  | 'EIMG_RESERVED'
+  | 'EIMG_BOUNDS'
+  | 'EIMG_OVERLAP'
+  | 'EIMG_NAME';
+
+export class ImageFormatError extends Error {
+  constructor(
+    readonly code: ImageErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ImageFormatError';
+  }
+}
+
+export interface ImageHeader {
+  version: number;
+  flags: number;
+  committed: boolean;
+  pageSize: number;
+  alignment: number;
+  blockCount: number;
+  tableCrc: number;
+  tableOffset: number;
+  tableLength: number;
+  deviceStateOffset: number;
+  deviceStateLength: number;
+  imageSize: number;
+  createdMs: number;
+  creator: string;
+}
+
+export interface BlockEntry {
+  name: string;
+  size: number;
+  offset: number;
+  chunkSize: number;
+  checksumOffset: number;
+  checksumCount: number;
+  pageSize: number;
+  dataBytes: number;
+}
+
+const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
+const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
+
+function fail(code: ImageErrorCode, message: string): never {
+  throw new ImageFormatError(code, message);
+}
+
+/** A u64 as a Number, refusing values that are not exact. */
+function u64(buf: Buffer, at: number, field: string, max: bigint = BigInt(Number.MAX_SAFE_INTEGER)): number {
+  const v = buf.readBigUInt64LE(at);
+  if (v > max) fail('EIMG_BOUNDS', `${field} = ${v} is out of range (max ${max})`);
+  return Number(v);
+}
+
+function view(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+export function encodeHeader(h: ImageHeader): Buffer {
+  const b = Buffer.alloc(HEADER_SIZE);
+  b.write(MAGIC, 0, 'latin1');
+  b.writeUInt32LE(h.version, 8);
+  b.writeUInt32LE(h.flags, 12);
+  b.writeUInt32LE(HEADER_SIZE, 16);
+  b.writeUInt32LE(h.committed ? 1 : 0, 20);
+  b.writeUInt32LE(h.pageSize, 24);
+  b.writeUInt32LE(h.alignment, 28);
+  b.writeUInt32LE(h.blockCount, 32);
+  b.writeUInt32LE(h.tableCrc >>> 0, 36);
+  b.writeBigUInt64LE(BigInt(h.tableOffset), 40);
+  b.writeBigUInt64LE(BigInt(h.tableLength), 48);
+  b.writeBigUInt64LE(BigInt(h.deviceStateOffset), 56);
+  b.writeBigUInt64LE(BigInt(h.deviceStateLength), 64);
+  b.writeBigUInt64LE(BigInt(h.imageSize), 72);
+  b.writeBigUInt64LE(BigInt(h.createdMs), 80);
+  const creator = Buffer.from(h.creator, 'utf8').subarray(0, 31);
+  creator.copy(b, 88);
+  b.writeUInt32LE(native.crc32c(b.subarray(0, CRC_AT)), CRC_AT);
+  return b;
+}
+
+/**
+ * Decodes and checks the header against the file's size. Refuses an incomplete image unless
+ * `allowUncommitted` (inspect shows those).
+ */
+export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowUncommitted?: boolean } = {}): ImageHeader {
+  if (bytes.length < HEADER_SIZE || fileSize < HEADER_SIZE) fail('EIMG_TRUNCATED', `file has ${fileSize} bytes, less than the ${HEADER_SIZE}-byte header`);
+  const b = view(bytes).subarray(0, HEADER_SIZE);
+  const magic = b.subarray(0, 8).toString('latin1');
+  if (magic !== MAGIC) fail('EIMG_MAGIC', `magic is ${JSON.stringify(magic)}, not ${MAGIC}: not an iohelper image`);
+  const version = b.readUInt32LE(8);
+  if (version !== VERSION) fail('EIMG_VERSION', `format version ${version} is not supported (this reader knows ${VERSION})`);
+  const crc = b.readUInt32LE(CRC_AT);
+  const actual = native.crc32c(b.subarray(0, CRC_AT));
+  if (crc !== actual) fail('EIMG_CHECKSUM', `header checksum mismatch (stored ${hex(crc)}, computed ${hex(actual)})`);
+  if (b.readUInt32LE(16) !== HEADER_SIZE) fail('EIMG_VERSION', `headerSize ${b.readUInt32LE(16)} is not ${HEADER_SIZE}`);
+  const flags = b.readUInt32LE(12);
+  if (flags & ~FLAG_CHECKSUMS) fail('EIMG_RESERVED', `unknown flag bits ${hex(flags & ~FLAG_CHECKSUMS)}`);
+  const state = b.readUInt32LE(20);
+  if (state > 1) fail('EIMG_RESERVED', `state ${state} is neither 0 (incomplete) nor 1 (committed)`);
+  if (b.subarray(120, CRC_AT).some((x) => x !== 0)) fail('EIMG_RESERVED', 'reserved header bytes 120..4091 are not zero');
+  const h: ImageHeader = {
+    version,
+    flags,
+    committed: state === 1,
+    pageSize: b.readUInt32LE(24),
+    alignment: b.readUInt32LE(28),
+    blockCount: b.readUInt32LE(32),
+    tableCrc: b.readUInt32LE(36),
+    tableOffset: u64(b, 40, 'tableOffset'),
+    tableLength: u64(b, 48, 'tableLength'),
+    deviceStateOffset: u64(b, 56, 'deviceStateOffset'),
+    deviceStateLength: u64(b, 64, 'deviceStateLength', MAX_DEVICE_STATE),
+    imageSize: u64(b, 72, 'imageSize'),
+    createdMs: u64(b, 80, 'createdMs'),
+    creator: b.subarray(88, 120).toString('utf8').replace(/\0+$/, ''),
+  };
+  if (!h.committed && !opts.allowUncommitted) fail('EIMG_UNCOMMITTED', 'the image is incomplete: its save never finished (state 0)');
+  if (!isPow2(h.pageSize) || h.pageSize < 4096 || h.pageSize > GiB) fail('EIMG_BOUNDS', `pageSize ${h.pageSize} is not a power of two in 4096..1 GiB`);
+  if (!isPow2(h.alignment) || h.alignment < 4096 || h.alignment > GiB || h.alignment < h.pageSize) {
+    fail('EIMG_BOUNDS', `alignment ${h.alignment} is not a power of two in 4096..1 GiB and >= pageSize`);
+  }
+  if (h.blockCount < 1 || h.blockCount > MAX_BLOCKS) fail('EIMG_BOUNDS', `blockCount ${h.blockCount} is not in 1..${MAX_BLOCKS}`);
+  if (h.tableOffset !== HEADER_SIZE) fail('EIMG_BOUNDS', `tableOffset ${h.tableOffset} is not ${HEADER_SIZE}`);
+  if (h.tableLength !== h.blockCount * ENTRY_SIZE) fail('EIMG_BOUNDS', `tableLength ${h.tableLength} is not blockCount × ${ENTRY_SIZE}`);
+  if (h.deviceStateOffset % h.alignment !== 0) fail('EIMG_BOUNDS', `deviceStateOffset ${h.deviceStateOffset} is not a multiple of the alignment`);
+  if (h.committed && h.imageSize !== h.deviceStateOffset + h.deviceStateLength) {
+    fail('EIMG_BOUNDS', `imageSize ${h.imageSize} is not deviceStateOffset + deviceStateLength`);
+  }
+  if (h.committed && fileSize < h.imageSize) fail('EIMG_TRUNCATED', `file has ${fileSize} bytes, the image needs ${h.imageSize}: truncated`);
+  if (h.committed && fileSize > h.imageSize) fail('EIMG_BOUNDS', `file has ${fileSize} bytes, more than the image's ${h.imageSize}`);
+  if (fileSize < h.tableOffset + h.tableLength) fail('EIMG_TRUNCATED', `file has ${fileSize} bytes, the block table ends at ${h.tableOffset + h.tableLength}`);
+  return h;
+}
+
+export function encodeBlockTable(entries: BlockEntry[]): Buffer {
+  const b = Buffer.alloc(entries.length * ENTRY_SIZE);
+  entries.forEach((e, i) => {
+    const at = i * ENTRY_SIZE;
+    const name = Buffer.from(e.name, 'utf8');
+    if (name.length < 1 || name.length >= NAME_SIZE) throw new RangeError(`block name '${e.name}' must be 1..${NAME_SIZE - 1} bytes`);
+    name.copy(b, at);
+    b.writeBigUInt64LE(BigInt(e.size), at + 256);
+    b.writeBigUInt64LE(BigInt(e.offset), at + 264);
+    b.writeBigUInt64LE(BigInt(e.chunkSize), at + 272);
+    b.writeBigUInt64LE(BigInt(e.checksumOffset), at + 280);
+    b.writeBigUInt64LE(BigInt(e.checksumCount), at + 288);
+    b.writeUInt32LE(e.pageSize, at + 296);
+    b.writeBigUInt64LE(BigInt(e.dataBytes), at + 304);
+  });
+  return b;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function decodeName(raw: Buffer, i: number): string {
+  const nul = raw.indexOf(0);
+  if (nul <= 0) fail('EIMG_NAME', `block ${i}: name is ${nul === 0 ? 'empty' : 'not NUL-terminated'}`);
+  if (raw.subarray(nul).some((x) => x !== 0)) fail('EIMG_NAME', `block ${i}: name padding is not NUL`);
+  try {
+    return utf8.decode(raw.subarray(0, nul));
+  } catch {
+    return fail('EIMG_NAME', `block ${i}: name is not valid UTF-8`);
+  }
+}
+
+/** Decodes the table and checks every entry against the header and each other (docs/FORMAT.md). */
+export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[] {
+  if (bytes.length < h.tableLength) fail('EIMG_TRUNCATED', `block table has ${bytes.length} bytes, expected ${h.tableLength}`);
+  const b = view(bytes).subarray(0, h.tableLength);
+  const crc = native.crc32c(b);
+  if (crc !== h.tableCrc) fail('EIMG_CHECKSUM', `block table checksum mismatch (stored ${hex(h.tableCrc)}, computed ${hex(crc)})`);
+  const withSums = (h.flags & FLAG_CHECKSUMS) !== 0;
+  const entries: BlockEntry[] = [];
+  const names = new Set<string>();
+  for (let i = 0; i < h.blockCount; i++) {
+    const at = i * ENTRY_SIZE;
+    const name = decodeName(b.subarray(at, at + NAME_SIZE), i);
+    if (names.has(name)) fail('EIMG_NAME', `block ${i}: name '${name}' appears twice`);
+    names.add(name);
+    const where = `block ${i} ('${name}')`;
+    const e: BlockEntry = {
+      name,
+      size: u64(b, at + 256, `${where} size`, MAX_BLOCK_SIZE),
+      offset: u64(b, at + 264, `${where} offset`),
+      chunkSize: u64(b, at + 272, `${where} chunkSize`, BigInt(GiB)),
+      checksumOffset: u64(b, at + 280, `${where} checksumOffset`),
+      checksumCount: u64(b, at + 288, `${where} checksumCount`),
+      pageSize: b.readUInt32LE(at + 296),
+      dataBytes: u64(b, at + 304, `${where} dataBytes`),
+    };
+    if (b.readUInt32LE(at + 300) !== 0 || b.readBigUInt64LE(at + 312) !== 0n) fail('EIMG_RESERVED', `${where}: flags/reserved are not zero`);
+    if (e.size === 0 || e.size % h.pageSize !== 0) fail('EIMG_BOUNDS', `${where}: size ${e.size} is not a positive multiple of the page size ${h.pageSize}`);
+    if (e.pageSize !== h.pageSize) fail('EIMG_BOUNDS', `${where}: pageSize ${e.pageSize} differs from the header's ${h.pageSize}`);
+    if (e.offset % h.alignment !== 0) fail('EIMG_BOUNDS', `${where}: offset ${e.offset} is not a multiple of the alignment ${h.alignment}`);
+    if (!isPow2(e.chunkSize) || e.chunkSize < 4096 || e.chunkSize < h.pageSize) fail('EIMG_BOUNDS', `${where}: chunkSize ${e.chunkSize} is not a power of two >= 4096 and >= pageSize`);
+    if (e.dataBytes > e.size) fail('EIMG_BOUNDS', `${where}: dataBytes ${e.dataBytes} exceeds size ${e.size}`);
+    if (withSums) {
+      const want = Math.ceil(e.size / e.chunkSize);
+      if (want > MAX_CHECKSUMS) fail('EIMG_BOUNDS', `${where}: ${want} checksums exceed the reader's limit of ${MAX_CHECKSUMS}`);
+      if (e.checksumCount !== want) fail('EIMG_BOUNDS', `${where}: checksumCount ${e.checksumCount}, expected ${want}`);
+      if (e.checksumOffset === 0 || e.checksumOffset % META_ALIGN !== 0) fail('EIMG_BOUNDS', `${where}: checksumOffset ${e.checksumOffset} is not a non-zero multiple of ${META_ALIGN}`);
+    } else if (e.checksumCount !== 0 || e.checksumOffset !== 0) {
+      fail('EIMG_BOUNDS', `${where}: has a checksum table but the header says there are none`);
+    }
+    entries.push(e);
+  }
+  checkRegions(h, entries);
+  return entries;
+}
+
+/** No region may overlap another; RAM blocks come after all metadata, device state after RAM. */
+function checkRegions(h: ImageHeader, entries: BlockEntry[]): void {
+  const metaEnd = alignUp(h.tableOffset + h.tableLength, META_ALIGN);
+  const regions: Array<{ what: string; start: number; end: number }> = [{ what: 'header and block table', start: 0, end: metaEnd }];
+  let firstBlock = Infinity;
+  for (const e of entries) {
+    const end = e.offset + e.size;
+    if (end > h.deviceStateOffset) fail('EIMG_BOUNDS', `block '${e.name}' ends at ${end}, past the device state at ${h.deviceStateOffset}`);
+    regions.push({ what: `block '${e.name}'`, start: e.offset, end });
+    firstBlock = Math.min(firstBlock, e.offset);
+    if (e.checksumCount) regions.push({ what: `checksums of '${e.name}'`, start: e.checksumOffset, end: e.checksumOffset + e.checksumCount * 4 });
+  }
+  for (const e of entries) {
+    if (e.checksumCount && e.checksumOffset + e.checksumCount * 4 > firstBlock) {
+      fail('EIMG_OVERLAP', `checksums of '${e.name}' are not in the metadata area before the first RAM block`);
+    }
+  }
+  regions.push({ what: 'device state', start: h.deviceStateOffset, end: h.deviceStateOffset + h.deviceStateLength });
+  regions.sort((a, b) => a.start - b.start || a.end - b.end);
+  for (let i = 1; i < regions.length; i++) {
+    if (regions[i].start < regions[i - 1].end) fail('EIMG_OVERLAP', `${regions[i].what} overlaps ${regions[i - 1].what}`);
+  }
+}
+
+export function encodeChecksums(crcs: Uint32Array): Buffer {
+  const b = Buffer.alloc(alignUp(crcs.length * 4, META_ALIGN));
+  crcs.forEach((c, i) => b.writeUInt32LE(c >>> 0, i * 4));
+  return b;
+}
+
+export function decodeChecksums(bytes: Uint8Array, count: number): Uint32Array {
+  if (bytes.length < count * 4) fail('EIMG_TRUNCATED', `checksum table has ${bytes.length} bytes, expected ${count * 4}`);
+  const b = view(bytes);
+  const out = new Uint32Array(count);
+  for (let i = 0; i < count; i++) out[i] = b.readUInt32LE(i * 4);
+  return out;
+}
+
+export interface LayoutInput {
+  blocks: Array<{ name: string; size: number }>;
+  pageSize: number;
+  alignment: number;
+  chunkSize: number;
+  checksums: boolean;
+  creator: string;
+}
+
+export interface Layout {
+  header: ImageHeader;
+  entries: BlockEntry[];
+}
+
+/** Places the table, checksum tables, RAM blocks and device state (uncommitted header). */
+export function planLayout(o: LayoutInput): Layout {
+  let pos = alignUp(HEADER_SIZE + o.blocks.length * ENTRY_SIZE, META_ALIGN);
+  const entries: BlockEntry[] = o.blocks.map((b) => {
+    const count = o.checksums ? Math.ceil(b.size / o.chunkSize) : 0;
+    const e: BlockEntry = { name: b.name, size: b.size, offset: 0, chunkSize: o.chunkSize, checksumOffset: count ? pos : 0, checksumCount: count, pageSize: o.pageSize, dataBytes: 0 };
+    pos += alignUp(count * 4, META_ALIGN);
+    return e;
+  });
+  for (const e of entries) {
+    e.offset = alignUp(pos, o.alignment);
+    pos = e.offset + e.size;
+  }
+  const deviceStateOffset = alignUp(pos, o.alignment);
+  const tableLength = entries.length * ENTRY_SIZE;
+  const header: ImageHeader = {
+    version: VERSION,
+    flags: o.checksums ? FLAG_CHECKSUMS : 0,
+    committed: false,
+    pageSize: o.pageSize,
+    alignment: o.alignment,
+    blockCount: entries.length,
+    tableCrc: 0,
+    tableOffset: HEADER_SIZE,
+    tableLength,
+    deviceStateOffset,
+    deviceStateLength: 0,
+    imageSize: deviceStateOffset,
+    createdMs: Date.now(),
+    creator: o.creator,
+  };
+  return { header, entries };
+}
+
+function hex(n: number): string {
+  return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
+}

@@ -1,0 +1,32 @@
+/**
+ * Cuts RAM blocks into jobs for the worker pool: (block, start, end) ranges of the RAM file,
+ * each mapped to its fixed offset in the image. Ranges start on checksum-chunk boundaries so a
+ * job's checksums are whole chunks; a block larger than one job is sliced so every worker can
+ * take part of it.
+ */
+import { BlockEntry } from './format';
+
+export interface CopyJob {
+  block: number;
+  /** Byte range of the block (= of its RAM file). */
+  start: number;
+  end: number;
+  imageOffset: number;
+  /** Index of the first checksum chunk of the range. */
+  firstChunk: number;
+}
+
+export const DEFAULT_JOB_SIZE = 64 << 20;
+
+export function planJobs(entries: BlockEntry[], jobSize = DEFAULT_JOB_SIZE): CopyJob[] {
+  const jobs: CopyJob[] = [];
+  entries.forEach((e, block) => {
+    const step = Math.max(e.chunkSize, Math.floor(jobSize / e.chunkSize) * e.chunkSize);
+    for (let start = 0; start < e.size; start += step) {
+      const end = Math.min(e.size, start + step);
+      jobs.push({ block, start, end, imageOffset: e.offset + start, firstChunk: start / e.chunkSize });
+    }
+  });
+  // Largest first keeps the tail short when blocks differ in size.
+  return jobs.sort((a, b) => b.end - b.start - (a.end - a.start));
+}

@@ -1,0 +1,172 @@
+/**
+ * restore(): validates an image, fills fresh RAM files from it in parallel (O_DIRECT reads
+ * straight into an mmap of each RAM file, holes left as holes), checks every chunk's CRC, then
+ * streams the device state out for QEMU's migrate-incoming. Nothing is written to a RAM file
+ * until the image and every RAM target have passed their checks.
+ */
+import { isSystemError, systemError, UsageError, withPath } from '../errors';
+import { directAlignment } from '../fs/alignment';
+import { describeFd, setDirect } from '../fs/fd-info';
+import { native } from '../native';
+import { ProgressListener, ProgressSampler } from '../progress';
+import { copyDeviceState } from './device-state';
+import { ImageFormatError } from './format';
+import { planJobs, DEFAULT_JOB_SIZE } from './planner';
+import { runPool } from './pool';
+import { readImageMetadata } from './read-image';
+import { checkRamTarget, checkUniqueNames, OpenRam, openRamForRestore, RamSource } from './ram-files';
+import { explainSaveError } from './save';
+import { WorkerTask } from './worker-types';
+
+export interface RestoreOptions {
+  imageFd: number;
+  imageName?: string;
+  ram: RamSource[];
+  /** Where the device state goes (default stdout). */
+  deviceStateFd?: number;
+  direct?: boolean;
+  jobs?: number;
+  jobSize?: number;
+  /** Skip checking chunk CRCs (default: check). */
+  noVerify?: boolean;
+  onProgress?: ProgressListener;
+  signal?: AbortSignal;
+}
+
+export interface RestoreResult {
+  blocks: Array<{ name: string; size: number; dataBytes: number }>;
+  deviceStateBytes: number;
+  verified: boolean;
+  elapsedMs: number;
+}
+
+function matchNames(imageNames: string[], given: RamSource[]): void {
+  const want = new Set(imageNames);
+  const have = new Set(given.map((g) => g.name));
+  const missing = imageNames.filter((n) => !have.has(n));
+  const extra = given.map((g) => g.name).filter((n) => !want.has(n));
+  if (missing.length || extra.length) {
+    const parts = [];
+    if (missing.length) parts.push(`the image has ${missing.map((n) => `'${n}'`).join(', ')} but no --ram names it`);
+    if (extra.length) parts.push(`--ram ${extra.map((n) => `'${n}'`).join(', ')} not in the image`);
+    throw new UsageError(`RAM blocks do not match the image: ${parts.join('; ')} (image blocks: ${imageNames.join(', ')})`);
+  }
+}
+
+export async function restore(o: RestoreOptions): Promise<RestoreResult> {
+  const t0 = Date.now();
+  const name = o.imageName ?? `fd ${o.imageFd}`;
+  const jobs = o.jobs ?? 2;
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 256) throw systemError('EINVAL', `jobs ${jobs} is out of range (1..256)`);
+  checkUniqueNames(o.ram);
+  const info = describeFd(o.imageFd);
+  if (info.kind !== 'file') throw systemError('EINVAL', `${name} is not a regular file`, { path: name });
+  if (info.access === 'write') throw systemError('EBADF', `${name} (fd ${o.imageFd}) is open write-only; restoring needs it readable`, { path: name });
+  if (o.direct) {
+    try {
+      setDirect(o.imageFd, true);
+    } catch (e) {
+      if (isSystemError(e) && e.code === 'EINVAL') throw systemError('EINVAL', `O_DIRECT refused by the filesystem of ${name}`, { path: name });
+      throw e;
+    }
+  }
+  let meta;
+  try {
+    meta = readImageMetadata(o.imageFd, name);
+  } catch (e) {
+    if (e instanceof ImageFormatError) e.message = `${name}: ${e.message}`;
+    throw e;
+  }
+  const { header, entries, checksums } = meta;
+  matchNames(entries.map((e) => e.name), o.ram);
+  const byName = new Map(o.ram.map((r) => [r.name, r]));
+  for (const e of entries) checkRamTarget(byName.get(e.name)!, e.size);
+
+  const rams: OpenRam[] = [];
+  try {
+    for (const e of entries) {
+      const r = openRamForRestore(byName.get(e.name)!);
+      rams.push(r);
+      if (e.size % r.pageSize !== 0) throw systemError('EINVAL', `block '${e.name}' (${e.size} bytes) is not a multiple of ${r.label}'s page size ${r.pageSize}`);
+    }
+    // Every check passed: now the RAM files become exactly the image's blocks (holes = zeros).
+    for (const [i, r] of rams.entries()) {
+      try {
+        native.ftruncate(r.fd, 0);
+        native.ftruncate(r.fd, entries[i].size);
+      } catch (e) {
+        throw withPath(e, r.label);
+      }
+    }
+    const zeroUnit = o.direct ? Math.max(4096, directAlignment(o.imageFd)) : 4096;
+    const plan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);
+    const verify = !o.noVerify && header.flags !== 0;
+    const tasks: WorkerTask[] = plan.map((j) => {
+      const e = entries[j.block];
+      const chunks = Math.ceil((j.end - j.start) / e.chunkSize);
+      return {
+        op: 'restore',
+        job: {
+          ramFd: rams[j.block].fd,
+          ramOffset: j.start,
+          length: j.end - j.start,
+          imageFd: o.imageFd,
+          imageOffset: j.imageOffset,
+          chunkSize: e.chunkSize,
+          zeroUnit,
+          checksums: verify ? checksums[j.block].slice(j.firstChunk, j.firstChunk + chunks) : null,
+        },
+      };
+    });
+    const progress = new BigUint64Array(2);
+    let ramDone = 0;
+    const total = entries.reduce((s, e) => s + e.size, 0) + header.deviceStateLength;
+    const sampler = o.onProgress ? new ProgressSampler(() => ramDone + Number(progress[0]), o.onProgress, total) : undefined;
+    const onAbort = () => (progress[1] = 1n);
+    o.signal?.addEventListener('abort', onAbort);
+    let deviceStateBytes: number;
+    try {
+      let bad: string | undefined;
+      await runPool({
+        tasks,
+        threads: jobs,
+        signal: o.signal,
+        onResult: (i, r) => {
+          const j = plan[i];
+          const e = entries[j.block];
+          ramDone += j.end - j.start;
+          if (r.badChunk >= 0 && !bad) {
+            const chunk = j.firstChunk + r.badChunk;
+            bad = `block '${e.name}' chunk ${chunk} (bytes ${chunk * e.chunkSize}..${Math.min(e.size, (chunk + 1) * e.chunkSize)}) has CRC-32C 0x${r.badCrc.toString(16).padStart(8, '0')}, the image recorded 0x${checksums[j.block][chunk].toString(16).padStart(8, '0')}`;
+          }
+        },
+      });
+      if (bad) throw new ImageFormatError('EIMG_CHECKSUM', `${name}: corrupted: ${bad}; the RAM files do not hold a valid guest`);
+      deviceStateBytes = await copyDeviceState({
+        toImage: false,
+        pipeFd: o.deviceStateFd ?? 1,
+        imageFd: o.imageFd,
+        offset: header.deviceStateOffset,
+        direct: !!o.direct,
+        align: zeroUnit,
+        progress,
+      });
+    } catch (e) {
+      throw explainSaveError(e, name, rams);
+    } finally {
+      o.signal?.removeEventListener('abort', onAbort);
+      sampler?.stop();
+    }
+    if (deviceStateBytes !== header.deviceStateLength) {
+      throw new ImageFormatError('EIMG_TRUNCATED', `${name}: device state has ${deviceStateBytes} bytes, the header says ${header.deviceStateLength}`);
+    }
+    return {
+      blocks: entries.map((e) => ({ name: e.name, size: e.size, dataBytes: e.dataBytes })),
+      deviceStateBytes,
+      verified: verify,
+      elapsedMs: Date.now() - t0,
+    };
+  } finally {
+    for (const r of rams) r.close();
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * save(): one image from guest RAM files plus QEMU's device-state stream (docs/FORMAT.md).
+ * RAM blocks are copied by the worker pool straight from an mmap of each RAM file to their
+ * fixed offsets (O_DIRECT when asked), holes and zero pages skipped; the device state streams
+ * in at the same time. The image is committed only after everything is durable.
+ */
+import { isSystemError, systemError, withPath } from '../errors';
+import { directAlignment } from '../fs/alignment';
+import { describeFd, setDirect } from '../fs/fd-info';
+import { native } from '../native';
+import { packageVersion } from '../package-root';
+import { ProgressListener, ProgressSampler } from '../progress';
+import { writeAligned } from './aligned-io';
+import { copyDeviceState } from './device-state';
+import { DEFAULT_ALIGNMENT, DEFAULT_CHUNK, encodeBlockTable, encodeChecksums, encodeHeader, HEADER_SIZE, planLayout } from './format';
+import { DEFAULT_JOB_SIZE, planJobs } from './planner';
+import { runPool } from './pool';
+import { checkUniqueNames, OpenRam, openRamForSave, RamSource } from './ram-files';
+import { WorkerTask } from './worker-types';
+
+export interface SaveOptions {
+  /** The image file, opened for writing; it is truncated first. */
+  imageFd: number;
+  /** Name of the image in messages. */
+  imageName?: string;
+  ram: RamSource[];
+  /** Where QEMU's device-state stream comes from (default stdin). */
+  deviceStateFd?: number;
+  direct?: boolean;
+  jobs?: number;
+  chunkSize?: number;
+  jobSize?: number;
+  checksums?: boolean;
+  onProgress?: ProgressListener;
+  signal?: AbortSignal;
+}
+
+export interface SaveResult {
+  blocks: Array<{ name: string; size: number; dataBytes: number; offset: number }>;
+  deviceStateBytes: number;
+  imageSize: number;
+  elapsedMs: number;
+}
+
+export const DEFAULT_JOBS = 2;
+
+export async function save(o: SaveOptions): Promise<SaveResult> {
+  const t0 = Date.now();
+  const name = o.imageName ?? `fd ${o.imageFd}`;
+  const jobs = o.jobs ?? DEFAULT_JOBS;
+  const chunkSize = o.chunkSize ?? DEFAULT_CHUNK;
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 256) throw systemError('EINVAL', `jobs ${jobs} is out of range (1..256)`);
+  if (chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0) {
+    throw systemError('EINVAL', `chunk size ${chunkSize} is not a power of two in 4K..1G`);
+  }
+  checkUniqueNames(o.ram);
+  const image = describeFd(o.imageFd);
+  if (image.kind !== 'file') throw systemError('EINVAL', `${name} is not a regular file`, { path: name });
+  if (image.access === 'read') throw systemError('EBADF', `${name} (fd ${o.imageFd}) is open read-only; saving needs it writable`, { path: name });
+
+  const rams: OpenRam[] = [];
+  try {
+    for (const s of o.ram) rams.push(openRamForSave(s));
+    const pageSize = Math.max(...rams.map((r) => r.pageSize));
+    if (rams.some((r) => r.size % pageSize !== 0)) throw systemError('EINVAL', `RAM sizes must be multiples of the largest page size ${pageSize}`);
+    if (chunkSize < pageSize) throw systemError('EINVAL', `chunk size ${chunkSize} is smaller than the page size ${pageSize}`);
+    if (o.direct) {
+      try {
+        setDirect(o.imageFd, true);
+      } catch (e) {
+        if (isSystemError(e) && e.code === 'EINVAL') throw systemError('EINVAL', `O_DIRECT refused by the filesystem of ${name}`, { path: name });
+        throw e;
+      }
+    }
+    const zeroUnit = o.direct ? Math.max(4096, directAlignment(o.imageFd)) : 4096;
+    const layout = planLayout({
+      blocks: rams.map((r) => ({ name: r.name, size: r.size })),
+      pageSize,
+      alignment: Math.max(DEFAULT_ALIGNMENT, pageSize, zeroUnit),
+      chunkSize,
+      checksums: o.checksums ?? true,
+      creator: `iohelper ${packageVersion()}`,
+    });
+    const { header, entries } = layout;
+    const onImage = <T>(fn: () => T) => {
+      try {
+        return fn();
+      } catch (e) {
+        throw withPath(e, name);
+      }
+    };
+    onImage(() => native.ftruncate(o.imageFd, 0));
+    writeAligned(o.imageFd, encodeHeader(header), 0, name);
+
+    const jobsPlan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);
+    const checksums = entries.map((e) => new Uint32Array(e.checksumCount));
+    const tasks: WorkerTask[] = jobsPlan.map((j) => ({
+      op: 'save',
+      job: {
+        ramFd: rams[j.block].fd,
+        ramOffset: j.start,
+        length: j.end - j.start,
+        imageFd: o.imageFd,
+        imageOffset: j.imageOffset,
+        chunkSize: entries[j.block].chunkSize,
+        zeroUnit,
+        checksums: header.flags ? new Uint32Array(Math.ceil((j.end - j.start) / entries[j.block].chunkSize)) : null,
+      },
+    }));
+
+    const progress = new BigUint64Array(2);
+    let ramDone = 0;
+    const total = rams.reduce((s, r) => s + r.size, 0);
+    const sampler = o.onProgress ? new ProgressSampler(() => ramDone + Number(progress[0]), o.onProgress, total) : undefined;
+    const onAbort = () => (progress[1] = 1n);
+    o.signal?.addEventListener('abort', onAbort);
+    let deviceStateBytes: number;
+    try {
+      const deviceState = copyDeviceState({
+        toImage: true,
+        pipeFd: o.deviceStateFd ?? 0,
+        imageFd: o.imageFd,
+        offset: header.deviceStateOffset,
+        direct: !!o.direct,
+        align: zeroUnit,
+        progress,
+      });
+      deviceState.catch(() => undefined);
+      await runPool({
+        tasks,
+        threads: jobs,
+        signal: o.signal,
+        onResult: (i, r) => {
+          const j = jobsPlan[i];
+          entries[j.block].dataBytes += r.dataBytes;
+          if (r.checksums) checksums[j.block].set(r.checksums, j.firstChunk);
+          ramDone += j.end - j.start;
+        },
+      }).catch((e) => {
+        progress[1] = 1n; // stop the device-state copy too
+        throw e;
+      });
+      deviceStateBytes = await deviceState;
+    } catch (e) {
+      throw explainSaveError(e, name, rams);
+    } finally {
+      o.signal?.removeEventListener('abort', onAbort);
+      sampler?.stop();
+    }
+
+    header.deviceStateLength = deviceStateBytes;
+    header.imageSize = header.deviceStateOffset + deviceStateBytes;
+    onImage(() => native.ftruncate(o.imageFd, header.imageSize));
+    entries.forEach((e, i) => {
+      if (e.checksumCount) writeAligned(o.imageFd, encodeChecksums(checksums[i]), e.checksumOffset, name);
+    });
+    const table = encodeBlockTable(entries);
+    header.tableCrc = native.crc32c(table);
+    writeAligned(o.imageFd, table, HEADER_SIZE, name);
+    onImage(() => native.fdatasync(o.imageFd));
+    header.committed = true;
+    writeAligned(o.imageFd, encodeHeader(header), 0, name);
+    onImage(() => native.fdatasync(o.imageFd));
+    return {
+      blocks: entries.map((e) => ({ name: e.name, size: e.size, dataBytes: e.dataBytes, offset: e.offset })),
+      deviceStateBytes,
+      imageSize: header.imageSize,
+      elapsedMs: Date.now() - t0,
+    };
+  } finally {
+    for (const r of rams) r.close();
+  }
+}
+
+/** Names the file a worker or stream error belongs to. */
+export function explainSaveError(e: unknown, imageName: string, rams: OpenRam[]): unknown {
+  if (!isSystemError(e)) return e;
+  const side = (e as { side?: string }).side;
+  if (e.code === 'ECANCELED') return systemError('ECANCELED', `save interrupted; ${imageName} is left incomplete`, { path: imageName });
+  if (side === 'pipe') {
+    e.message = `device-state stream: ${e.message}`;
+    return e;
+  }
+  if (side === 'ram') return withPath(e, rams.map((r) => r.label).join(', '));
+  return withPath(e, imageName);
+}
