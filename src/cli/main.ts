@@ -46,6 +46,12 @@ async function libvirtForm(argv0: string, fileName: string, fdText: string): Pro
   return runStreamCommand({ argv0, fileFd: Number(fdText), fileName, direct: 'as-is' });
 }
 
+const IMAGE_COMMANDS: Record<string, (args: string[]) => Promise<number> | number> = {
+  save: (a) => import('./image-commands').then((m) => m.saveCommand(a)),
+  restore: (a) => import('./image-commands').then((m) => m.restoreCommand(a)),
+  inspect: (a) => import('./image-commands').then((m) => m.inspectCommand(a)),
+};
+
 export async function main(argv: string[] = process.argv): Promise<number> {
   const argv0 = argv[1] ?? 'iohelper';
   const args = argv.slice(2);
@@ -54,6 +60,8 @@ export async function main(argv: string[] = process.argv): Promise<number> {
       stdoutText(helpText(argv0));
       return 0;
     }
+    const sub = IMAGE_COMMANDS[args[0]];
+    if (sub) return await sub(args.slice(1));
     if (args[0]?.startsWith('--')) return await fdForm(argv0, args);
     if (args.length === 2) return await libvirtForm(argv0, args[0], args[1]);
     finalLine(`${argv0}: try --help for more details`);

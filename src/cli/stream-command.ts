@@ -71,7 +71,7 @@ const VERBS: Record<string, string> = {
 export function describeFailure(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
   const err = e as Error & { code?: string; syscall?: string; path?: string; side?: string };
-  const code = err.code && /^E[A-Z0-9]+$/.test(err.code) ? ` (${err.code})` : '';
+  const code = err.code && /^E[A-Z0-9_]+$/.test(err.code) ? ` (${err.code})` : '';
   if (!err.syscall) return err.message.replace(/\s*\n\s*/g, ' ') + code;
   const target = err.side === 'pipe' || !err.path ? 'the stream' : err.path;
   const verb = VERBS[err.syscall] ?? `${err.syscall}`;

@@ -1,0 +1,130 @@
+/**
+ * iohelper save | restore | inspect: the parallel RAM image (docs/FORMAT.md).
+ *   save    --fd N [--direct] --ram NAME=PATH… [--jobs J] [--chunk SIZE]   device state on stdin
+ *   restore --fd N [--direct] --ram NAME=PATH… [--jobs J] [--no-verify]    device state to stdout
+ *   inspect IMAGE [--json]
+ */
+import * as fs from 'fs';
+import * as tty from 'tty';
+import { UsageError } from '../errors';
+import { inspect, InspectResult } from '../image/inspect';
+import { parseRamSpec } from '../image/ram-files';
+import { restore } from '../image/restore';
+import { save } from '../image/save';
+import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
+import { parseFlags, parseInteger, parseSize } from './flags';
+import { stdoutText } from './report';
+
+function imageFd(flags: Map<string, string | true>, write: boolean): { fd: number; name: string; owned: boolean } {
+  const fdText = flags.get('fd');
+  const image = flags.get('image');
+  if (typeof fdText === 'string' && typeof image === 'string') throw new UsageError('give --fd or --image, not both');
+  if (typeof fdText === 'string') {
+    const fd = parseInteger(fdText, '--fd', 0, 0x7fffffff);
+    const name = flags.get('name');
+    return { fd, name: typeof name === 'string' ? name : `fd ${fd}`, owned: false };
+  }
+  if (typeof image === 'string') {
+    const fd = fs.openSync(image, write ? fs.constants.O_WRONLY | fs.constants.O_CREAT : fs.constants.O_RDONLY, 0o600);
+    return { fd, name: image, owned: true };
+  }
+  throw new UsageError('--fd N (or --image PATH) is required');
+}
+
+function progressOf(value: string | true | undefined, label: string): ProgressListener | undefined {
+  if (value === undefined) return undefined;
+  if (value === true) return tty.isatty(2) ? ttyBarProgress(2, label) : jsonLinesProgress(2);
+  return jsonLinesProgress(parseInteger(value, '--progress', 0, 0x7fffffff));
+}
+
+function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const abort = new AbortController();
+  const on = () => abort.abort();
+  process.on('SIGINT', on);
+  process.on('SIGTERM', on);
+  return fn(abort.signal).finally(() => {
+    process.off('SIGINT', on);
+    process.off('SIGTERM', on);
+  });
+}
+
+const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs'], repeated: ['ram'], optionalValue: ['progress'] };
+
+export async function saveCommand(args: string[]): Promise<number> {
+  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-checksums'], values: [...common.values, 'chunk', 'job-size'] });
+  if (p.positionals.length) throw new UsageError(`unexpected argument '${p.positionals[0]}'`);
+  const ram = (p.lists.get('ram') ?? []).map(parseRamSpec);
+  if (!ram.length) throw new UsageError('at least one --ram NAME=PATH is required');
+  const img = imageFd(p.flags, true);
+  try {
+    await withSignals((signal) =>
+      save({
+        imageFd: img.fd,
+        imageName: img.name,
+        ram,
+        direct: p.flags.has('direct'),
+        jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined,
+        chunkSize: p.flags.has('chunk') ? parseSize(String(p.flags.get('chunk')), '--chunk') : undefined,
+        jobSize: p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined,
+        checksums: !p.flags.has('no-checksums'),
+        onProgress: progressOf(p.flags.get('progress'), img.name),
+        signal,
+      }),
+    );
+  } finally {
+    if (img.owned) fs.closeSync(img.fd);
+  }
+  return 0;
+}
+
+export async function restoreCommand(args: string[]): Promise<number> {
+  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify'], values: [...common.values, 'job-size'] });
+  if (p.positionals.length) throw new UsageError(`unexpected argument '${p.positionals[0]}'`);
+  const ram = (p.lists.get('ram') ?? []).map(parseRamSpec);
+  if (!ram.length) throw new UsageError('at least one --ram NAME=PATH is required');
+  const img = imageFd(p.flags, false);
+  try {
+    await withSignals((signal) =>
+      restore({
+        imageFd: img.fd,
+        imageName: img.name,
+        ram,
+        direct: p.flags.has('direct'),
+        jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined,
+        jobSize: p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined,
+        noVerify: p.flags.has('no-verify'),
+        onProgress: progressOf(p.flags.get('progress'), img.name),
+        signal,
+      }),
+    );
+  } finally {
+    if (img.owned) fs.closeSync(img.fd);
+  }
+  return 0;
+}
+
+export function inspectCommand(args: string[]): number {
+  const p = parseFlags(args, { booleans: ['json'] });
+  if (p.positionals.length !== 1) throw new UsageError('inspect takes one IMAGE path');
+  const r = inspect(p.positionals[0]);
+  stdoutText(p.flags.has('json') ? JSON.stringify(r, null, 2) + '\n' : describe(r));
+  return r.kind === 'iohelper' && !r.committed ? 2 : 0;
+}
+
+function describe(r: InspectResult): string {
+  const lines = [`${r.path}: ${formatBytes(r.fileSize)} (${formatBytes(r.allocatedBytes)} allocated)`];
+  if (r.kind === 'libvirt' && r.libvirt) {
+    const l = r.libvirt;
+    lines.push(`libvirt save image, ${l.complete ? 'complete (LibvirtQemudSave)' : 'INCOMPLETE (LibvirtQemudPart)'}, version ${l.version}, XML ${l.xmlLength} bytes, format ${l.format}, was ${l.wasRunning ? 'running' : 'paused'}`);
+  } else if (r.kind === 'qemu-stream') {
+    lines.push(`raw QEMU migration stream (QEVM), version ${r.qemuStreamVersion}`);
+  } else if (r.kind === 'iohelper') {
+    if (r.invalid) lines.push(`iohelper image, REFUSED: ${r.invalid.message} (${r.invalid.code})`);
+    else {
+      lines.push(`iohelper image v${r.version}, ${r.committed ? 'committed' : 'INCOMPLETE (the save never finished)'}, page ${formatBytes(r.pageSize!)}, alignment ${formatBytes(r.alignment!)}, checksums ${r.checksums ? 'CRC-32C per chunk' : 'none'}, by ${r.creator} at ${r.createdAt}`);
+      for (const b of r.blocks ?? []) lines.push(`  block ${b.name}: ${formatBytes(b.size)} at offset ${b.offset}, ${formatBytes(b.dataBytes)} data (${((100 * b.dataBytes) / b.size).toFixed(0)}%), ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}`);
+      if (r.deviceStateBytes !== undefined) lines.push(`  device state: ${r.deviceStateBytes} bytes`);
+    }
+  } else lines.push('not an iohelper image, libvirt save image or QEMU stream');
+  return lines.join('\n') + '\n';
+}

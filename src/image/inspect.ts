@@ -1,0 +1,71 @@
+/** inspect(): what a file is (our image, a libvirt save image, a raw QEMU stream) and its facts. */
+import * as fs from 'fs';
+import { ImageFormatError } from './format';
+import { readImageMetadata } from './read-image';
+
+export interface InspectResult {
+  path: string;
+  kind: 'iohelper' | 'libvirt' | 'qemu-stream' | 'unknown';
+  fileSize: number;
+  allocatedBytes: number;
+  /** iohelper images */
+  committed?: boolean;
+  version?: number;
+  pageSize?: number;
+  alignment?: number;
+  checksums?: boolean;
+  creator?: string;
+  createdAt?: string;
+  blocks?: Array<{ name: string; size: number; offset: number; dataBytes: number; chunkSize: number; checksumCount: number }>;
+  deviceStateBytes?: number;
+  /** Why a file that looks like our image is refused. */
+  invalid?: { code: string; message: string };
+  /** libvirt save images */
+  libvirt?: { complete: boolean; version: number; xmlLength: number; wasRunning: boolean; format: number };
+  /** raw QEMU streams */
+  qemuStreamVersion?: number;
+}
+
+export function inspect(path: string): InspectResult {
+  const fd = fs.openSync(path, fs.constants.O_RDONLY);
+  try {
+    const st = fs.fstatSync(fd);
+    const base: InspectResult = { path, kind: 'unknown', fileSize: st.size, allocatedBytes: st.blocks * 512 };
+    const head = Buffer.alloc(92);
+    const n = fs.readSync(fd, head, 0, head.length, 0);
+    const magic = head.subarray(0, 16).toString('latin1');
+    if (n >= 8 && head.subarray(0, 8).toString('latin1') === 'IOHIMG01') return { ...base, ...describeImage(fd) };
+    if (n >= 92 && (magic === 'LibvirtQemudSave' || magic === 'LibvirtQemudPart')) {
+      return {
+        ...base,
+        kind: 'libvirt',
+        libvirt: { complete: magic === 'LibvirtQemudSave', version: head.readUInt32LE(16), xmlLength: head.readUInt32LE(20), wasRunning: head.readUInt32LE(24) !== 0, format: head.readUInt32LE(28) },
+      };
+    }
+    if (n >= 8 && head.readUInt32BE(0) === 0x5145564d) return { ...base, kind: 'qemu-stream', qemuStreamVersion: head.readUInt32BE(4) };
+    return base;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function describeImage(fd: number): Partial<InspectResult> {
+  try {
+    const { header: h, entries } = readImageMetadata(fd, '', { allowUncommitted: true });
+    return {
+      kind: 'iohelper',
+      committed: h.committed,
+      version: h.version,
+      pageSize: h.pageSize,
+      alignment: h.alignment,
+      checksums: h.flags !== 0,
+      creator: h.creator,
+      createdAt: new Date(h.createdMs).toISOString(),
+      blocks: entries.map((e) => ({ name: e.name, size: e.size, offset: e.offset, dataBytes: e.dataBytes, chunkSize: e.chunkSize, checksumCount: e.checksumCount })),
+      deviceStateBytes: h.committed ? h.deviceStateLength : undefined,
+    };
+  } catch (e) {
+    if (!(e instanceof ImageFormatError)) throw e;
+    return { kind: 'iohelper', committed: false, invalid: { code: e.code, message: e.message } };
+  }
+}
