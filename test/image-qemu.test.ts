@@ -1,0 +1,114 @@
+/**
+ * Real QEMU 10 with x-ignore-shared: RAM stays in shared files on /dev/shm while QEMU streams
+ * only device state; `iohelper save` writes RAM blocks (two NUMA backends) and that stream into
+ * one image, `iohelper restore` fills fresh RAM files and feeds the stream to a fresh QEMU.
+ * The restored RAM files must equal the originals byte for byte, and the image must be sparse.
+ */
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { native } from '../src/native';
+import { QmpClient, waitForMigration } from '../src/qmp/client';
+import { IOHELPER } from './support/cli';
+import { createRamFile, describeQemu, filesEqual, fillPattern, RamSpec, shmPath, startQemu } from './support/qemu';
+
+const M = 1024 * 1024;
+
+function run(args: string[], stdio: unknown[]): { proc: ChildProcess; done: Promise<{ code: number | null; stderr: string }> } {
+  const proc = spawn(process.execPath, [IOHELPER, ...args], { stdio: stdio as never });
+  let stderr = '';
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return { proc, done: new Promise((resolve) => proc.on('close', (code) => resolve({ code, stderr }))) };
+}
+
+async function ignoreShared(qmp: QmpClient): Promise<void> {
+  await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+}
+
+const ramArgs = (ram: RamSpec[]) => ram.flatMap((r) => ['--ram', `${r.id}=${r.path}`]);
+
+async function saveImage(ram: RamSpec[], image: string, opts: { direct: boolean; jobs: number }): Promise<void> {
+  const vm = await startQemu({ ram });
+  const out = fs.openSync(image, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600);
+  const [r, w] = native.pipe();
+  try {
+    await ignoreShared(vm.qmp);
+    await vm.qmp.execute('migrate-set-parameters', { 'max-bandwidth': 2 ** 40 });
+    const h = run(['save', '--fd', '3', ...(opts.direct ? ['--direct'] : []), '--jobs', String(opts.jobs), ...ramArgs(ram)], [r, 'ignore', 'pipe', out]);
+    await vm.qmp.executeWithFds('getfd', { fdname: 'm' }, [w]);
+    fs.closeSync(r);
+    fs.closeSync(w);
+    await vm.qmp.execute('migrate', { uri: 'fd:m' });
+    await waitForMigration(vm.qmp);
+    expect(await h.done).toEqual({ code: 0, stderr: '' });
+  } finally {
+    fs.closeSync(out);
+    await vm.stop();
+  }
+}
+
+async function restoreImage(ram: RamSpec[], image: string, opts: { direct: boolean; jobs: number }): Promise<void> {
+  const inp = fs.openSync(image, fs.constants.O_RDONLY);
+  const [r, w] = native.pipe();
+  // The helper fills the RAM files first, then blocks writing the device state into the pipe.
+  const h = run(['restore', '--fd', '3', ...(opts.direct ? ['--direct'] : []), '--jobs', String(opts.jobs), ...ramArgs(ram)], ['ignore', w, 'pipe', inp]);
+  fs.closeSync(w);
+  fs.closeSync(inp);
+  let vm;
+  try {
+    vm = await startQemu({ ram, incoming: true });
+    await ignoreShared(vm.qmp);
+    await vm.qmp.executeWithFds('getfd', { fdname: 'm' }, [r]);
+    fs.closeSync(r);
+    await vm.qmp.execute('migrate-incoming', { uri: 'fd:m' });
+    await waitForMigration(vm.qmp);
+    expect(await h.done).toEqual({ code: 0, stderr: '' });
+    expect(['paused', 'prelaunch']).toContain((await vm.qmp.execute('query-status')).status);
+  } finally {
+    await vm?.stop();
+    h.proc.kill();
+  }
+}
+
+describeQemu('QEMU 10 x-ignore-shared save/restore through the parallel image', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-image-qemu-'));
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  const cases: Array<[string, number, number, boolean, number]> = [
+    ['big: 576 MiB + 128 MiB blocks, O_DIRECT, 4 jobs', 576, 128, true, 4],
+    ['small: 128 MiB + 64 MiB, O_DIRECT, 1 job', 128, 64, true, 1],
+    ['small: 128 MiB + 64 MiB, buffered, 4 jobs', 128, 64, false, 4],
+    ['small: 128 MiB + 64 MiB, buffered, 1 job', 128, 64, false, 1],
+  ];
+
+  test.each(cases)('%s: RAM identical, image sparse', async (_n, s0, s1, direct, jobs) => {
+    const src: RamSpec[] = [
+      { id: 'ram0', path: shmPath('img-src0'), size: s0 * M },
+      { id: 'ram1', path: shmPath('img-src1'), size: s1 * M },
+    ];
+    const dst: RamSpec[] = src.map((r, i) => ({ ...r, path: shmPath(`img-dst${i}`) }));
+    const image = path.join(dir, 'vm.img');
+    try {
+      let nonZero = 0;
+      src.forEach((r, i) => {
+        createRamFile(r.path, r.size);
+        const { pages, zeroPages } = fillPattern(r.path, 100 + i, 0.25);
+        nonZero += (pages - zeroPages) * 4096;
+      });
+      await saveImage(src, image, { direct, jobs });
+      const st = fs.statSync(image);
+      const allocated = st.blocks * 512;
+      expect(allocated).toBeGreaterThanOrEqual(nonZero);
+      expect(allocated).toBeLessThan(nonZero + 8 * M); // + device state and metadata
+      await restoreImage(dst, image, { direct, jobs });
+      for (let i = 0; i < src.length; i++) expect(await filesEqual(src[i].path, dst[i].path)).toEqual({ equal: true });
+    } finally {
+      for (const r of [...src, ...dst]) fs.rmSync(r.path, { force: true });
+      fs.rmSync(image, { force: true });
+    }
+  }, 300000);
+});
