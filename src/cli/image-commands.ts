@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as tty from 'tty';
 import { UsageError } from '../errors';
 import { inspect, InspectResult } from '../image/inspect';
-import { parseRamSpec } from '../image/ram-files';
+import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
 import { restore } from '../image/restore';
 import { save } from '../image/save';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
@@ -55,6 +55,13 @@ export async function saveCommand(args: string[]): Promise<number> {
   if (p.positionals.length) throw new UsageError(`unexpected argument '${p.positionals[0]}'`);
   const ram = (p.lists.get('ram') ?? []).map(parseRamSpec);
   if (!ram.length) throw new UsageError('at least one --ram NAME=PATH is required');
+  checkUniqueNames(ram);
+  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined;
+  const chunkSize = p.flags.has('chunk') ? parseSize(String(p.flags.get('chunk')), '--chunk') : undefined;
+  if (chunkSize !== undefined && (chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0)) {
+    throw new UsageError(`--chunk: chunk size ${chunkSize} is not a power of two in 4K..1G`);
+  }
+  const jobSize = p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined;
   const img = imageFd(p.flags, true);
   try {
     await withSignals((signal) =>
@@ -63,9 +70,9 @@ export async function saveCommand(args: string[]): Promise<number> {
         imageName: img.name,
         ram,
         direct: p.flags.has('direct'),
-        jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined,
-        chunkSize: p.flags.has('chunk') ? parseSize(String(p.flags.get('chunk')), '--chunk') : undefined,
-        jobSize: p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined,
+        jobs,
+        chunkSize,
+        jobSize,
         checksums: !p.flags.has('no-checksums'),
         onProgress: progressOf(p.flags.get('progress'), img.name),
         signal,
@@ -82,6 +89,9 @@ export async function restoreCommand(args: string[]): Promise<number> {
   if (p.positionals.length) throw new UsageError(`unexpected argument '${p.positionals[0]}'`);
   const ram = (p.lists.get('ram') ?? []).map(parseRamSpec);
   if (!ram.length) throw new UsageError('at least one --ram NAME=PATH is required');
+  checkUniqueNames(ram);
+  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined;
+  const jobSize = p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined;
   const img = imageFd(p.flags, false);
   try {
     await withSignals((signal) =>
@@ -90,8 +100,8 @@ export async function restoreCommand(args: string[]): Promise<number> {
         imageName: img.name,
         ram,
         direct: p.flags.has('direct'),
-        jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined,
-        jobSize: p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined,
+        jobs,
+        jobSize,
         noVerify: p.flags.has('no-verify'),
         onProgress: progressOf(p.flags.get('progress'), img.name),
         signal,

@@ -11,10 +11,11 @@ export interface ImageMetadata {
   fileSize: number;
 }
 
-export function readImageMetadata(fd: number, name: string, opts: { allowUncommitted?: boolean } = {}): ImageMetadata {
+/** `skipChecksums` leaves the per-chunk tables unread (inspect does not need them). */
+export function readImageMetadata(fd: number, name: string, opts: { allowUncommitted?: boolean; skipChecksums?: boolean } = {}): ImageMetadata {
   const fileSize = fs.fstatSync(fd).size;
   const header = decodeHeader(readAligned(fd, 0, HEADER_SIZE, name), fileSize, opts);
   const entries = decodeBlockTable(readAligned(fd, header.tableOffset, header.tableLength, name), header);
-  const checksums = entries.map((e) => (e.checksumCount ? decodeChecksums(readAligned(fd, e.checksumOffset, e.checksumCount * 4, name), e.checksumCount) : new Uint32Array(0)));
+  const checksums = entries.map((e) => (e.checksumCount && !opts.skipChecksums ? decodeChecksums(readAligned(fd, e.checksumOffset, e.checksumCount * 4, name), e.checksumCount) : new Uint32Array(0)));
   return { header, entries, checksums, fileSize };
 }

@@ -90,6 +90,11 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       }
     };
     onImage(() => native.ftruncate(o.imageFd, 0));
+    // Incomplete (state 0) header and table first: a save that dies leaves an image every
+    // reader refuses, and inspect can still list its blocks.
+    const firstTable = encodeBlockTable(entries);
+    header.tableCrc = native.crc32c(firstTable);
+    writeAligned(o.imageFd, firstTable, HEADER_SIZE, name);
     writeAligned(o.imageFd, encodeHeader(header), 0, name);
 
     const jobsPlan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);

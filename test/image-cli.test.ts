@@ -1,0 +1,250 @@
+/**
+ * iohelper save / restore / inspect on synthetic RAM files (no QEMU needed): round trips, and
+ * images that must be refused (incomplete, truncated, corrupted, mismatched, hostile targets),
+ * each with a clear error, exit 1, and no byte written to the RAM files.
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { native } from '../src/native';
+import { createRamFile, fillPattern, filesEqual, sha256File } from '../src/synthetic/ram-file';
+import { lastLine, runHelper } from './support/cli';
+import { describeAsRoot, Mount, mountFs } from './support/mounts';
+
+const M = 1024 * 1024;
+let dir: string;
+const shm = (n: string) => `/dev/shm/iohelper-imgcli-${process.pid}-${n}`;
+const SRC = { a: shm('a'), b: shm('b') };
+const DEVICE_STATE = crypto.randomBytes(5 * M + 77); // larger than a pipe: must be streamed
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-imgcli-'));
+  createRamFile(SRC.a, 40 * M);
+  fillPattern(SRC.a, 1, 0.25);
+  createRamFile(SRC.b, 12 * M);
+  fillPattern(SRC.b, 2, 0.5);
+});
+afterAll(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+  for (const f of fs.readdirSync('/dev/shm')) if (f.startsWith(`iohelper-imgcli-${process.pid}-`)) fs.rmSync(`/dev/shm/${f}`, { force: true });
+});
+
+async function saveImage(image: string, extra: string[] = []): Promise<void> {
+  const r = await runHelper(['save', '--image', image, '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`, ...extra], [DEVICE_STATE, 'ignore']);
+  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+}
+
+function restoreArgs(image: string, a: string, b: string, extra: string[] = []): string[] {
+  return ['restore', '--image', image, '--ram', `pc.ram=${a}`, '--ram', `node1=${b}`, ...extra];
+}
+
+describe('round trip', () => {
+  test.each([
+    ['buffered, default jobs', [] as string[]],
+    ['O_DIRECT, 3 jobs, 1 MiB chunks, small jobs', ['--direct', '--jobs', '3', '--chunk', '1M', '--job-size', '4M']],
+  ])('%s: RAM and device state come back exactly', async (_n, opts) => {
+    const image = path.join(dir, 'rt.img');
+    await saveImage(image, opts);
+    const a = shm('rt-a');
+    const b = shm('rt-b');
+    const r = await runHelper(restoreArgs(image, a, b, opts.filter((o) => o !== '--chunk' && o !== '1M')), ['ignore', 'pipe']);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(r.stdout.equals(DEVICE_STATE)).toBe(true);
+    expect(await filesEqual(SRC.a, a)).toEqual({ equal: true });
+    expect(await filesEqual(SRC.b, b)).toEqual({ equal: true });
+    fs.rmSync(a);
+    fs.rmSync(b);
+  });
+
+  test('inspect shows the blocks, data share and device state; the image is sparse', async () => {
+    const image = path.join(dir, 'inspect.img');
+    await saveImage(image);
+    const r = await runHelper(['inspect', image, '--json'], ['ignore', 'pipe']);
+    expect(r.code).toBe(0);
+    const info = JSON.parse(r.stdout.toString());
+    expect(info).toMatchObject({ kind: 'iohelper', committed: true, checksums: true, deviceStateBytes: DEVICE_STATE.length });
+    expect(info.blocks.map((b: { name: string }) => b.name)).toEqual(['pc.ram', 'node1']);
+    expect(info.blocks[0].dataBytes / info.blocks[0].size).toBeCloseTo(0.75, 1);
+    expect(info.blocks[1].dataBytes / info.blocks[1].size).toBeCloseTo(0.5, 1);
+    const data = info.blocks[0].dataBytes + info.blocks[1].dataBytes;
+    expect(info.allocatedBytes).toBeGreaterThanOrEqual(data);
+    expect(info.allocatedBytes).toBeLessThan(data + DEVICE_STATE.length + 2 * M);
+    const text = await runHelper(['inspect', image], ['ignore', 'pipe']);
+    expect(text.stdout.toString()).toMatch(/iohelper image v1, committed/);
+  });
+
+  test('inspect recognises libvirt save images and raw QEMU streams', async () => {
+    const lv = path.join(dir, 'lv.save');
+    const h = Buffer.alloc(92);
+    h.write('LibvirtQemudPart', 0, 'latin1');
+    h.writeUInt32LE(2, 16);
+    h.writeUInt32LE(1234, 20);
+    fs.writeFileSync(lv, h);
+    expect((await runHelper(['inspect', lv], ['ignore', 'pipe'])).stdout.toString()).toMatch(/libvirt save image, INCOMPLETE .*version 2, XML 1234 bytes/);
+    const q = path.join(dir, 'raw.qevm');
+    fs.writeFileSync(q, Buffer.from([0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3]));
+    expect((await runHelper(['inspect', q], ['ignore', 'pipe'])).stdout.toString()).toMatch(/raw QEMU migration stream \(QEVM\), version 3/);
+  });
+});
+
+describe('refused restores write nothing to RAM files', () => {
+  let good: string;
+  beforeAll(async () => {
+    good = path.join(dir, 'good.img');
+    await saveImage(good);
+  });
+
+  /** Existing targets with known content (right sizes), plus a path that must not get created. */
+  async function refused(image: string, args: string[], expected: RegExp): Promise<void> {
+    const a = shm('target-a');
+    const b = shm('target-b');
+    createRamFile(a, 40 * M);
+    fillPattern(a, 77, 0);
+    createRamFile(b, 12 * M);
+    const before = [await sha256File(a), await sha256File(b)];
+    const r = await runHelper(args.length ? args : restoreArgs(image, a, b), ['ignore', 'pipe']);
+    expect(r.code).toBe(1);
+    expect(r.stdout.length).toBe(0);
+    expect(lastLine(r.stderr)).toMatch(expected);
+    expect([await sha256File(a), await sha256File(b)]).toEqual(before);
+  }
+
+  function copyWith(edit: (fd: number) => void): string {
+    const f = path.join(dir, `bad-${crypto.randomUUID()}.img`);
+    fs.copyFileSync(good, f);
+    const fd = fs.openSync(f, 'r+');
+    edit(fd);
+    fs.closeSync(fd);
+    return f;
+  }
+
+  function rewriteHeader(fd: number, edit: (b: Buffer) => void): void {
+    const b = Buffer.alloc(4096);
+    fs.readSync(fd, b, 0, 4096, 0);
+    edit(b);
+    b.writeUInt32LE(native.crc32c(b.subarray(0, 4092)), 4092);
+    fs.writeSync(fd, b, 0, 4096, 0);
+  }
+
+  test('an incomplete image (save never committed)', async () => {
+    const img = copyWith((fd) => rewriteHeader(fd, (b) => b.writeUInt32LE(0, 20)));
+    await refused(img, [], /incomplete.*\(EIMG_UNCOMMITTED\)$/);
+    const r = await runHelper(['inspect', img], ['ignore', 'pipe']);
+    expect(r.code).toBe(2);
+    expect(r.stdout.toString()).toMatch(/INCOMPLETE \(the save never finished\)/);
+  });
+
+  test.each([0.5, 0.99])('an image truncated to %p of its size', async (frac) => {
+    const img = copyWith((fd) => fs.ftruncateSync(fd, Math.floor(fs.fstatSync(fd).size * frac)));
+    await refused(img, [], /truncated.*\(EIMG_TRUNCATED\)$/);
+  });
+
+  test('a flipped bit in the header', async () => {
+    const img = copyWith((fd) => fs.writeSync(fd, Buffer.from([0x80]), 0, 1, 60));
+    await refused(img, [], /header checksum mismatch.*\(EIMG_CHECKSUM\)$/);
+  });
+
+  test('a flipped bit in the block table', async () => {
+    const img = copyWith((fd) => fs.writeSync(fd, Buffer.from([0x42]), 0, 1, 4096 + 3));
+    await refused(img, [], /block table checksum mismatch.*\(EIMG_CHECKSUM\)$/);
+  });
+
+  test('block names that do not match --ram', async () => {
+    await refused(good, ['restore', '--image', good, '--ram', `pc.ram=${shm('target-a')}`, '--ram', `other=${shm('target-b')}`], /do not match the image: the image has 'node1' but no --ram names it; --ram 'other' not in the image/);
+  });
+
+  test('a RAM target of the wrong size', async () => {
+    const wrong = shm('wrong');
+    createRamFile(wrong, 4 * M);
+    await refused(good, restoreArgs(good, shm('target-a'), wrong), /has 4194304 bytes; the image's block has 12582912 \(EINVAL\)$/);
+    expect(fs.statSync(wrong).size).toBe(4 * M);
+  });
+
+  test('a symlink where a RAM path is expected', async () => {
+    const link = shm('link');
+    fs.rmSync(link, { force: true });
+    fs.symlinkSync(shm('target-b'), link);
+    await refused(good, restoreArgs(good, shm('target-a'), link), /is a symlink; refusing to follow it \(ELOOP\)$/);
+    fs.rmSync(link);
+  });
+
+  test('an image that is not one', async () => {
+    const img = path.join(dir, 'garbage.img');
+    fs.writeFileSync(img, crypto.randomBytes(8192));
+    await refused(img, [], /not an iohelper image \(EIMG_MAGIC\)$/);
+  });
+});
+
+test('corrupted RAM data is caught by the chunk checksums (and only by them)', async () => {
+  const image = path.join(dir, 'flip.img');
+  await saveImage(image);
+  const info = JSON.parse((await runHelper(['inspect', image, '--json'], ['ignore', 'pipe'])).stdout.toString());
+  // Flip a byte in a data page of block 0 (the first page holds data: the pattern stamps it).
+  const fd = fs.openSync(image, 'r+');
+  const at = info.blocks[0].offset + 3 * M + 100;
+  const b = Buffer.alloc(4096);
+  let off = at - (at % 4096);
+  for (; ; off += 4096) {
+    fs.readSync(fd, b, 0, 4096, off);
+    if (b.some((x) => x !== 0)) break;
+  }
+  b[17] ^= 0x01;
+  fs.writeSync(fd, b, 0, 4096, off);
+  fs.closeSync(fd);
+  const a = shm('flip-a');
+  const c = shm('flip-b');
+  const r = await runHelper(restoreArgs(image, a, c), ['ignore', 'pipe']);
+  expect(r.code).toBe(1);
+  expect(r.stdout.length).toBe(0); // QEMU never gets device state from a corrupted image
+  expect(lastLine(r.stderr)).toMatch(/corrupted: block 'pc.ram' chunk \d+ .* has CRC-32C 0x[0-9a-f]{8}, the image recorded 0x[0-9a-f]{8}; .* \(EIMG_CHECKSUM\)$/);
+  const unchecked = await runHelper(restoreArgs(image, shm('flip-c'), shm('flip-d'), ['--no-verify']), ['ignore', 'pipe']);
+  expect(unchecked.code).toBe(0);
+});
+
+describe('wrong usage', () => {
+  test.each([
+    [['save', '--image', 'x', '--ram', 'a=/dev/null', '--jobs', '0'], /--jobs: 0 is out of range \(1\.\.256\)/],
+    [['save', '--image', 'x', '--ram', 'a=/dev/null', '--jobs', '10000'], /--jobs: 10000 is out of range/],
+    [['save', '--image', 'x'], /at least one --ram NAME=PATH is required/],
+    [['save', '--image', 'x', '--ram', 'noequals'], /expected NAME=PATH or NAME=fd:K/],
+    [['save', '--image', 'x', '--ram', 'a=/p', '--ram', 'a=/q'], /--ram a given twice/],
+    [['restore', '--ram', 'a=/p'], /--fd N \(or --image PATH\) is required/],
+    [['save', '--image', 'x', '--ram', 'a=/p', '--chunk', '3000'], /--chunk: chunk size 3000 is not a power of two/],
+  ])('%j', async (args, expected) => {
+    const r = await runHelper((args as string[]).map((a) => (a === 'x' ? path.join(dir, 'x') : a)), ['ignore', 'ignore']);
+    expect(r.code).toBe(1);
+    expect(lastLine(r.stderr)).toMatch(expected);
+    expect(fs.existsSync(path.join(dir, 'x'))).toBe(false);
+  });
+
+  test('a RAM file whose size is not a page multiple', async () => {
+    const odd = shm('odd');
+    fs.writeFileSync(odd, Buffer.alloc(5000, 1));
+    const r = await runHelper(['save', '--image', path.join(dir, 'odd.img'), '--ram', `a=${odd}`], [Buffer.alloc(0), 'ignore']);
+    expect(r.code).toBe(1);
+    expect(lastLine(r.stderr)).toMatch(/has 5000 bytes, not a positive multiple of its page size 4096 \(EINVAL\)$/);
+  });
+});
+
+describeAsRoot('disk full during save', () => {
+  let mnt: Mount;
+  beforeAll(() => {
+    mnt = mountFs('tmpfs', 'size=16m');
+  });
+  afterAll(() => mnt.unmount());
+
+  test('ENOSPC: exit 1 naming the image, which stays incomplete and is refused', async () => {
+    const image = `${mnt.dir}/full.img`;
+    const r = await runHelper(['save', '--image', image, '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`], [DEVICE_STATE, 'ignore']);
+    expect(r.code).toBe(1);
+    expect(lastLine(r.stderr)).toMatch(/No space left on device \(ENOSPC\)$/);
+    expect(lastLine(r.stderr)).toContain(image);
+    const info = await runHelper(['inspect', image], ['ignore', 'pipe']);
+    expect(info.code).toBe(2);
+    expect(info.stdout.toString()).toMatch(/INCOMPLETE/);
+    const back = await runHelper(restoreArgs(image, shm('enospc-a'), shm('enospc-b')), ['ignore', 'pipe']);
+    expect(back.code).toBe(1);
+    expect(fs.existsSync(shm('enospc-a'))).toBe(false);
+  });
+});
