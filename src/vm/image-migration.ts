@@ -1,0 +1,107 @@
+/**
+ * The parallel path for a QEMU whose RAM is shared files: with x-ignore-shared QEMU streams only
+ * device state, and `iohelper save`/`restore` (a child process) copy the RAM files to or from
+ * the image at fixed offsets with a worker pool.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import { native } from '../native';
+import { QmpClient, waitForMigration } from '../qmp/client';
+import { ourHelper } from './stream-migration';
+
+export interface RamBlockFile {
+  /** Block name in the image (we use the memory backend's id). */
+  name: string;
+  path: string;
+}
+
+export interface ImageMigrationOptions {
+  image: string;
+  ram: RamBlockFile[];
+  direct?: boolean;
+  jobs?: number;
+  /** Extra arguments for the helper (e.g. --chunk). */
+  helperArgs?: string[];
+  timeoutMs?: number;
+}
+
+export interface HelperRun {
+  proc: ChildProcess;
+  done: Promise<void>;
+}
+
+function spawnHelper(args: string[], stdio: Array<number | 'ignore'>): HelperRun {
+  const h = ourHelper();
+  const proc = spawn(h.cmd, [...h.args, ...args], { stdio: [stdio[0], stdio[1], 'pipe', stdio[3]] as never });
+  let stderr = '';
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<void>((resolve, reject) => {
+    proc.on('error', reject);
+    proc.on('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(stderr.trim() || `iohelper ended with ${code ?? signal}`))));
+  });
+  done.catch(() => undefined);
+  return { proc, done };
+}
+
+function helperArgs(verb: 'save' | 'restore', o: ImageMigrationOptions): string[] {
+  return [verb, '--fd', '3', '--name', o.image, ...(o.direct ? ['--direct'] : []), ...(o.jobs ? ['--jobs', String(o.jobs)] : []), ...o.ram.flatMap((r) => ['--ram', `${r.name}=${r.path}`]), ...(o.helperArgs ?? [])];
+}
+
+/** Waits for QEMU and the helper; when both fail, the helper's error (the cause) wins. */
+async function bothDone(migration: Promise<unknown>, helper: Promise<void>): Promise<void> {
+  await Promise.all([migration.catch(async (e) => {
+    await helper;
+    throw e;
+  }), helper]);
+}
+
+export async function enableIgnoreShared(qmp: QmpClient): Promise<void> {
+  await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+}
+
+/** The guest must be stopped (or never started). Resolves when the image is committed. */
+export async function saveVmToImage(qmp: QmpClient, o: ImageMigrationOptions, onSpawn?: (h: HelperRun) => void): Promise<void> {
+  await enableIgnoreShared(qmp);
+  await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 2 ** 50 });
+  const out = fs.openSync(o.image, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o600);
+  const [r, w] = native.pipe();
+  let h: HelperRun;
+  try {
+    h = spawnHelper(helperArgs('save', o), [r, 'ignore', 'ignore', out]);
+    onSpawn?.(h);
+    await qmp.executeWithFds('getfd', { fdname: 'iohelper-save' }, [w]);
+  } finally {
+    fs.closeSync(r);
+    fs.closeSync(w);
+    fs.closeSync(out);
+  }
+  await qmp.execute('migrate', { uri: 'fd:iohelper-save' });
+  await bothDone(waitForMigration(qmp, { timeoutMs: o.timeoutMs }), h.done);
+}
+
+/**
+ * Step 1 of a restore: the helper validates the image and fills the RAM files, then waits to
+ * hand the device state to QEMU. Returns the pipe end QEMU must read.
+ */
+export function startImageRestore(o: ImageMigrationOptions): { helper: HelperRun; readFd: number } {
+  const inp = fs.openSync(o.image, fs.constants.O_RDONLY);
+  const [r, w] = native.pipe();
+  try {
+    return { helper: spawnHelper(helperArgs('restore', o), ['ignore', w, 'ignore', inp]), readFd: r };
+  } finally {
+    fs.closeSync(w);
+    fs.closeSync(inp);
+  }
+}
+
+/** Step 2: QEMU (started with -incoming defer on the same RAM files) loads the device state. */
+export async function finishImageRestore(qmp: QmpClient, started: { helper: HelperRun; readFd: number }, timeoutMs?: number): Promise<void> {
+  try {
+    await enableIgnoreShared(qmp);
+    await qmp.executeWithFds('getfd', { fdname: 'iohelper-restore' }, [started.readFd]);
+  } finally {
+    fs.closeSync(started.readFd);
+  }
+  await qmp.execute('migrate-incoming', { uri: 'fd:iohelper-restore' });
+  await bothDone(waitForMigration(qmp, { timeoutMs }), started.helper.done);
+}
