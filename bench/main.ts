@@ -10,19 +10,21 @@ import { parseFlags, parseInteger, parseSize } from '../src/cli/flags';
 import { packageRoot } from '../src/package-root';
 import { describeHost } from './lib/host';
 import { markdownTable, Row } from './lib/table';
+import { benchParallel } from './parallel';
 import { benchStream } from './stream';
 
-const SCENARIOS = ['stream'] as const;
+const SCENARIOS = ['stream', 'parallel'] as const;
 
 async function main(): Promise<void> {
-  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir'] });
+  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs'] });
   if (p.flags.get('help')) {
-    console.log(`usage: npm run bench -- [${SCENARIOS.join('|')}] [--size 4G] [--runs 3] [--dir PATH] [--quick] [--no-record]`);
+    console.log(`usage: npm run bench -- [${SCENARIOS.join('|')}] [--size 4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--no-record]`);
     return;
   }
   const quick = p.flags.has('quick');
   const size = parseSize(String(p.flags.get('size') ?? (quick ? '256M' : '4G')), '--size');
   const runs = parseInteger(String(p.flags.get('runs') ?? '3'), '--runs', 1, 100);
+  const jobs = String(p.flags.get('jobs') ?? '1,2,4').split(',').map((j) => parseInteger(j, '--jobs', 1, 256));
   const dir = String(p.flags.get('dir') ?? path.join(packageRoot(), 'bench', 'data'));
   fs.mkdirSync(dir, { recursive: true });
   const scenarios = p.positionals.length ? p.positionals : [...SCENARIOS];
@@ -30,6 +32,7 @@ async function main(): Promise<void> {
   for (const s of scenarios) {
     console.error(`bench: ${s}, ${size} bytes, ${runs} runs, in ${dir}`);
     if (s === 'stream') rows.push(...(await benchStream({ size, runs, dir, srcDir: '/dev/shm' })));
+    else if (s === 'parallel') rows.push(...(await benchParallel({ size, runs, dir, jobs, verify: true })));
     else throw new Error(`unknown scenario '${s}' (known: ${SCENARIOS.join(', ')})`);
   }
   const table = markdownTable(rows);

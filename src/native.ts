@@ -53,6 +53,8 @@ export interface RangeJob {
   zeroUnit?: number;
   /** Largest single pread/pwrite. */
   maxIo?: number;
+  /** Save: zero runs shorter than this (inside data) are written as zeros instead of holes. */
+  minHole?: number;
   /** One CRC-32C per chunk: filled by saveRange, checked by restoreRange. */
   checksums?: Uint32Array | null;
 }

@@ -30,8 +30,10 @@ afterAll(() => {
   for (const f of fs.readdirSync('/dev/shm')) if (f.startsWith(`iohelper-imgcli-${process.pid}-`)) fs.rmSync(`/dev/shm/${f}`, { force: true });
 });
 
+/** Saves SRC with every zero page left as a hole (--min-hole 4K) unless `extra` says otherwise. */
 async function saveImage(image: string, extra: string[] = []): Promise<void> {
-  const r = await runHelper(['save', '--image', image, '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`, ...extra], [DEVICE_STATE, 'ignore']);
+  const minHole = extra.includes('--min-hole') ? [] : ['--min-hole', '4K'];
+  const r = await runHelper(['save', '--image', image, '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`, ...minHole, ...extra], [DEVICE_STATE, 'ignore']);
   expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
 }
 
@@ -43,18 +45,29 @@ describe('round trip', () => {
   test.each([
     ['buffered, default jobs', [] as string[]],
     ['O_DIRECT, 3 jobs, 1 MiB chunks, small jobs', ['--direct', '--jobs', '3', '--chunk', '1M', '--job-size', '4M']],
+    ['default --min-hole (short zero runs written)', ['--min-hole', '64K']],
   ])('%s: RAM and device state come back exactly', async (_n, opts) => {
     const image = path.join(dir, 'rt.img');
     await saveImage(image, opts);
     const a = shm('rt-a');
     const b = shm('rt-b');
-    const r = await runHelper(restoreArgs(image, a, b, opts.filter((o) => o !== '--chunk' && o !== '1M')), ['ignore', 'pipe']);
+    const saveOnly = new Set(['--chunk', '1M', '--min-hole', '64K']);
+    const r = await runHelper(restoreArgs(image, a, b, opts.filter((o) => !saveOnly.has(o))), ['ignore', 'pipe']);
     expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
     expect(r.stdout.equals(DEVICE_STATE)).toBe(true);
     expect(await filesEqual(SRC.a, a)).toEqual({ equal: true });
     expect(await filesEqual(SRC.b, b)).toEqual({ equal: true });
     fs.rmSync(a);
     fs.rmSync(b);
+  });
+
+  test('the default --min-hole writes short zero runs: fewer, larger writes, a less sparse image', async () => {
+    const sparse = path.join(dir, 'sparse.img');
+    const dense = path.join(dir, 'dense.img');
+    await saveImage(sparse);
+    await saveImage(dense, ['--min-hole', '64K']);
+    const blocks = (f: string) => fs.statSync(f).blocks * 512;
+    expect(blocks(dense)).toBeGreaterThan(blocks(sparse) + 8 * M);
   });
 
   test('inspect shows the blocks, data share and device state; the image is sparse', async () => {

@@ -35,7 +35,7 @@ async function saveImage(ram: RamSpec[], image: string, opts: { direct: boolean;
   try {
     await ignoreShared(vm.qmp);
     await vm.qmp.execute('migrate-set-parameters', { 'max-bandwidth': 2 ** 40 });
-    const h = run(['save', '--fd', '3', ...(opts.direct ? ['--direct'] : []), '--jobs', String(opts.jobs), ...ramArgs(ram)], [r, 'ignore', 'pipe', out]);
+    const h = run(['save', '--fd', '3', '--min-hole', '4K', ...(opts.direct ? ['--direct'] : []), '--jobs', String(opts.jobs), ...ramArgs(ram)], [r, 'ignore', 'pipe', out]);
     await vm.qmp.executeWithFds('getfd', { fdname: 'm' }, [w]);
     fs.closeSync(r);
     fs.closeSync(w);

@@ -17,7 +17,7 @@ export interface Row {
 const fmt = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
 
 export function markdownTable(rows: Row[]): string {
-  const head = '| scenario | method | median s (min–max) | GiB/s | CPU s/GiB | peak RSS MiB | vs baseline |\n|---|---|---|---|---|---|---|';
+  const head = '| scenario | method | median s (min–max) | GiB/s | CPU s/GiB | peak RSS/anon MiB | vs baseline |\n|---|---|---|---|---|---|---|';
   const lines = rows.map((r) => {
     const gib = r.bytes / 2 ** 30;
     if (r.note) return `| ${r.scenario} | ${r.method} | ${r.note} | | | | |`;

@@ -51,7 +51,7 @@ function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
 const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs'], repeated: ['ram'], optionalValue: ['progress'] };
 
 export async function saveCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-checksums'], values: [...common.values, 'chunk', 'job-size'] });
+  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-checksums'], values: [...common.values, 'chunk', 'job-size', 'min-hole'] });
   if (p.positionals.length) throw new UsageError(`unexpected argument '${p.positionals[0]}'`);
   const ram = (p.lists.get('ram') ?? []).map(parseRamSpec);
   if (!ram.length) throw new UsageError('at least one --ram NAME=PATH is required');
@@ -62,6 +62,7 @@ export async function saveCommand(args: string[]): Promise<number> {
     throw new UsageError(`--chunk: chunk size ${chunkSize} is not a power of two in 4K..1G`);
   }
   const jobSize = p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined;
+  const minHole = p.flags.has('min-hole') ? parseSize(String(p.flags.get('min-hole')), '--min-hole') : undefined;
   const img = imageFd(p.flags, true);
   try {
     await withSignals((signal) =>
@@ -74,6 +75,7 @@ export async function saveCommand(args: string[]): Promise<number> {
         chunkSize,
         jobSize,
         checksums: !p.flags.has('no-checksums'),
+        minHole,
         onProgress: progressOf(p.flags.get('progress'), img.name),
         signal,
       }),

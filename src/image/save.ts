@@ -31,6 +31,8 @@ export interface SaveOptions {
   chunkSize?: number;
   jobSize?: number;
   checksums?: boolean;
+  /** Zero runs shorter than this are written rather than left as holes (default 64 KiB; 4 KiB makes every zero page a hole). */
+  minHole?: number;
   onProgress?: ProgressListener;
   signal?: AbortSignal;
 }
@@ -43,6 +45,13 @@ export interface SaveResult {
 }
 
 export const DEFAULT_JOBS = 2;
+/**
+ * Zero runs shorter than this are written, longer ones left as holes. Measured on the dev box
+ * (1 GiB guest, 25 % scattered zero pages, O_DIRECT, 2 jobs): 4 KiB holes 4.2 s, 64 KiB 0.73 s
+ * (the disk's own speed): every hole splits a write in two. Never-touched RAM (SEEK_HOLE) is
+ * always a hole.
+ */
+export const DEFAULT_MIN_HOLE = 64 * 1024;
 
 export async function save(o: SaveOptions): Promise<SaveResult> {
   const t0 = Date.now();
@@ -109,6 +118,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
         imageOffset: j.imageOffset,
         chunkSize: entries[j.block].chunkSize,
         zeroUnit,
+        minHole: Math.max(o.minHole ?? DEFAULT_MIN_HOLE, zeroUnit),
         checksums: header.flags ? new Uint32Array(Math.ceil((j.end - j.start) / entries[j.block].chunkSize)) : null,
       },
     }));

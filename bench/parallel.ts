@@ -1,0 +1,214 @@
+/**
+ * Parallel scenarios on a real QEMU 10 guest of `size` bytes (RAM on /dev/shm, ~25 % zero
+ * pages): our parallel image (x-ignore-shared + `iohelper save/restore --direct`, jobs 1/2/4)
+ * against QEMU's own mapped-ram + multifd(2) + direct-io, and fio O_DIRECT moving the same
+ * non-zero bytes (the disk's limit). Alternating order, page cache dropped before every run.
+ */
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { QmpClient, waitForMigration } from '../src/qmp/client';
+import { createRamFile, filesEqual, fillPattern } from '../src/synthetic/ram-file';
+import { qemuAvailable, startQemu } from '../src/vm/qemu-launch';
+import { finishImageRestore, saveVmToImage, startImageRestore } from '../src/vm/image-migration';
+import { commandExists, dropCaches } from './lib/host';
+import { sampleProcess } from './lib/proc-sampler';
+import { alternatingOrder, summarize } from './lib/stats';
+import { Row } from './lib/table';
+
+export interface ParallelBenchOptions {
+  size: number;
+  runs: number;
+  dir: string;
+  jobs: number[];
+  verify: boolean;
+}
+
+interface Sample {
+  wallS: number;
+  cpuS: number;
+  peakAnonMiB: number;
+}
+
+interface Method {
+  name: string;
+  save(): Promise<Sample>;
+  restore(): Promise<Sample>;
+  verify(): Promise<boolean>;
+  cleanup(): void;
+}
+
+const secondsSince = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;
+
+function ours(jobs: number, src: string, dst: string, dir: string, size: number): Method {
+  const image = path.join(dir, `bench-ours-${jobs}.img`);
+  return {
+    name: `iohelper image, jobs ${jobs}`,
+    async save() {
+      const vm = await startQemu({ ram: [{ id: 'ram0', path: src, size }] });
+      try {
+        fs.rmSync(image, { force: true });
+        let sampler: ReturnType<typeof sampleProcess> | undefined;
+        const t0 = process.hrtime.bigint();
+        await saveVmToImage(vm.qmp, { image, ram: [{ name: 'ram0', path: src }], direct: true, jobs }, (h) => (sampler = sampleProcess(h.proc.pid!)));
+        const wallS = secondsSince(t0);
+        return { wallS, ...sampler!.stop() };
+      } finally {
+        await vm.stop();
+      }
+    },
+    async restore() {
+      fs.rmSync(dst, { force: true });
+      const t0 = process.hrtime.bigint();
+      const started = startImageRestore({ image, ram: [{ name: 'ram0', path: dst }], direct: true, jobs });
+      const sampler = sampleProcess(started.helper.proc.pid!);
+      const vm = await startQemu({ ram: [{ id: 'ram0', path: dst, size }], incoming: true });
+      try {
+        await finishImageRestore(vm.qmp, started);
+        return { wallS: secondsSince(t0), ...sampler.stop() };
+      } finally {
+        await vm.stop();
+      }
+    },
+    verify: async () => (await filesEqual(src, dst)).equal,
+    cleanup: () => fs.rmSync(image, { force: true }),
+  };
+}
+
+async function setMappedRam(qmp: QmpClient): Promise<void> {
+  await qmp.execute('migrate-set-capabilities', {
+    capabilities: [
+      { capability: 'mapped-ram', state: true },
+      { capability: 'multifd', state: true },
+    ],
+  });
+  await qmp.execute('migrate-set-parameters', { 'multifd-channels': 2, 'direct-io': true, 'max-bandwidth': 2 ** 50 });
+}
+
+function qemuPid(vm: { proc: { pid?: number } }): number {
+  return vm.proc.pid!;
+}
+
+function mappedRam(src: string, dst: string, dir: string, size: number): Method {
+  const image = path.join(dir, 'bench-mapped-ram.img');
+  return {
+    name: 'QEMU mapped-ram + multifd(2) + direct-io',
+    async save() {
+      const vm = await startQemu({ ram: [{ id: 'ram0', path: src, size }] });
+      try {
+        fs.rmSync(image, { force: true });
+        await setMappedRam(vm.qmp);
+        const s = sampleProcess(qemuPid(vm));
+        const t0 = process.hrtime.bigint();
+        await vm.qmp.execute('migrate', { uri: `file:${image}` });
+        await waitForMigration(vm.qmp, { pollMs: 20 });
+        const wallS = secondsSince(t0);
+        return { wallS, ...s.stop(), peakAnonMiB: NaN };
+      } finally {
+        await vm.stop();
+      }
+    },
+    async restore() {
+      fs.rmSync(dst, { force: true });
+      createRamFile(dst, size);
+      const t0 = process.hrtime.bigint();
+      const vm = await startQemu({ ram: [{ id: 'ram0', path: dst, size }], incoming: true });
+      try {
+        await setMappedRam(vm.qmp);
+        const s = sampleProcess(qemuPid(vm));
+        await vm.qmp.execute('migrate-incoming', { uri: `file:${image}` });
+        await waitForMigration(vm.qmp, { pollMs: 20 });
+        return { wallS: secondsSince(t0), ...s.stop(), peakAnonMiB: NaN };
+      } finally {
+        await vm.stop();
+      }
+    },
+    verify: async () => (await filesEqual(src, dst)).equal,
+    cleanup: () => fs.rmSync(image, { force: true }),
+  };
+}
+
+function runTool(cmd: string, args: string[]): Promise<Sample> {
+  const t0 = process.hrtime.bigint();
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const s = sampleProcess(child.pid!);
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) =>
+    child.on('close', (code) => {
+      const u = s.stop();
+      if (code !== 0) reject(new Error(`${cmd} failed: ${err.trim()}`));
+      else resolve({ wallS: secondsSince(t0), ...u, peakAnonMiB: NaN });
+    }),
+  );
+}
+
+/** fio O_DIRECT, 4 MiB blocks, 16 in flight: the same non-zero bytes, written then read. */
+function fioLimit(bytes: number, dir: string): Method {
+  const file = path.join(dir, 'bench-fio.dat');
+  const common = ['--name=limit', `--filename=${file}`, '--bs=4M', '--iodepth=16', '--ioengine=libaio', '--direct=1', `--size=${Math.floor(bytes / (4 << 20)) * (4 << 20)}`];
+  return {
+    name: 'fio O_DIRECT QD16 (disk limit, non-zero bytes)',
+    save: () => (fs.rmSync(file, { force: true }), runTool('fio', [...common, '--rw=write', '--end_fsync=1'])),
+    restore: () => runTool('fio', [...common, '--rw=read', '--readonly']),
+    verify: async () => true,
+    cleanup: () => fs.rmSync(file, { force: true }),
+  };
+}
+
+export async function benchParallel(o: ParallelBenchOptions): Promise<Row[]> {
+  const q = qemuAvailable();
+  if (!q.ok) throw new Error(`the parallel scenario needs QEMU 10 (${q.why}); sudo bash scripts/install-qemu.sh --bench`);
+  const src = `/dev/shm/iohelper-bench-ram-${process.pid}`;
+  const dst = `${src}-restored`;
+  createRamFile(src, o.size);
+  const { pages, zeroPages } = fillPattern(src, 7, 0.25);
+  const nonZero = (pages - zeroPages) * 4096;
+  const methods: Method[] = [...o.jobs.map((j) => ours(j, src, dst, o.dir, o.size)), mappedRam(src, dst, o.dir, o.size)];
+  const rows: Row[] = [];
+  if (commandExists('/usr/bin/fio')) methods.push(fioLimit(nonZero, o.dir));
+  else rows.push({ scenario: 'parallel', method: 'fio', bytes: o.size, wall: summarize([]), cpuS: summarize([]), maxRssMiB: summarize([]), note: 'not installed (apt-get install fio)' });
+
+  const save = new Map<string, Sample[]>();
+  const restore = new Map<string, Sample[]>();
+  try {
+    for (const [run, order] of alternatingOrder(methods, o.runs).entries()) {
+      for (const m of order) {
+        dropCaches();
+        const s = await m.save();
+        dropCaches();
+        const r = await m.restore();
+        if (run === 0 && o.verify && !(await m.verify())) throw new Error(`${m.name}: restored RAM differs from the original`);
+        save.set(m.name, [...(save.get(m.name) ?? []), s]);
+        restore.set(m.name, [...(restore.get(m.name) ?? []), r]);
+        console.error(`  ${m.name}: save ${s.wallS.toFixed(2)} s, restore ${r.wallS.toFixed(2)} s`);
+      }
+    }
+  } finally {
+    for (const m of methods) m.cleanup();
+    fs.rmSync(src, { force: true });
+    fs.rmSync(dst, { force: true });
+  }
+  const peer = 'QEMU mapped-ram + multifd(2) + direct-io';
+  for (const [scenario, data] of [
+    ['parallel-save', save],
+    ['parallel-restore', restore],
+  ] as const) {
+    const base = summarize(data.get(peer)!.map((x) => x.wallS)).median;
+    for (const m of methods) {
+      const xs = data.get(m.name)!;
+      const wall = summarize(xs.map((x) => x.wallS));
+      rows.push({
+        scenario,
+        method: m.name,
+        bytes: o.size,
+        wall,
+        cpuS: summarize(xs.map((x) => x.cpuS)),
+        maxRssMiB: summarize(xs.map((x) => x.peakAnonMiB)),
+        speedup: base / wall.median,
+        baseline: 'mapped-ram',
+      });
+    }
+  }
+  return rows;
+}
