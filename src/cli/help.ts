@@ -26,5 +26,25 @@ A save pads its last block to the alignment, then truncates the file to the true
 calls fdatasync before it exits 0. On failure the last stderr line is
   ${argv0}: failure with FILENAME: <message>
 and the exit status is 1. A reader that goes away (EPIPE) is such a failure, not a signal.
+
+Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shared):
+  ${argv0} save    --fd N | --image PATH  --ram NAME=PATH|NAME=fd:K ... [--direct]
+                   [--jobs J] [--chunk SIZE] [--min-hole SIZE] [--job-size SIZE]
+                   [--no-checksums] [--progress[=FD]]
+      Reads QEMU's device-state stream on stdin; the RAM files are copied by J worker
+      threads (default 2) from an mmap straight to fixed 1 MiB-aligned offsets of the image
+      (O_DIRECT with --direct). The image is truncated first and marked complete only after
+      all data is synced: a save that fails or is interrupted leaves an image that every
+      reader refuses. Zero runs of at least --min-hole (default 64K) stay holes; --chunk
+      (default 8M) is the CRC-32C granularity.
+  ${argv0} restore --fd N | --image PATH  --ram NAME=PATH|NAME=fd:K ... [--direct]
+                   [--jobs J] [--no-verify] [--progress[=FD]]
+      Validates the image and the RAM targets (names and sizes must match; a target must be
+      absent, empty or exactly the block's size, and not a symlink) before writing anything,
+      replaces each RAM file's content with its block, checks every chunk's CRC-32C (unless
+      --no-verify), then writes the device state to stdout for QEMU's migrate-incoming.
+  ${argv0} inspect IMAGE [--json]
+      Describes an iohelper image (exit 2 if incomplete), a libvirt save image or a raw
+      QEMU stream. The format is docs/FORMAT.md.
 `;
 }
