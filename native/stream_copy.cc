@@ -174,7 +174,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
       }
       CheckCancelled();
       if (failed()) break;
-      ssize_t n = ReadFull(o_.pipeFd, buf, o_.bufferSize);
+      ssize_t n = ReadFull(o_.pipeFd, buf, o_.bufferSize, &progress_[1]);
       if (n < 0) {
         Fail(static_cast<int>(-n), "read", "pipe");
         break;
@@ -266,7 +266,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
       CheckCancelled();
       if (failed()) break;
       if (s.len > 0) {
-        int rc = WriteAll(o_.pipeFd, s.buf, s.len);
+        int rc = WriteAll(o_.pipeFd, s.buf, s.len, &progress_[1]);
         if (rc < 0) {
           Fail(-rc, "write", "pipe");
           break;

@@ -89,8 +89,16 @@ export function machineArgs(ram: RamSpec[], opts: { share?: boolean; offsets?: n
 }
 
 export interface QemuOptions {
-  ram: RamSpec[];
+  /** RAM blocks for a generated disk-less machine (machineArgs)… */
+  ram?: RamSpec[];
+  /** …or the user's own QEMU arguments (machine, RAM backends, devices). */
+  args?: string[];
   extraArgs?: string[];
+  /**
+   * Leave QEMU running on its own: detached from us, its output in `logFile`, its QMP socket
+   * directory kept (stop() still quits it).
+   */
+  detached?: { logFile: string };
   /** Adds `-incoming defer`: the guest waits for migrate-incoming. */
   incoming?: boolean;
   /** Adds `-S` (default true): the guest CPUs never start unless `cont` is sent. */
@@ -108,17 +116,23 @@ export interface QemuInstance {
   dir: string;
   /** Quits QEMU (QMP quit, else SIGTERM; SIGKILL after 5 s), closes QMP, removes the temp dir. Safe to call twice. */
   stop(): Promise<void>;
+  /** The QMP socket (in `dir`). */
+  qmpSocket: string;
+  /** Closes our QMP connection and leaves QEMU running (for detached guests); returns the socket path. */
+  release(): string;
   /** QEMU's stderr so far. */
   stderr(): string;
 }
 
 /** Starts QEMU with a QMP socket in a fresh temp dir and connects to it. Rejects with QEMU's stderr if it fails to start. */
 export async function startQemu(opts: QemuOptions): Promise<QemuInstance> {
-  const machine = machineArgs(opts.ram, { share: opts.share, offsets: opts.offsets });
+  if (!opts.ram === !opts.args) throw new Error('startQemu: give either ram or args');
+  const machine = opts.ram ? machineArgs(opts.ram, { share: opts.share, offsets: opts.offsets }) : opts.args!;
+  const userAccel = machine.some((a) => a === '-accel' || a === '-enable-kvm' || /(^|,)accel=/.test(a));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-qemu-'));
   const socketPath = path.join(dir, 'qmp.sock');
   const args = [
-    ...accelArgs(),
+    ...(userAccel ? [] : accelArgs()),
     ...machine,
     '-qmp', `unix:${socketPath},server=on,wait=off`,
     ...(opts.paused ?? true ? ['-S'] : []),
@@ -128,8 +142,16 @@ export async function startQemu(opts: QemuOptions): Promise<QemuInstance> {
 
   let stderr = '';
   let spawnError: Error | undefined;
-  const proc = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe', ...(opts.stdio ?? [])] });
-  proc.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const log = opts.detached ? fs.openSync(opts.detached.logFile, 'a') : undefined;
+  const proc = spawn(QEMU, args, {
+    stdio: ['ignore', log ?? 'ignore', log ?? 'pipe', ...(opts.stdio ?? [])],
+    detached: !!opts.detached,
+  });
+  if (log !== undefined) {
+    fs.closeSync(log);
+    proc.unref();
+  } else proc.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const readStderr = () => (opts.detached ? readLog(opts.detached.logFile) : stderr);
   // 'close' (all exit paths, stderr drained) or 'error' (spawn failed, e.g. ENOENT).
   const exited = new Promise<void>((resolve) => {
     proc.once('close', () => resolve());
@@ -151,7 +173,7 @@ export async function startQemu(opts: QemuOptions): Promise<QemuInstance> {
     await exited;
     fs.rmSync(dir, { recursive: true, force: true });
     const status = spawnError ? spawnError.message : `exit ${proc.exitCode ?? proc.signalCode}`;
-    throw new Error(`QEMU failed to start (${status}; ${(e as Error).message}):\n${stderr.trim()}\nargs: ${args.join(' ')}`);
+    throw new Error(`QEMU failed to start (${status}; ${(e as Error).message}):\n${readStderr().trim()}\nargs: ${args.join(' ')}`);
   } finally {
     proc.off('close', onEarlyExit);
     proc.off('error', onEarlyExit);
@@ -171,7 +193,19 @@ export async function startQemu(opts: QemuOptions): Promise<QemuInstance> {
     })();
     return stopping;
   };
-  return { proc, qmp, dir, stop, stderr: () => stderr };
+  const release = () => {
+    qmp.close();
+    return socketPath;
+  };
+  return { proc, qmp, dir, qmpSocket: socketPath, stop, release, stderr: readStderr };
+}
+
+function readLog(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 /** Resolves true once the process has exited, false if it is still running after timeoutMs. */
