@@ -62,6 +62,7 @@ function ours(jobs: number, src: string, dst: string, dir: string, size: number)
       const t0 = process.hrtime.bigint();
       const started = startImageRestore({ image, ram: [{ name: 'ram0', path: dst }], direct: true, jobs });
       const sampler = sampleProcess(started.helper.proc.pid!);
+      await started.ramFilled;
       const vm = await startQemu({ ram: [{ id: 'ram0', path: dst, size }], incoming: true });
       try {
         await finishImageRestore(vm.qmp, started);

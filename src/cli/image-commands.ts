@@ -87,7 +87,8 @@ export async function saveCommand(args: string[]): Promise<number> {
 }
 
 export async function restoreCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify'], values: [...common.values, 'job-size'] });
+  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify'], values: [...common.values, 'job-size', 'ready-fd'] });
+  const readyFd = p.flags.has('ready-fd') ? parseInteger(String(p.flags.get('ready-fd')), '--ready-fd', 0, 0x7fffffff) : undefined;
   if (p.positionals.length) throw new UsageError(`unexpected argument '${p.positionals[0]}'`);
   const ram = (p.lists.get('ram') ?? []).map(parseRamSpec);
   if (!ram.length) throw new UsageError('at least one --ram NAME=PATH is required');
@@ -105,6 +106,7 @@ export async function restoreCommand(args: string[]): Promise<number> {
         jobs,
         jobSize,
         noVerify: p.flags.has('no-verify'),
+        onRamFilled: readyFd === undefined ? undefined : () => signalReady(readyFd),
         onProgress: progressOf(p.flags.get('progress'), img.name),
         signal,
       }),
@@ -113,6 +115,16 @@ export async function restoreCommand(args: string[]): Promise<number> {
     if (img.owned) fs.closeSync(img.fd);
   }
   return 0;
+}
+
+/** --ready-fd: one line "ready" once the RAM files are filled, then the fd is closed. */
+function signalReady(fd: number): void {
+  try {
+    fs.writeSync(fd, 'ready\n');
+    fs.closeSync(fd);
+  } catch {
+    // nobody listening: not our problem
+  }
 }
 
 export function inspectCommand(args: string[]): number {

@@ -29,6 +29,8 @@ export interface RestoreOptions {
   jobSize?: number;
   /** Skip checking chunk CRCs (default: check). */
   noVerify?: boolean;
+  /** Called once every RAM file holds its block (checked), before the device state streams. */
+  onRamFilled?: () => void;
   onProgress?: ProgressListener;
   signal?: AbortSignal;
 }
@@ -142,6 +144,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
         },
       });
       if (bad) throw new ImageFormatError('EIMG_CHECKSUM', `${name}: corrupted: ${bad}; the RAM files do not hold a valid guest`);
+      o.onRamFilled?.();
       deviceStateBytes = await copyDeviceState({
         toImage: false,
         pipeFd: o.deviceStateFd ?? 1,

@@ -32,7 +32,7 @@ export interface HelperRun {
 
 function spawnHelper(args: string[], stdio: Array<number | 'ignore'>): HelperRun {
   const h = ourHelper();
-  const proc = spawn(h.cmd, [...h.args, ...args], { stdio: [stdio[0], stdio[1], 'pipe', stdio[3]] as never });
+  const proc = spawn(h.cmd, [...h.args, ...args], { stdio: [stdio[0], stdio[1], 'pipe', ...stdio.slice(3)] as never });
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const done = new Promise<void>((resolve, reject) => {
@@ -83,19 +83,39 @@ export async function saveVmToImage(qmp: QmpClient, o: ImageMigrationOptions, on
  * Step 1 of a restore: the helper validates the image and fills the RAM files, then waits to
  * hand the device state to QEMU. Returns the pipe end QEMU must read.
  */
-export function startImageRestore(o: ImageMigrationOptions): { helper: HelperRun; readFd: number } {
+export interface ImageRestore {
+  helper: HelperRun;
+  /** The device-state pipe's read end, for QEMU. */
+  readFd: number;
+  /** Resolves once the helper has filled (and checked) every RAM file. */
+  ramFilled: Promise<void>;
+}
+
+export function startImageRestore(o: ImageMigrationOptions): ImageRestore {
   const inp = fs.openSync(o.image, fs.constants.O_RDONLY);
   const [r, w] = native.pipe();
+  const [readyR, readyW] = native.pipe();
+  let helper: HelperRun;
   try {
-    return { helper: spawnHelper(helperArgs('restore', o), ['ignore', w, 'ignore', inp]), readFd: r };
+    helper = spawnHelper([...helperArgs('restore', o), '--ready-fd', '4'], ['ignore', w, 'ignore', inp, readyW]);
   } finally {
     fs.closeSync(w);
     fs.closeSync(inp);
+    fs.closeSync(readyW);
   }
+  const ramFilled = new Promise<void>((resolve, reject) => {
+    const stream = fs.createReadStream('', { fd: readyR });
+    let said = '';
+    stream.on('data', (d) => (said += d.toString()));
+    stream.on('error', reject);
+    stream.on('close', () => (said.startsWith('ready') ? resolve() : helper.done.then(() => reject(new Error('iohelper restore ended without filling RAM')), reject)));
+  });
+  ramFilled.catch(() => undefined);
+  return { helper, readFd: r, ramFilled };
 }
 
 /** Step 2: QEMU (started with -incoming defer on the same RAM files) loads the device state. */
-export async function finishImageRestore(qmp: QmpClient, started: { helper: HelperRun; readFd: number }, timeoutMs?: number): Promise<void> {
+export async function finishImageRestore(qmp: QmpClient, started: ImageRestore, timeoutMs?: number): Promise<void> {
   try {
     await enableIgnoreShared(qmp);
     await qmp.executeWithFds('getfd', { fdname: 'iohelper-restore' }, [started.readFd]);

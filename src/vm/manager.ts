@@ -1,0 +1,177 @@
+/**
+ * The manager: save, restore and clone whole VMs, driving QEMU over QMP.
+ *
+ *   saveVm       stop the guest, check its RAM is shared files, x-ignore-shared save into an image
+ *   restoreVm    fill fresh RAM files from the image, start QEMU (-incoming defer), load device state
+ *   cloneVm      start N QEMUs that map the image's RAM copy-on-write (no RAM copy), load device state
+ *
+ * A clone's (and a lazy restore's) RAM is a private mapping of the image: it is not a shared
+ * file, so saving such a VM again takes the classic stream path.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { native } from '../native';
+import { QmpClient, waitForMigration } from '../qmp/client';
+import { copyDeviceState } from '../image/device-state';
+import { readImageMetadata } from '../image/read-image';
+import { BlockEntry } from '../image/format';
+import { parseSize } from '../cli/flags';
+import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
+import { fileBackends, rewriteBackends } from './qemu-args';
+import { QemuInstance, startQemu } from './qemu-launch';
+import { enableIgnoreShared, finishImageRestore, saveVmToImage, startImageRestore } from './image-migration';
+
+export interface SaveVmOptions {
+  image: string;
+  direct?: boolean;
+  jobs?: number;
+  timeoutMs?: number;
+}
+
+/** Stops the guest and saves it into `image` through the parallel path. */
+export async function saveVm(qmp: QmpClient, o: SaveVmOptions): Promise<{ blocks: Array<{ name: string; path: string; size: number }> }> {
+  const blocks = sharedRamFiles(await listMemoryBackends(qmp));
+  const status = await qmp.execute('query-status');
+  if (status.running) await qmp.execute('stop');
+  await saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs });
+  return { blocks };
+}
+
+export interface StartOptions {
+  /** The VM's QEMU arguments: machine, devices and its memory-backend-file objects. */
+  qemuArgs: string[];
+  /** Leave QEMU running after we exit, logging to this directory. */
+  detachedLogDir?: string;
+  timeoutMs?: number;
+}
+
+function sizeProp(v: string | undefined, id: string): number | undefined {
+  if (v === undefined) return undefined;
+  try {
+    return parseSize(v.replace(/B$/i, ''), `size of ${id}`);
+  } catch {
+    throw new Error(`memory backend ${id}: cannot read size=${v}`);
+  }
+}
+
+/** Pairs the image's blocks with the QEMU arguments' memory-backend-file objects (by id). */
+function matchBackends(entries: BlockEntry[], qemuArgs: string[]) {
+  const backends = fileBackends(qemuArgs);
+  const byId = new Map(backends.map((b) => [b.id, b]));
+  const missing = entries.filter((e) => !byId.has(e.name)).map((e) => e.name);
+  const extra = backends.filter((b) => !entries.some((e) => e.name === b.id)).map((b) => b.id);
+  if (missing.length || extra.length) {
+    throw new Error(
+      `the QEMU arguments' memory-backend-file ids must be the image's blocks (${entries.map((e) => e.name).join(', ')})` +
+        (missing.length ? `; missing: ${missing.join(', ')}` : '') +
+        (extra.length ? `; not in the image: ${extra.join(', ')}` : ''),
+    );
+  }
+  for (const e of entries) {
+    const size = sizeProp(byId.get(e.name)!.props.get('size'), e.name);
+    if (size !== undefined && size !== e.size) throw new Error(`memory backend ${e.name} has size ${size}, the image's block has ${e.size}`);
+  }
+  return byId;
+}
+
+/** Streams the image's device state into a QEMU waiting with -incoming defer. */
+async function loadDeviceState(qmp: QmpClient, image: string, deviceStateOffset: number, timeoutMs?: number): Promise<void> {
+  await enableIgnoreShared(qmp);
+  const [r, w] = native.pipe();
+  const fd = fs.openSync(image, fs.constants.O_RDONLY);
+  try {
+    await qmp.executeWithFds('getfd', { fdname: 'iohelper-clone' }, [r]);
+    fs.closeSync(r);
+    const progress = new BigUint64Array(2);
+    const copy = copyDeviceState({ toImage: false, pipeFd: w, imageFd: fd, offset: deviceStateOffset, direct: false, align: 4096, progress });
+    copy.catch(() => undefined);
+    await qmp.execute('migrate-incoming', { uri: 'fd:iohelper-clone' });
+    try {
+      await Promise.all([waitForMigration(qmp, { timeoutMs }), copy]);
+    } catch (e) {
+      progress[1] = 1n;
+      throw e;
+    }
+  } finally {
+    fs.closeSync(w);
+    fs.closeSync(fd);
+  }
+}
+
+function logFile(o: StartOptions, name: string): { logFile: string } | undefined {
+  if (!o.detachedLogDir) return undefined;
+  fs.mkdirSync(o.detachedLogDir, { recursive: true });
+  return { logFile: path.join(o.detachedLogDir, `${name}.log`) };
+}
+
+/**
+ * Starts `count` clones of the image: each QEMU maps the image's RAM blocks privately
+ * (copy-on-write, the image opened read-only) and loads the device state. No RAM is copied;
+ * all clones share the image's page cache. Resolves with the loaded, paused QEMUs.
+ */
+export async function cloneVm(o: StartOptions & { image: string; count: number }): Promise<QemuInstance[]> {
+  const imageFd = fs.openSync(o.image, fs.constants.O_RDONLY);
+  let meta;
+  try {
+    meta = readImageMetadata(imageFd, o.image, { skipChecksums: true });
+  } finally {
+    fs.closeSync(imageFd);
+  }
+  const byName = new Map(meta.entries.map((e) => [e.name, e]));
+  matchBackends(meta.entries, o.qemuArgs);
+  const args = rewriteBackends(o.qemuArgs, (b) => {
+    const props = new Map(b.props);
+    props.set('mem-path', path.resolve(o.image));
+    props.set('offset', String(byName.get(b.id)!.offset));
+    props.set('size', String(byName.get(b.id)!.size));
+    props.set('share', 'off');
+    props.set('readonly', 'on');
+    props.set('rom', 'off');
+    props.delete('prealloc');
+    return props;
+  });
+  const clones: QemuInstance[] = [];
+  try {
+    for (let i = 0; i < o.count; i++) {
+      const vm = await startQemu({ args, incoming: true, detached: logFile(o, `clone-${i}`) });
+      clones.push(vm);
+      await loadDeviceState(vm.qmp, o.image, meta.header.deviceStateOffset, o.timeoutMs);
+    }
+  } catch (e) {
+    await Promise.all(clones.map((c) => c.stop()));
+    throw e;
+  }
+  return clones;
+}
+
+/**
+ * Restores one VM. Eager (default): the helper fills the RAM files named by the arguments'
+ * memory-backend-file objects (share=on), then QEMU loads the device state; the VM can be
+ * saved again the fast way. Lazy: a clone of one — ready at once, pages come from the image on
+ * demand, but its RAM is private afterwards (its next save takes the stream path).
+ */
+export async function restoreVm(o: StartOptions & { image: string; direct?: boolean; jobs?: number; lazy?: boolean }): Promise<QemuInstance> {
+  if (o.lazy) return (await cloneVm({ ...o, count: 1 }))[0];
+  const backends = fileBackends(o.qemuArgs);
+  const notShared = backends.filter((b) => b.props.get('share') !== 'on' || !b.props.get('mem-path'));
+  if (!backends.length || notShared.length) {
+    throw new Error(
+      `an eager restore needs RAM as shared files: give each block as -object memory-backend-file,id=NAME,size=SIZE,mem-path=/dev/shm/FILE,share=on` +
+        (notShared.length ? ` (not so: ${notShared.map((b) => b.id).join(', ')})` : ''),
+    );
+  }
+  const started = startImageRestore({ image: o.image, ram: backends.map((b) => ({ name: b.id, path: b.props.get('mem-path')! })), direct: o.direct, jobs: o.jobs });
+  let vm: QemuInstance | undefined;
+  try {
+    // QEMU maps the RAM files only once the helper has filled them.
+    await started.ramFilled;
+    vm = await startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
+    await finishImageRestore(vm.qmp, started, o.timeoutMs);
+    return vm;
+  } catch (e) {
+    started.helper.proc.kill();
+    fs.closeSync(started.readFd);
+    await vm?.stop();
+    throw e;
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * The manager with real QEMU 10: saveVm discovers the shared RAM files over QMP and saves;
+ * restoreVm brings the guest back (eager: RAM files filled; lazy: mapped from the image);
+ * cloneVm starts three clones from one image without copying RAM. Clones read back the
+ * template's RAM, a clone's writes stay private, and the image never changes.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { cloneVm, restoreVm, saveVm } from '../src/vm/manager';
+import { QemuInstance } from '../src/vm/qemu-launch';
+import { createRamFile, describeQemu, filesEqual, fillPattern, machineArgs, sha256File, shmPath, startQemu } from './support/qemu';
+
+const M = 1024 * 1024;
+const SIZE = 256 * M;
+
+describeQemu('VM manager: save, restore, clone', () => {
+  let dir: string;
+  const template = shmPath('mgr-template');
+  let image: string;
+  let imageHash: string;
+  const running: QemuInstance[] = [];
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-mgr-'));
+    image = path.join(dir, 'vm.img');
+    createRamFile(template, SIZE);
+    fillPattern(template, 31, 0.25);
+    const vm = await startQemu({ ram: [{ id: 'ram0', path: template, size: SIZE }] });
+    try {
+      const { blocks } = await saveVm(vm.qmp, { image, direct: true });
+      expect(blocks).toEqual([{ name: 'ram0', path: template, size: SIZE }]);
+    } finally {
+      await vm.stop();
+    }
+    imageHash = await sha256File(image);
+  });
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((v) => v.stop()));
+  });
+  afterAll(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(template, { force: true });
+    fs.rmSync(shmPath('mgr-restored'), { force: true });
+  });
+
+  /** Guest-physical [1 MiB, end): RAM at the same offsets of the file on q35 with < 2 GiB. */
+  async function guestMemory(vm: QemuInstance, name: string): Promise<string> {
+    const out = path.join(dir, `${name}.mem`);
+    await vm.qmp.execute('pmemsave', { val: M, size: SIZE - M, filename: out });
+    return out;
+  }
+
+  function templateTail(): string {
+    const out = path.join(dir, 'template-tail.mem');
+    if (!fs.existsSync(out)) {
+      const fd = fs.openSync(template, 'r');
+      const buf = Buffer.alloc(SIZE - M);
+      fs.readSync(fd, buf, 0, buf.length, M);
+      fs.closeSync(fd);
+      fs.writeFileSync(out, buf);
+    }
+    return out;
+  }
+
+  test('eager restore: RAM files filled, guest loaded', async () => {
+    const ram = shmPath('mgr-restored');
+    const vm = await restoreVm({ image, qemuArgs: machineArgs([{ id: 'ram0', path: ram, size: SIZE }]) });
+    running.push(vm);
+    expect((await vm.qmp.execute('query-migrate')).status).toBe('completed');
+    expect(await filesEqual(template, ram)).toEqual({ equal: true });
+  });
+
+  test('a save of a guest whose RAM is not a shared file names the -object options needed', async () => {
+    const vm = await startQemu({ ram: [{ id: 'ram0', path: shmPath('mgr-private'), size: 64 * M }], share: false });
+    running.push(vm);
+    await expect(saveVm(vm.qmp, { image: path.join(dir, 'no.img') })).rejects.toThrow(/not so: ram0 \(memory-backend-file, share=off\).*memory-backend-file,id=ID,size=SIZE,mem-path=\/dev\/shm\/NAME,share=on/);
+    fs.rmSync(shmPath('mgr-private'), { force: true });
+  });
+
+  test('three clones from one image: loaded, equal to the template, writes private, image unchanged', async () => {
+    const args = machineArgs([{ id: 'ram0', path: '/nonexistent/replaced-by-clone', size: SIZE }]);
+    const clones = await cloneVm({ image, qemuArgs: args, count: 3 });
+    running.push(...clones);
+    const tail = templateTail();
+    for (const [i, c] of clones.entries()) {
+      expect((await c.qmp.execute('query-migrate')).status).toBe('completed');
+      expect(await filesEqual(await guestMemory(c, `clone${i}`), tail)).toEqual({ equal: true });
+    }
+    // Let clone 0 run its firmware: it writes guest RAM (ACPI tables near the top, stack, …).
+    await clones[0].qmp.execute('cont');
+    await new Promise((r) => setTimeout(r, 1500));
+    await clones[0].qmp.execute('stop');
+    expect((await filesEqual(await guestMemory(clones[0], 'clone0-after'), tail)).equal).toBe(false);
+    expect(await filesEqual(await guestMemory(clones[1], 'clone1-after'), tail)).toEqual({ equal: true });
+    expect(await sha256File(image)).toBe(imageHash);
+  });
+
+  test('lazy restore: loads at once from the image, without filling any RAM file', async () => {
+    const vm = await restoreVm({ image, lazy: true, qemuArgs: machineArgs([{ id: 'ram0', path: shmPath('mgr-lazy'), size: SIZE }]) });
+    running.push(vm);
+    expect((await vm.qmp.execute('query-migrate')).status).toBe('completed');
+    expect(fs.existsSync(shmPath('mgr-lazy'))).toBe(false);
+    expect(await filesEqual(await guestMemory(vm, 'lazy'), templateTail())).toEqual({ equal: true });
+  });
+});
