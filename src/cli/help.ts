@@ -46,5 +46,21 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
   ${argv0} inspect IMAGE [--json]
       Describes an iohelper image (exit 2 if incomplete), a libvirt save image or a raw
       QEMU stream. The format is docs/FORMAT.md.
+
+Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/shm/F,share=on):
+  ${argv0} vm save --qmp SOCKET --out IMAGE [--direct] [--jobs J] [--stream]
+      Stops the guest (it stays paused), checks its RAM backends are shared files, and saves
+      through the parallel image (x-ignore-shared). --stream uses the classic stream path,
+      which works with any RAM.
+  ${argv0} vm restore --image IMAGE [--direct] [--jobs J] [--lazy] [--cont] [--log-dir D] -- QEMU ARGS
+      Fills the RAM files named by the memory-backend-file objects in QEMU ARGS (ids = the
+      image's block names, share=on), starts QEMU with -incoming defer and loads the device
+      state. --lazy maps the image's RAM instead (ready at once, pages read on demand): that
+      VM's RAM is then private, not a shared file, so its next save takes the --stream path.
+  ${argv0} vm clone --image IMAGE --count N [--cont] [--log-dir D] -- QEMU ARGS
+      Starts N QEMUs whose RAM maps the image copy-on-write (read-only file, share=off): no RAM
+      is copied and the clones share the image's page cache.
+  Restored and cloned QEMUs keep running after the command exits (their output goes to the
+  log dir); it prints each one's pid and QMP socket. Without --cont they are paused.
 `;
 }

@@ -50,13 +50,15 @@ const IMAGE_COMMANDS: Record<string, (args: string[]) => Promise<number> | numbe
   save: (a) => import('./image-commands').then((m) => m.saveCommand(a)),
   restore: (a) => import('./image-commands').then((m) => m.restoreCommand(a)),
   inspect: (a) => import('./image-commands').then((m) => m.inspectCommand(a)),
+  vm: (a) => import('./vm-commands').then((m) => m.vmCommand(a)),
 };
 
 export async function main(argv: string[] = process.argv): Promise<number> {
   const argv0 = argv[1] ?? 'iohelper';
   const args = argv.slice(2);
   try {
-    if (args.includes('--help') || args.includes('-h')) {
+    const ownArgs = args.includes('--') ? args.slice(0, args.indexOf('--')) : args;
+    if (ownArgs.includes('--help') || ownArgs.includes('-h')) {
       stdoutText(helpText(argv0));
       return 0;
     }

@@ -1,0 +1,89 @@
+/**
+ * iohelper vm save | restore | clone: whole-VM flows over QMP (src/vm/manager.ts).
+ *   vm save    --qmp SOCK --out IMAGE [--direct] [--jobs J] [--stream]
+ *   vm restore --image IMAGE [--direct] [--jobs J] [--lazy] [--cont] [--log-dir DIR] -- QEMU ARGS…
+ *   vm clone   --image IMAGE --count N [--cont] [--log-dir DIR] -- QEMU ARGS…
+ * Restored and cloned QEMUs keep running after this command exits; it prints their QMP sockets.
+ */
+import * as os from 'os';
+import * as path from 'path';
+import { UsageError } from '../errors';
+import { QmpClient } from '../qmp/client';
+import { cloneVm, restoreVm, saveVm } from '../vm/manager';
+import { QemuInstance } from '../vm/qemu-launch';
+import { saveThroughHelper } from '../vm/stream-migration';
+import { parseFlags, parseInteger } from './flags';
+import { stdoutText } from './report';
+
+const elapsed = (t0: number) => `${((Date.now() - t0) / 1000).toFixed(2)} s`;
+
+async function vmSave(args: string[]): Promise<number> {
+  const p = parseFlags(args, { booleans: ['direct', 'stream'], values: ['qmp', 'out', 'jobs'] });
+  const sock = p.flags.get('qmp');
+  const out = p.flags.get('out');
+  if (typeof sock !== 'string' || typeof out !== 'string') throw new UsageError('vm save needs --qmp SOCKET and --out IMAGE');
+  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined;
+  const qmp = await QmpClient.connect(sock);
+  const t0 = Date.now();
+  try {
+    if (p.flags.has('stream')) {
+      const status = await qmp.execute('query-status');
+      if (status.running) await qmp.execute('stop');
+      await saveThroughHelper({ qmp, image: out, direct: p.flags.has('direct') });
+      stdoutText(`saved ${out} through the stream helper in ${elapsed(t0)}\n`);
+    } else {
+      const { blocks } = await saveVm(qmp, { image: out, direct: p.flags.has('direct'), jobs });
+      stdoutText(`saved ${blocks.map((b) => b.name).join(', ')} to ${out} in ${elapsed(t0)} (the guest stays paused)\n`);
+    }
+  } finally {
+    qmp.close();
+  }
+  return 0;
+}
+
+async function report(vms: QemuInstance[], what: string, t0: number, cont: boolean): Promise<void> {
+  for (const vm of vms) if (cont) await vm.qmp.execute('cont');
+  const lines = vms.map((vm) => `  pid ${vm.proc.pid}, QMP ${vm.release()}${cont ? ', running' : ', paused'}\n`);
+  stdoutText(`${what} in ${elapsed(t0)}:\n${lines.join('')}`);
+}
+
+function startFlags(args: string[], extra: { booleans?: string[]; values?: string[] }) {
+  const p = parseFlags(args, { booleans: ['cont', ...(extra.booleans ?? [])], values: ['image', 'log-dir', ...(extra.values ?? [])] });
+  const image = p.flags.get('image');
+  if (typeof image !== 'string') throw new UsageError('--image IMAGE is required');
+  if (!p.rest.length) throw new UsageError('give the VM\'s QEMU arguments after --');
+  const logDir = String(p.flags.get('log-dir') ?? path.join(os.tmpdir(), `iohelper-vm-${process.pid}`));
+  return { p, image, logDir };
+}
+
+async function vmRestore(args: string[]): Promise<number> {
+  const { p, image, logDir } = startFlags(args, { booleans: ['direct', 'lazy'], values: ['jobs'] });
+  const t0 = Date.now();
+  const vm = await restoreVm({
+    image,
+    qemuArgs: p.rest,
+    direct: p.flags.has('direct'),
+    jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined,
+    lazy: p.flags.has('lazy'),
+    detachedLogDir: logDir,
+  });
+  await report([vm], p.flags.has('lazy') ? 'restored lazily (RAM mapped from the image, private)' : 'restored', t0, p.flags.has('cont'));
+  return 0;
+}
+
+async function vmClone(args: string[]): Promise<number> {
+  const { p, image, logDir } = startFlags(args, { values: ['count'] });
+  const count = parseInteger(String(p.flags.get('count') ?? '1'), '--count', 1, 1000);
+  const t0 = Date.now();
+  const vms = await cloneVm({ image, qemuArgs: p.rest, count, detachedLogDir: logDir });
+  await report(vms, `${count} clone(s) started`, t0, p.flags.has('cont'));
+  return 0;
+}
+
+export async function vmCommand(args: string[]): Promise<number> {
+  const [verb, ...rest] = args;
+  if (verb === 'save') return vmSave(rest);
+  if (verb === 'restore') return vmRestore(rest);
+  if (verb === 'clone') return vmClone(rest);
+  throw new UsageError(`vm ${verb ?? ''}: expected save, restore or clone`);
+}
