@@ -7,10 +7,10 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { QmpClient, waitForMigration } from '../src/qmp/client';
 import { createRamFile, filesEqual, fillPattern } from '../src/synthetic/ram-file';
 import { qemuAvailable, startQemu } from '../src/vm/qemu-launch';
 import { finishImageRestore, saveVmToImage, startImageRestore } from '../src/vm/image-migration';
+import { restoreMappedRam, saveMappedRam } from '../src/vm/mapped-ram';
 import { commandExists, dropCaches } from './lib/host';
 import { sampleProcess } from './lib/proc-sampler';
 import { alternatingOrder, summarize } from './lib/stats';
@@ -76,16 +76,6 @@ function ours(jobs: number, src: string, dst: string, dir: string, size: number)
   };
 }
 
-async function setMappedRam(qmp: QmpClient): Promise<void> {
-  await qmp.execute('migrate-set-capabilities', {
-    capabilities: [
-      { capability: 'mapped-ram', state: true },
-      { capability: 'multifd', state: true },
-    ],
-  });
-  await qmp.execute('migrate-set-parameters', { 'multifd-channels': 2, 'direct-io': true, 'max-bandwidth': 2 ** 50 });
-}
-
 function qemuPid(vm: { proc: { pid?: number } }): number {
   return vm.proc.pid!;
 }
@@ -98,11 +88,9 @@ function mappedRam(src: string, dst: string, dir: string, size: number): Method 
       const vm = await startQemu({ ram: [{ id: 'ram0', path: src, size }] });
       try {
         fs.rmSync(image, { force: true });
-        await setMappedRam(vm.qmp);
         const s = sampleProcess(qemuPid(vm));
         const t0 = process.hrtime.bigint();
-        await vm.qmp.execute('migrate', { uri: `file:${image}` });
-        await waitForMigration(vm.qmp, { pollMs: 20 });
+        await saveMappedRam(vm.qmp, image);
         const wallS = secondsSince(t0);
         return { wallS, ...s.stop(), peakAnonMiB: NaN };
       } finally {
@@ -115,10 +103,8 @@ function mappedRam(src: string, dst: string, dir: string, size: number): Method 
       const t0 = process.hrtime.bigint();
       const vm = await startQemu({ ram: [{ id: 'ram0', path: dst, size }], incoming: true });
       try {
-        await setMappedRam(vm.qmp);
         const s = sampleProcess(qemuPid(vm));
-        await vm.qmp.execute('migrate-incoming', { uri: `file:${image}` });
-        await waitForMigration(vm.qmp, { pollMs: 20 });
+        await restoreMappedRam(vm.qmp, image);
         return { wallS: secondsSince(t0), ...s.stop(), peakAnonMiB: NaN };
       } finally {
         await vm.stop();
