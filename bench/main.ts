@@ -10,10 +10,11 @@ import { parseFlags, parseInteger, parseSize } from '../src/cli/flags';
 import { packageRoot } from '../src/package-root';
 import { describeHost } from './lib/host';
 import { markdownTable, Row } from './lib/table';
+import { benchClone } from './clone';
 import { benchParallel } from './parallel';
 import { benchStream } from './stream';
 
-const SCENARIOS = ['stream', 'parallel'] as const;
+const SCENARIOS = ['stream', 'parallel', 'clone'] as const;
 
 async function main(): Promise<void> {
   const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs'] });
@@ -29,13 +30,18 @@ async function main(): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   const scenarios = p.positionals.length ? p.positionals : [...SCENARIOS];
   const rows: Row[] = [];
+  const notes: string[] = [];
   for (const s of scenarios) {
     console.error(`bench: ${s}, ${size} bytes, ${runs} runs, in ${dir}`);
     if (s === 'stream') rows.push(...(await benchStream({ size, runs, dir, srcDir: '/dev/shm' })));
-    else if (s === 'parallel') rows.push(...(await benchParallel({ size, runs, dir, jobs, verify: true })));
+    else if (s === 'clone') {
+      const r = await benchClone({ size, runs, dir, count: 4 });
+      rows.push(...r.rows);
+      notes.push(...r.notes);
+    } else if (s === 'parallel') rows.push(...(await benchParallel({ size, runs, dir, jobs, verify: true })));
     else throw new Error(`unknown scenario '${s}' (known: ${SCENARIOS.join(', ')})`);
   }
-  const table = markdownTable(rows);
+  const table = markdownTable(rows) + notes.map((n) => `\n\n${n}`).join('');
   console.log(table);
   if (p.flags.has('no-record')) return;
   const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();

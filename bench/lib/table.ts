@@ -22,6 +22,7 @@ export function markdownTable(rows: Row[]): string {
     const gib = r.bytes / 2 ** 30;
     if (r.note) return `| ${r.scenario} | ${r.method} | ${r.note} | | | | |`;
     const speed = r.speedup !== undefined ? `${fmt(r.speedup)}× ${r.baseline}` : '—';
+    if (r.scenario === 'clone') return `| ${r.scenario} | ${r.method} | ${fmt(r.wall.median, 3)} (${fmt(r.wall.min, 3)}–${fmt(r.wall.max, 3)}) | — | — | — | — |`;
     return `| ${r.scenario} | ${r.method} | ${fmt(r.wall.median)} (${fmt(r.wall.min)}–${fmt(r.wall.max)}) | ${fmt(gib / r.wall.median)} | ${fmt(r.cpuS.median / gib)} | ${fmt(r.maxRssMiB.median, 0)} | ${speed} |`;
   });
   return [head, ...lines].join('\n');
