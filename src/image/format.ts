@@ -105,10 +105,20 @@ export function encodeHeader(h: ImageHeader): Buffer {
   b.writeBigUInt64LE(BigInt(h.deviceStateLength), 64);
   b.writeBigUInt64LE(BigInt(h.imageSize), 72);
   b.writeBigUInt64LE(BigInt(h.createdMs), 80);
-  const creator = Buffer.from(h.creator, 'utf8').subarray(0, 31);
-  creator.copy(b, 88);
+  creatorBytes(h.creator).copy(b, 88);
   b.writeUInt32LE(native.crc32c(b.subarray(0, CRC_AT)), CRC_AT);
   return b;
+}
+
+/** The creator string in at most 31 bytes, cut at a character boundary. */
+function creatorBytes(creator: string): Buffer {
+  let bytes = Buffer.from(creator, 'utf8');
+  let chars = [...creator];
+  while (bytes.length > 31) {
+    chars = chars.slice(0, -1);
+    bytes = Buffer.from(chars.join(''), 'utf8');
+  }
+  return bytes;
 }
 
 /**
@@ -145,7 +155,7 @@ export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowU
     deviceStateLength: u64(b, 64, 'deviceStateLength', MAX_DEVICE_STATE),
     imageSize: u64(b, 72, 'imageSize'),
     createdMs: u64(b, 80, 'createdMs'),
-    creator: b.subarray(88, 120).toString('utf8').replace(/\0+$/, ''),
+    creator: decodeCreator(b.subarray(88, 120)),
   };
   if (!h.committed && !opts.allowUncommitted) fail('EIMG_UNCOMMITTED', 'the image is incomplete: its save never finished (state 0)');
   if (!isPow2(h.pageSize) || h.pageSize < 4096 || h.pageSize > GiB) fail('EIMG_BOUNDS', `pageSize ${h.pageSize} is not a power of two in 4096..1 GiB`);
@@ -156,7 +166,7 @@ export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowU
   if (h.tableOffset !== HEADER_SIZE) fail('EIMG_BOUNDS', `tableOffset ${h.tableOffset} is not ${HEADER_SIZE}`);
   if (h.tableLength !== h.blockCount * ENTRY_SIZE) fail('EIMG_BOUNDS', `tableLength ${h.tableLength} is not blockCount × ${ENTRY_SIZE}`);
   if (h.deviceStateOffset % h.alignment !== 0) fail('EIMG_BOUNDS', `deviceStateOffset ${h.deviceStateOffset} is not a multiple of the alignment`);
-  if (h.committed && h.imageSize !== h.deviceStateOffset + h.deviceStateLength) {
+  if (h.imageSize !== h.deviceStateOffset + h.deviceStateLength) {
     fail('EIMG_BOUNDS', `imageSize ${h.imageSize} is not deviceStateOffset + deviceStateLength`);
   }
   if (h.committed && fileSize < h.imageSize) fail('EIMG_TRUNCATED', `file has ${fileSize} bytes, the image needs ${h.imageSize}: truncated`);
@@ -184,6 +194,17 @@ export function encodeBlockTable(entries: BlockEntry[]): Buffer {
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function decodeCreator(raw: Buffer): string {
+  const nul = raw.indexOf(0);
+  if (nul < 0) fail('EIMG_NAME', 'creator has no NUL within its 32 bytes');
+  if (raw.subarray(nul).some((x) => x !== 0)) fail('EIMG_NAME', 'creator padding is not NUL');
+  try {
+    return utf8.decode(raw.subarray(0, nul));
+  } catch {
+    return fail('EIMG_NAME', 'creator is not valid UTF-8');
+  }
+}
 
 function decodeName(raw: Buffer, i: number): string {
   const nul = raw.indexOf(0);
@@ -222,8 +243,10 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
       dataBytes: u64(b, at + 304, `${where} dataBytes`),
     };
     if (b.readUInt32LE(at + 300) !== 0 || b.readBigUInt64LE(at + 312) !== 0n) fail('EIMG_RESERVED', `${where}: flags/reserved are not zero`);
-    if (e.size === 0 || e.size % h.pageSize !== 0) fail('EIMG_BOUNDS', `${where}: size ${e.size} is not a positive multiple of the page size ${h.pageSize}`);
-    if (e.pageSize !== h.pageSize) fail('EIMG_BOUNDS', `${where}: pageSize ${e.pageSize} differs from the header's ${h.pageSize}`);
+    if (!isPow2(e.pageSize) || e.pageSize < 4096 || e.pageSize > h.pageSize) {
+      fail('EIMG_BOUNDS', `${where}: pageSize ${e.pageSize} is not a power of two in 4096..${h.pageSize} (the header's)`);
+    }
+    if (e.size === 0 || e.size % e.pageSize !== 0) fail('EIMG_BOUNDS', `${where}: size ${e.size} is not a positive multiple of its page size ${e.pageSize}`);
     if (e.offset % h.alignment !== 0) fail('EIMG_BOUNDS', `${where}: offset ${e.offset} is not a multiple of the alignment ${h.alignment}`);
     if (!isPow2(e.chunkSize) || e.chunkSize < 4096 || e.chunkSize < h.pageSize) fail('EIMG_BOUNDS', `${where}: chunkSize ${e.chunkSize} is not a power of two >= 4096 and >= pageSize`);
     if (e.dataBytes > e.size) fail('EIMG_BOUNDS', `${where}: dataBytes ${e.dataBytes} exceeds size ${e.size}`);

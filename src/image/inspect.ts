@@ -2,6 +2,7 @@
 import * as fs from 'fs';
 import { ImageFormatError } from './format';
 import { readImageMetadata } from './read-image';
+import { SNIFF_BYTES, sniffImage } from './sniff';
 
 export interface InspectResult {
   path: string;
@@ -31,18 +32,15 @@ export function inspect(path: string): InspectResult {
   try {
     const st = fs.fstatSync(fd);
     const base: InspectResult = { path, kind: 'unknown', fileSize: st.size, allocatedBytes: st.blocks * 512 };
-    const head = Buffer.alloc(92);
+    const head = Buffer.alloc(SNIFF_BYTES);
     const n = fs.readSync(fd, head, 0, head.length, 0);
-    const magic = head.subarray(0, 16).toString('latin1');
-    if (n >= 8 && head.subarray(0, 8).toString('latin1') === 'IOHIMG01') return { ...base, ...describeImage(fd) };
-    if (n >= 92 && (magic === 'LibvirtQemudSave' || magic === 'LibvirtQemudPart')) {
-      return {
-        ...base,
-        kind: 'libvirt',
-        libvirt: { complete: magic === 'LibvirtQemudSave', version: head.readUInt32LE(16), xmlLength: head.readUInt32LE(20), wasRunning: head.readUInt32LE(24) !== 0, format: head.readUInt32LE(28) },
-      };
+    const kind = sniffImage(head.subarray(0, n));
+    if (kind.kind === 'iohelper') return { ...base, ...describeImage(fd) };
+    if (kind.kind === 'libvirt') {
+      const { complete, version, xmlLength, wasRunning, format } = kind;
+      return { ...base, kind: 'libvirt', libvirt: { complete, version, xmlLength, wasRunning, format } };
     }
-    if (n >= 8 && head.readUInt32BE(0) === 0x5145564d) return { ...base, kind: 'qemu-stream', qemuStreamVersion: head.readUInt32BE(4) };
+    if (kind.kind === 'qemu-stream') return { ...base, kind: 'qemu-stream', qemuStreamVersion: kind.version };
     return base;
   } finally {
     fs.closeSync(fd);
