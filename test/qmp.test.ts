@@ -9,7 +9,6 @@ import {
   describeQemu,
   fillPattern,
   filesEqual,
-  machineArgs,
   QemuInstance,
   RamSpec,
   sha256File,

@@ -11,7 +11,6 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseFlags, parseSize } from '../cli/flags';
-import { native } from '../native';
 import { formatBytes } from '../progress';
 import { createRamFile, filesEqual, fillPattern } from '../synthetic/ram-file';
 import { cloneVm, restoreVm, saveVm } from '../vm/manager';

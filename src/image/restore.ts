@@ -4,9 +4,8 @@
  * streams the device state out for QEMU's migrate-incoming. Nothing is written to a RAM file
  * until the image and every RAM target have passed their checks.
  */
-import { isSystemError, systemError, UsageError, withPath } from '../errors';
-import { directAlignment } from '../fs/alignment';
-import { describeFd, setDirect } from '../fs/fd-info';
+import { systemError, UsageError, withPath } from '../errors';
+import { checkJobs, explainCopyError, prepareImageFd } from './image-fd';
 import { native } from '../native';
 import { ProgressListener, ProgressSampler } from '../progress';
 import { copyDeviceState } from './device-state';
@@ -15,7 +14,6 @@ import { planJobs, DEFAULT_JOB_SIZE } from './planner';
 import { runPool } from './pool';
 import { readImageMetadata } from './read-image';
 import { checkRamTarget, checkUniqueNames, OpenRam, openRamForRestore, RamSource } from './ram-files';
-import { explainSaveError } from './save';
 import { WorkerTask } from './worker-types';
 
 export interface RestoreOptions {
@@ -59,19 +57,9 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const t0 = Date.now();
   const name = o.imageName ?? `fd ${o.imageFd}`;
   const jobs = o.jobs ?? 2;
-  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 256) throw systemError('EINVAL', `jobs ${jobs} is out of range (1..256)`);
+  checkJobs(jobs);
   checkUniqueNames(o.ram);
-  const info = describeFd(o.imageFd);
-  if (info.kind !== 'file') throw systemError('EINVAL', `${name} is not a regular file`, { path: name });
-  if (info.access === 'write') throw systemError('EBADF', `${name} (fd ${o.imageFd}) is open write-only; restoring needs it readable`, { path: name });
-  if (o.direct) {
-    try {
-      setDirect(o.imageFd, true);
-    } catch (e) {
-      if (isSystemError(e) && e.code === 'EINVAL') throw systemError('EINVAL', `O_DIRECT refused by the filesystem of ${name}`, { path: name });
-      throw e;
-    }
-  }
+  const zeroUnit = prepareImageFd(o.imageFd, name, 'read', !!o.direct);
   let meta;
   try {
     meta = readImageMetadata(o.imageFd, name);
@@ -100,7 +88,6 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
         throw withPath(e, r.label);
       }
     }
-    const zeroUnit = o.direct ? Math.max(4096, directAlignment(o.imageFd)) : 4096;
     const plan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);
     const verify = !o.noVerify && header.flags !== 0;
     const tasks: WorkerTask[] = plan.map((j) => {
@@ -155,7 +142,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
         progress,
       });
     } catch (e) {
-      throw explainSaveError(e, name, rams);
+      throw explainCopyError(e, name, rams, 'restore');
     } finally {
       o.signal?.removeEventListener('abort', onAbort);
       sampler?.stop();

@@ -4,14 +4,13 @@
  * fixed offsets (O_DIRECT when asked), holes and zero pages skipped; the device state streams
  * in at the same time. The image is committed only after everything is durable.
  */
-import { isSystemError, systemError, withPath } from '../errors';
-import { directAlignment } from '../fs/alignment';
-import { describeFd, setDirect } from '../fs/fd-info';
+import { systemError, withPath } from '../errors';
 import { native } from '../native';
 import { packageVersion } from '../package-root';
 import { ProgressListener, ProgressSampler } from '../progress';
 import { writeAligned } from './aligned-io';
 import { copyDeviceState } from './device-state';
+import { checkJobs, explainCopyError, prepareImageFd } from './image-fd';
 import { DEFAULT_ALIGNMENT, DEFAULT_CHUNK, encodeBlockTable, encodeChecksums, encodeHeader, HEADER_SIZE, planLayout } from './format';
 import { DEFAULT_JOB_SIZE, planJobs } from './planner';
 import { runPool } from './pool';
@@ -58,14 +57,11 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   const name = o.imageName ?? `fd ${o.imageFd}`;
   const jobs = o.jobs ?? DEFAULT_JOBS;
   const chunkSize = o.chunkSize ?? DEFAULT_CHUNK;
-  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 256) throw systemError('EINVAL', `jobs ${jobs} is out of range (1..256)`);
+  checkJobs(jobs);
   if (chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0) {
     throw systemError('EINVAL', `chunk size ${chunkSize} is not a power of two in 4K..1G`);
   }
   checkUniqueNames(o.ram);
-  const image = describeFd(o.imageFd);
-  if (image.kind !== 'file') throw systemError('EINVAL', `${name} is not a regular file`, { path: name });
-  if (image.access === 'read') throw systemError('EBADF', `${name} (fd ${o.imageFd}) is open read-only; saving needs it writable`, { path: name });
 
   const rams: OpenRam[] = [];
   try {
@@ -73,15 +69,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     const pageSize = Math.max(...rams.map((r) => r.pageSize));
     if (rams.some((r) => r.size % pageSize !== 0)) throw systemError('EINVAL', `RAM sizes must be multiples of the largest page size ${pageSize}`);
     if (chunkSize < pageSize) throw systemError('EINVAL', `chunk size ${chunkSize} is smaller than the page size ${pageSize}`);
-    if (o.direct) {
-      try {
-        setDirect(o.imageFd, true);
-      } catch (e) {
-        if (isSystemError(e) && e.code === 'EINVAL') throw systemError('EINVAL', `O_DIRECT refused by the filesystem of ${name}`, { path: name });
-        throw e;
-      }
-    }
-    const zeroUnit = o.direct ? Math.max(4096, directAlignment(o.imageFd)) : 4096;
+    const zeroUnit = prepareImageFd(o.imageFd, name, 'write', !!o.direct);
     const layout = planLayout({
       blocks: rams.map((r) => ({ name: r.name, size: r.size })),
       pageSize,
@@ -157,7 +145,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       });
       deviceStateBytes = await deviceState;
     } catch (e) {
-      throw explainSaveError(e, name, rams);
+      throw explainCopyError(e, name, rams, 'save');
     } finally {
       o.signal?.removeEventListener('abort', onAbort);
       sampler?.stop();
@@ -185,17 +173,4 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   } finally {
     for (const r of rams) r.close();
   }
-}
-
-/** Names the file a worker or stream error belongs to. */
-export function explainSaveError(e: unknown, imageName: string, rams: OpenRam[]): unknown {
-  if (!isSystemError(e)) return e;
-  const side = (e as { side?: string }).side;
-  if (e.code === 'ECANCELED') return systemError('ECANCELED', `save interrupted; ${imageName} is left incomplete`, { path: imageName });
-  if (side === 'pipe') {
-    e.message = `device-state stream: ${e.message}`;
-    return e;
-  }
-  if (side === 'ram') return withPath(e, rams.map((r) => r.label).join(', '));
-  return withPath(e, imageName);
 }
