@@ -9,6 +9,7 @@ import * as path from 'path';
 import { parseFlags, parseInteger, parseSize } from '../src/cli/flags';
 import { packageRoot } from '../src/package-root';
 import { describeHost } from './lib/host';
+import { chartSvg } from './lib/svg';
 import { markdownTable, Row } from './lib/table';
 import { benchClone } from './clone';
 import { benchParallel } from './parallel';
@@ -17,15 +18,15 @@ import { benchStream } from './stream';
 const SCENARIOS = ['stream', 'parallel', 'clone'] as const;
 
 async function main(): Promise<void> {
-  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs'] });
+  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json'] });
   if (p.flags.get('help')) {
-    console.log(`usage: npm run bench -- [${SCENARIOS.join('|')}] [--size 4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--no-record]`);
+    console.log(`usage: npm run bench -- [${SCENARIOS.join(' ')}] [--size 4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--json FILE] [--no-record]\n  --quick: 256 MiB, 1 run, jobs 1,2 (a smoke test)`);
     return;
   }
   const quick = p.flags.has('quick');
   const size = parseSize(String(p.flags.get('size') ?? (quick ? '256M' : '4G')), '--size');
-  const runs = parseInteger(String(p.flags.get('runs') ?? '3'), '--runs', 1, 100);
-  const jobs = String(p.flags.get('jobs') ?? '1,2,4').split(',').map((j) => parseInteger(j, '--jobs', 1, 256));
+  const runs = parseInteger(String(p.flags.get('runs') ?? (quick ? '1' : '3')), '--runs', 1, 100);
+  const jobs = String(p.flags.get('jobs') ?? (quick ? '1,2' : '1,2,4')).split(',').map((j) => parseInteger(j, '--jobs', 1, 256));
   const dir = String(p.flags.get('dir') ?? path.join(packageRoot(), 'bench', 'data'));
   fs.mkdirSync(dir, { recursive: true });
   const scenarios = p.positionals.length ? p.positionals : [...SCENARIOS];
@@ -43,11 +44,16 @@ async function main(): Promise<void> {
   }
   const table = markdownTable(rows) + notes.map((n) => `\n\n${n}`).join('');
   console.log(table);
+  const json = p.flags.get('json');
+  if (typeof json === 'string') fs.writeFileSync(json, JSON.stringify({ size, runs, rows, notes }, null, 2));
   if (p.flags.has('no-record')) return;
   const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
   const stamp = new Date().toISOString();
   const md = `\n## ${stamp.slice(0, 16).replace('T', ' ')} UTC — \`${command}\`\n\nHost: ${describeHost(dir)}. Medians of ${runs} alternating runs, page cache dropped before each run.\n\n${table}\n`;
   fs.appendFileSync(path.join(packageRoot(), 'bench', 'RESULTS.md'), md);
+  if (scenarios.includes('parallel') || scenarios.includes('stream')) {
+    fs.writeFileSync(path.join(packageRoot(), 'bench', 'chart.svg'), chartSvg(rows, `iohelper vs peers, ${(size / 2 ** 30).toFixed(1)} GiB, medians of ${runs} (${stamp.slice(0, 10)})`));
+  }
   const jsonDir = path.join(packageRoot(), 'bench', 'results');
   fs.mkdirSync(jsonDir, { recursive: true });
   fs.writeFileSync(path.join(jsonDir, `${stamp.replace(/[:.]/g, '-')}.json`), JSON.stringify({ command, host: describeHost(dir), os: os.release(), rows }, null, 2));

@@ -1,0 +1,46 @@
+/**
+ * `npm run bench -- --quick` as a smoke test of the harness: every scenario runs, every method
+ * present on this host produced timings, missing peers are reported, and the parallel scenario
+ * verified restored RAM (it throws otherwise). Speed is not asserted here.
+ */
+import { execFile } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { describeQemu } from './support/qemu';
+
+const MAIN = path.join(__dirname, '..', 'dist', 'bench', 'main.js');
+
+describeQemu('bench --quick', () => {
+  test('stream, parallel and clone scenarios produce complete rows', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-bench-smoke-'));
+    const json = path.join(dir, 'out.json');
+    try {
+      await new Promise<void>((resolve, reject) =>
+        execFile(process.execPath, [MAIN, 'stream', 'parallel', 'clone', '--quick', '--no-record', '--dir', dir, '--json', json], { maxBuffer: 1 << 24 }, (err, _out, stderr) =>
+          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(),
+        ),
+      );
+      const { rows, notes } = JSON.parse(fs.readFileSync(json, 'utf8'));
+      const scenarios = new Set(rows.map((r: { scenario: string }) => r.scenario));
+      expect([...scenarios].sort()).toEqual(['clone', 'parallel-restore', 'parallel-save', 'stream-restore', 'stream-save']);
+      for (const r of rows) {
+        if (r.note) {
+          expect(r.note).toMatch(/not installed/);
+          continue;
+        }
+        expect(r.wall.n).toBeGreaterThanOrEqual(1);
+        expect(r.wall.median).toBeGreaterThan(0);
+        expect(Number.isFinite(r.wall.median)).toBe(true);
+      }
+      const methods = rows.filter((r: { scenario: string }) => r.scenario === 'parallel-save').map((r: { method: string }) => r.method);
+      expect(methods).toEqual(expect.arrayContaining(['iohelper image, jobs 1', 'iohelper image, jobs 2', 'QEMU mapped-ram + multifd(2) + direct-io']));
+      const stream = rows.filter((r: { scenario: string }) => r.scenario === 'stream-save').map((r: { method: string }) => r.method);
+      expect(stream).toEqual(expect.arrayContaining(['iohelper (ours)', 'libvirt_iohelper']));
+      expect(notes.join('\n')).toMatch(/4 clones of a 0\.3 GiB image/);
+      expect(fs.readdirSync(dir).filter((f) => f !== 'out.json')).toEqual([]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 240000);
+});
