@@ -33,7 +33,7 @@ afterAll(() => {
 /** Saves SRC with every zero page left as a hole (--min-hole 4K) unless `extra` says otherwise. */
 async function saveImage(image: string, extra: string[] = []): Promise<void> {
   const minHole = extra.includes('--min-hole') ? [] : ['--min-hole', '4K'];
-  const r = await runHelper(['save', '--image', image, '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`, ...minHole, ...extra], [DEVICE_STATE, 'ignore']);
+  const r = await runHelper(['save', '--no-stream-check', '--image', image, '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`, ...minHole, ...extra], [DEVICE_STATE, 'ignore']);
   expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
 }
 
@@ -249,7 +249,7 @@ describeAsRoot('disk full during save', () => {
 
   test('ENOSPC: exit 1 naming the image, which stays incomplete and is refused', async () => {
     const image = `${mnt.dir}/full.img`;
-    const r = await runHelper(['save', '--image', image, '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`], [DEVICE_STATE, 'ignore']);
+    const r = await runHelper(['save', '--no-stream-check', '--image', image, '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`], [DEVICE_STATE, 'ignore']);
     expect(r.code).toBe(1);
     expect(lastLine(r.stderr)).toMatch(/No space left on device \(ENOSPC\)$/);
     expect(lastLine(r.stderr)).toContain(image);

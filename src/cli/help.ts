@@ -30,12 +30,14 @@ and the exit status is 1. A reader that goes away (EPIPE) is such a failure, not
 Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shared):
   ${argv0} save    --fd N | --image PATH  --ram NAME=PATH|NAME=fd:K ... [--direct]
                    [--jobs J] [--chunk SIZE] [--min-hole SIZE] [--job-size SIZE]
-                   [--no-checksums] [--progress[=FD]]
+                   [--no-checksums] [--no-stream-check] [--progress[=FD]]
       Reads QEMU's device-state stream on stdin; the RAM files are copied by J worker
       threads (default 2) from an mmap straight to fixed 1 MiB-aligned offsets of the image
       (O_DIRECT with --direct). The image is truncated first and marked complete only after
       all data is synced: a save that fails or is interrupted leaves an image that every
-      reader refuses. Zero runs of at least --min-hole (default 64K) stay holes; --chunk
+      reader refuses. So does a device-state stream that is not a complete QEMU stream
+      (QEVM … vmdesc): QEMU dying mid-migration only closes the pipe (--no-stream-check for
+      other producers). Zero runs of at least --min-hole (default 64K) stay holes; --chunk
       (default 8M) is the CRC-32C granularity.
   ${argv0} restore --fd N | --image PATH  --ram NAME=PATH|NAME=fd:K ... [--direct]
                    [--jobs J] [--no-verify] [--progress[=FD]]

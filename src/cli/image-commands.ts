@@ -51,7 +51,7 @@ function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
 const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs'], repeated: ['ram'], optionalValue: ['progress'] };
 
 export async function saveCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-checksums'], values: [...common.values, 'chunk', 'job-size', 'min-hole'] });
+  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-checksums', 'no-stream-check'], values: [...common.values, 'chunk', 'job-size', 'min-hole'] });
   if (p.positionals.length) throw new UsageError(`unexpected argument '${p.positionals[0]}'`);
   const ram = (p.lists.get('ram') ?? []).map(parseRamSpec);
   if (!ram.length) throw new UsageError('at least one --ram NAME=PATH is required');
@@ -75,6 +75,7 @@ export async function saveCommand(args: string[]): Promise<number> {
         chunkSize,
         jobSize,
         checksums: !p.flags.has('no-checksums'),
+        checkDeviceState: !p.flags.has('no-stream-check'),
         minHole,
         onProgress: progressOf(p.flags.get('progress'), img.name),
         signal,

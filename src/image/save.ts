@@ -10,6 +10,7 @@ import { packageVersion } from '../package-root';
 import { ProgressListener, ProgressSampler } from '../progress';
 import { writeAligned } from './aligned-io';
 import { copyDeviceState } from './device-state';
+import { checkQemuStream } from './qemu-stream-check';
 import { checkJobs, explainCopyError, prepareImageFd } from './image-fd';
 import { DEFAULT_ALIGNMENT, DEFAULT_CHUNK, encodeBlockTable, encodeChecksums, encodeHeader, HEADER_SIZE, planLayout } from './format';
 import { DEFAULT_JOB_SIZE, planJobs } from './planner';
@@ -30,6 +31,11 @@ export interface SaveOptions {
   chunkSize?: number;
   jobSize?: number;
   checksums?: boolean;
+  /**
+   * Refuse to commit unless the device state is a complete QEMU stream (QEVM … vmdesc), so a
+   * QEMU that died mid-migration leaves an incomplete image (default true).
+   */
+  checkDeviceState?: boolean;
   /** Zero runs shorter than this are written rather than left as holes (default 64 KiB; 4 KiB makes every zero page a hole). */
   minHole?: number;
   onProgress?: ProgressListener;
@@ -151,6 +157,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       sampler?.stop();
     }
 
+    if (o.checkDeviceState ?? true) checkQemuStream(o.imageFd, header.deviceStateOffset, deviceStateBytes, name);
     header.deviceStateLength = deviceStateBytes;
     header.imageSize = header.deviceStateOffset + deviceStateBytes;
     onImage(() => native.ftruncate(o.imageFd, header.imageSize));
