@@ -24,8 +24,23 @@ export interface PoolRun {
   onResult?: (index: number, result: WorkerResult) => void;
 }
 
+/**
+ * One pool per thread count for the life of the process: creating worker threads (each a new
+ * V8 isolate) per call is slow and leaves memory behind. Idle threads exit after a second.
+ */
+const pools = new Map<number, Piscina>();
+
+function poolFor(threads: number): Piscina {
+  let pool = pools.get(threads);
+  if (!pool) {
+    pool = new Piscina({ filename: workerFile(), minThreads: 0, maxThreads: threads, idleTimeout: 1000 });
+    pools.set(threads, pool);
+  }
+  return pool;
+}
+
 export async function runPool(o: PoolRun): Promise<WorkerResult[]> {
-  const pool = new Piscina({ filename: workerFile(), minThreads: o.threads, maxThreads: o.threads, idleTimeout: 1000 });
+  const pool = poolFor(o.threads);
   const results: WorkerResult[] = new Array(o.tasks.length);
   let next = 0;
   let failure: Error | undefined;
@@ -42,11 +57,7 @@ export async function runPool(o: PoolRun): Promise<WorkerResult[]> {
       else o.onResult?.(i, r);
     }
   };
-  try {
-    await Promise.all(Array.from({ length: Math.min(o.threads, o.tasks.length) }, lane));
-  } finally {
-    await pool.destroy();
-  }
+  await Promise.all(Array.from({ length: Math.min(o.threads, o.tasks.length) }, lane));
   if (failure) throw failure;
   return results;
 }
