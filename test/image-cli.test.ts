@@ -153,6 +153,16 @@ describe('refused restores write nothing to RAM files', () => {
     await refused(img, [], /truncated.*\(EIMG_TRUNCATED\)$/);
   });
 
+  test('an image cut at every section boundary', async () => {
+    const info = JSON.parse((await runHelper(['inspect', good, '--json'], ['ignore', 'pipe'])).stdout.toString());
+    const [a, b] = info.blocks;
+    const cuts = [0, 100, 4096, 4096 + 640, 8192, a.offset, a.offset + 1, a.offset + a.size, b.offset, b.offset + b.size, info.fileSize - DEVICE_STATE.length, info.fileSize - 1];
+    for (const cut of cuts) {
+      const img = copyWith((fd) => fs.ftruncateSync(fd, cut));
+      await refused(img, [], /\((EIMG_TRUNCATED|EIMG_MAGIC)\)$/);
+    }
+  }, 120000);
+
   test('a flipped bit in the header', async () => {
     const img = copyWith((fd) => fs.writeSync(fd, Buffer.from([0x80]), 0, 1, 60));
     await refused(img, [], /header checksum mismatch.*\(EIMG_CHECKSUM\)$/);
@@ -213,6 +223,20 @@ test('corrupted RAM data is caught by the chunk checksums (and only by them)', a
   expect(lastLine(r.stderr)).toMatch(/corrupted: block 'pc.ram' chunk \d+ .* has CRC-32C 0x[0-9a-f]{8}, the image recorded 0x[0-9a-f]{8}; .* \(EIMG_CHECKSUM\)$/);
   const unchecked = await runHelper(restoreArgs(image, shm('flip-c'), shm('flip-d'), ['--no-verify']), ['ignore', 'pipe']);
   expect(unchecked.code).toBe(0);
+});
+
+test('the reader of the device state goes away (QEMU died during restore): exit 1 with EPIPE, no hang', async () => {
+  const image = path.join(dir, 'epipe.img');
+  await saveImage(image);
+  const [rd, wr] = native.pipe();
+  fs.closeSync(rd);
+  const t0 = Date.now();
+  const r = await runHelper(restoreArgs(image, shm('epipe-a'), shm('epipe-b')), ['ignore', wr]);
+  fs.closeSync(wr);
+  expect(r.signal).toBeNull();
+  expect(r.code).toBe(1);
+  expect(lastLine(r.stderr)).toMatch(/Unable to write the stream: Broken pipe \(EPIPE\)$/);
+  expect(Date.now() - t0).toBeLessThan(30000);
 });
 
 describe('wrong usage', () => {

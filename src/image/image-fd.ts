@@ -33,10 +33,7 @@ export function explainCopyError(e: unknown, imageName: string, rams: OpenRam[],
   if (!isSystemError(e)) return e;
   const side = (e as { side?: string }).side;
   if (e.code === 'ECANCELED') return systemError('ECANCELED', `${verb} interrupted${verb === 'save' ? `; ${imageName} is left incomplete` : ''}`, { path: imageName });
-  if (side === 'pipe') {
-    e.message = `device-state stream: ${e.message}`;
-    return e;
-  }
+  if (side === 'pipe') return e; // reported as "the stream"
   if (side === 'ram') return withPath(e, rams.map((r) => r.label).join(', '));
   return withPath(e, imageName);
 }
