@@ -11,11 +11,14 @@ if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ]; then
   echo "build-test-guest: already built in $out"
   exit 0
 fi
-command -v cpio >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq cpio >/dev/null; }
+export DEBIAN_FRONTEND=noninteractive
+command -v cpio >/dev/null || apt-get install -y -qq cpio >/dev/null || { apt-get update -qq; apt-get install -y -qq cpio >/dev/null; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+find_kernel() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'; }
+kpkg=$(find_kernel)
+if [ -z "$kpkg" ]; then apt-get update -qq; kpkg=$(find_kernel); fi
 [ -n "$kpkg" ] || { echo "build-test-guest: cannot find the kernel package (apt-get update?)" >&2; exit 1; }
 chmod 777 "$work"
 apt-get download -qq "$kpkg" busybox-static
