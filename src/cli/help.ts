@@ -16,8 +16,8 @@ Form 2: --fd N names the file fd, with the same direction rule.
                       written pages from the page cache
   --name LABEL        name used in messages (default "fd N")
   --progress[=FD]     progress as JSON lines on FD (default stderr; a bar if stderr is a TTY)
-  --buffer-size SIZE  bytes per I/O (default 2M; rounded up to the O_DIRECT alignment)
-  --inflight N        file I/Os in flight at once (default 4)
+  --buffer-size SIZE  bytes per I/O (default 1M; rounded up to the O_DIRECT alignment)
+  --inflight N        file I/Os in flight at once (default 2)
 
 Both forms start at the file's current position, so a manager may write its own header
 first. With O_DIRECT an unaligned start is handled: the head up to the next alignment

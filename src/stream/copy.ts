@@ -28,9 +28,9 @@ export interface StreamCopyRequest {
   /** Name used in messages and as `path` of errors. */
   fileName: string;
   direct?: DirectMode;
-  /** Bytes per buffer (default 2 MiB). */
+  /** Bytes per buffer (default 1 MiB). */
   bufferSize?: number;
-  /** I/Os in flight on the file side (default 4). */
+  /** I/Os in flight on the file side (default 2). */
   inflight?: number;
   onProgress?: ProgressListener;
   progressIntervalMs?: number;
@@ -49,8 +49,13 @@ export interface StreamCopyOutcome {
   elapsedMs: number;
 }
 
-export const DEFAULT_BUFFER_SIZE = 2 * 1024 * 1024;
-export const DEFAULT_INFLIGHT = 4;
+/**
+ * Measured on the dev box (2 GiB through a 1 MiB pipe into O_DIRECT, 3 alternating runs):
+ * 1 MiB x 2 in flight 1.36-1.50 s, 2 MiB x 4 1.76-2.05 s, libvirt_iohelper 1.74-2.09 s.
+ * Small buffers stay in cache while the pipe is drained into them.
+ */
+export const DEFAULT_BUFFER_SIZE = 1024 * 1024;
+export const DEFAULT_INFLIGHT = 2;
 const PIPE_SIZE = 1024 * 1024;
 
 const KIND_NAMES: Record<string, string> = {
