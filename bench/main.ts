@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [stream] [--size 4G] [--runs 3] [--dir PATH] [--quick] [--no-record]
+ * npm run bench -- [stream parallel vm-e2e clone] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--no-record]
  * Runs the chosen scenarios side by side, alternating methods, and appends a markdown table
  * (with the exact command, host and date) to bench/RESULTS.md and JSON to bench/results/.
  */
@@ -15,16 +15,16 @@ import { benchClone } from './clone';
 import { benchParallel } from './parallel';
 import { benchStream } from './stream';
 
-const SCENARIOS = ['stream', 'parallel', 'clone'] as const;
+const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone'] as const;
 
 async function main(): Promise<void> {
   const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json'] });
   if (p.flags.get('help')) {
-    console.log(`usage: npm run bench -- [${SCENARIOS.join(' ')}] [--size 4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--json FILE] [--no-record]\n  --quick: 256 MiB, 1 run, jobs 1,2 (a smoke test)`);
+    console.log(`usage: npm run bench -- [${SCENARIOS.join(' ')}] [--size 4G|1G,4G,16G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--json FILE] [--no-record]\n  --quick: 256 MiB, 1 run, jobs 1,2 (a smoke test)`);
     return;
   }
   const quick = p.flags.has('quick');
-  const size = parseSize(String(p.flags.get('size') ?? (quick ? '256M' : '4G')), '--size');
+  const sizes = String(p.flags.get('size') ?? (quick ? '256M' : '4G')).split(',').map((x) => parseSize(x, '--size'));
   const runs = parseInteger(String(p.flags.get('runs') ?? (quick ? '1' : '3')), '--runs', 1, 100);
   const jobs = String(p.flags.get('jobs') ?? (quick ? '1,2' : '1,2,4')).split(',').map((j) => parseInteger(j, '--jobs', 1, 256));
   const dir = String(p.flags.get('dir') ?? path.join(packageRoot(), 'bench', 'data'));
@@ -32,31 +32,54 @@ async function main(): Promise<void> {
   const scenarios = p.positionals.length ? p.positionals : [...SCENARIOS];
   const rows: Row[] = [];
   const notes: string[] = [];
-  for (const s of scenarios) {
-    console.error(`bench: ${s}, ${size} bytes, ${runs} runs, in ${dir}`);
-    if (s === 'stream') rows.push(...(await benchStream({ size, runs, dir, srcDir: '/dev/shm' })));
-    else if (s === 'clone') {
-      const r = await benchClone({ size, runs, dir, count: 4 });
-      rows.push(...r.rows);
-      notes.push(...r.notes);
-    } else if (s === 'parallel') rows.push(...(await benchParallel({ size, runs, dir, jobs, verify: true })));
-    else throw new Error(`unknown scenario '${s}' (known: ${SCENARIOS.join(', ')})`);
+  for (const s of scenarios) if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`unknown scenario '${s}' (known: ${SCENARIOS.join(', ')})`);
+  for (const size of sizes) {
+    for (const s of scenarios) {
+      console.error(`bench: ${s}, ${size} bytes, ${runs} runs, in ${dir}`);
+      if (s === 'stream') rows.push(...(await benchStream({ size, runs, dir, srcDir: '/dev/shm' })));
+      else if (s === 'clone') {
+        const r = await benchClone({ size, runs, dir, count: 4 });
+        rows.push(...r.rows);
+        notes.push(...r.notes);
+      } else rows.push(...(await benchParallel({ set: s as 'parallel' | 'vm-e2e', size, runs, dir, jobs, verify: true })));
+    }
   }
+  notes.push(...scalingNotes(rows));
+  const size = sizes[sizes.length - 1];
   const table = markdownTable(rows) + notes.map((n) => `\n\n${n}`).join('');
   console.log(table);
   const json = p.flags.get('json');
-  if (typeof json === 'string') fs.writeFileSync(json, JSON.stringify({ size, runs, rows, notes }, null, 2));
+  if (typeof json === 'string') fs.writeFileSync(json, JSON.stringify({ sizes, runs, rows, notes }, null, 2));
   if (p.flags.has('no-record')) return;
   const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
   const stamp = new Date().toISOString();
   const md = `\n## ${stamp.slice(0, 16).replace('T', ' ')} UTC — \`${command}\`\n\nHost: ${describeHost(dir)}. Medians of ${runs} alternating runs, page cache dropped before each run.\n\n${table}\n`;
   fs.appendFileSync(path.join(packageRoot(), 'bench', 'RESULTS.md'), md);
   if (scenarios.includes('parallel') || scenarios.includes('stream')) {
-    fs.writeFileSync(path.join(packageRoot(), 'bench', 'chart.svg'), chartSvg(rows, `iohelper vs peers, ${(size / 2 ** 30).toFixed(1)} GiB, medians of ${runs} (${stamp.slice(0, 10)})`));
+    fs.writeFileSync(path.join(packageRoot(), 'bench', 'chart.svg'), chartSvg(rows.filter((r) => r.bytes === size), `iohelper vs peers, ${(size / 2 ** 30).toFixed(1)} GiB, medians of ${runs} (${stamp.slice(0, 10)})`));
   }
   const jsonDir = path.join(packageRoot(), 'bench', 'results');
   fs.mkdirSync(jsonDir, { recursive: true });
   fs.writeFileSync(path.join(jsonDir, `${stamp.replace(/[:.]/g, '-')}.json`), JSON.stringify({ command, host: describeHost(dir), os: os.release(), rows }, null, 2));
+}
+
+/** With several sizes: seconds per extra GiB (least-squares slope) of each method that ran at all of them. */
+function scalingNotes(rows: Row[]): string[] {
+  const byMethod = new Map<string, Array<[number, number]>>();
+  for (const r of rows) {
+    if (r.note || !Number.isFinite(r.wall.median) || r.scenario === 'clone') continue;
+    const key = `${r.scenario}: ${r.method}`;
+    byMethod.set(key, [...(byMethod.get(key) ?? []), [r.bytes / 2 ** 30, r.wall.median]]);
+  }
+  const out: string[] = [];
+  for (const [key, pts] of byMethod) {
+    if (pts.length < 2) continue;
+    const mx = pts.reduce((a, p) => a + p[0], 0) / pts.length;
+    const my = pts.reduce((a, p) => a + p[1], 0) / pts.length;
+    const slope = pts.reduce((a, p) => a + (p[0] - mx) * (p[1] - my), 0) / pts.reduce((a, p) => a + (p[0] - mx) ** 2, 0);
+    out.push(`${key}: ${slope.toFixed(2)} s per GiB (${pts.map((p) => `${p[0].toFixed(1)} GiB ${p[1].toFixed(2)} s`).join(', ')})`);
+  }
+  return out.length ? [`Scaling with RAM size:\n${out.map((l) => `- ${l}`).join('\n')}`] : [];
 }
 
 main().catch((e) => {

@@ -12,11 +12,15 @@ import { qemuAvailable, startQemu } from '../src/vm/qemu-launch';
 import { finishImageRestore, saveVmToImage, startImageRestore } from '../src/vm/image-migration';
 import { restoreMappedRam, saveMappedRam } from '../src/vm/mapped-ram';
 import { commandExists, dropCaches } from './lib/host';
+import { HelperCommand, ourHelper, restoreThroughHelper, saveThroughHelper } from '../src/vm/stream-migration';
+import { LIBVIRT_IOHELPER } from './stream';
 import { sampleProcess } from './lib/proc-sampler';
 import { alternatingOrder, summarize } from './lib/stats';
 import { Row } from './lib/table';
 
 export interface ParallelBenchOptions {
+  /** parallel: our image by jobs vs mapped-ram vs fio; vm-e2e: every way to save a real guest. */
+  set: 'parallel' | 'vm-e2e';
   size: number;
   runs: number;
   dir: string;
@@ -80,17 +84,17 @@ function qemuPid(vm: { proc: { pid?: number } }): number {
   return vm.proc.pid!;
 }
 
-function mappedRam(src: string, dst: string, dir: string, size: number): Method {
+function mappedRam(src: string, dst: string, dir: string, size: number, directIo = true): Method {
   const image = path.join(dir, 'bench-mapped-ram.img');
   return {
-    name: 'QEMU mapped-ram + multifd(2) + direct-io',
+    name: `QEMU mapped-ram + multifd(2)${directIo ? ' + direct-io' : ''}`,
     async save() {
       const vm = await startQemu({ ram: [{ id: 'ram0', path: src, size }] });
       try {
         fs.rmSync(image, { force: true });
         const s = sampleProcess(qemuPid(vm));
         const t0 = process.hrtime.bigint();
-        await saveMappedRam(vm.qmp, image);
+        await saveMappedRam(vm.qmp, image, directIo);
         const wallS = secondsSince(t0);
         return { wallS, ...s.stop(), peakAnonMiB: NaN };
       } finally {
@@ -104,8 +108,40 @@ function mappedRam(src: string, dst: string, dir: string, size: number): Method 
       const vm = await startQemu({ ram: [{ id: 'ram0', path: dst, size }], incoming: true });
       try {
         const s = sampleProcess(qemuPid(vm));
-        await restoreMappedRam(vm.qmp, image);
+        await restoreMappedRam(vm.qmp, image, directIo);
         return { wallS: secondsSince(t0), ...s.stop(), peakAnonMiB: NaN };
+      } finally {
+        await vm.stop();
+      }
+    },
+    verify: async () => (await filesEqual(src, dst)).equal,
+    cleanup: () => fs.rmSync(image, { force: true }),
+  };
+}
+
+/** The classic path on the same guest: QEMU's whole stream through a helper into an O_DIRECT file. */
+function classicStream(name: string, helper: HelperCommand, src: string, dst: string, dir: string, size: number): Method {
+  const image = path.join(dir, `bench-stream-${name.replace(/\W+/g, '-')}.save`);
+  return {
+    name: `classic stream through ${name}`,
+    async save() {
+      const vm = await startQemu({ ram: [{ id: 'ram0', path: src, size }] });
+      try {
+        const t0 = process.hrtime.bigint();
+        await saveThroughHelper({ qmp: vm.qmp, image, direct: true, helper });
+        return { wallS: secondsSince(t0), cpuS: NaN, peakAnonMiB: NaN };
+      } finally {
+        await vm.stop();
+      }
+    },
+    async restore() {
+      fs.rmSync(dst, { force: true });
+      createRamFile(dst, size);
+      const t0 = process.hrtime.bigint();
+      const vm = await startQemu({ ram: [{ id: 'ram0', path: dst, size }], incoming: true });
+      try {
+        await restoreThroughHelper({ qmp: vm.qmp, image, direct: true, helper });
+        return { wallS: secondsSince(t0), cpuS: NaN, peakAnonMiB: NaN };
       } finally {
         await vm.stop();
       }
@@ -151,10 +187,21 @@ export async function benchParallel(o: ParallelBenchOptions): Promise<Row[]> {
   createRamFile(src, o.size);
   const { pages, zeroPages } = fillPattern(src, 7, 0.25);
   const nonZero = (pages - zeroPages) * 4096;
-  const methods: Method[] = [...o.jobs.map((j) => ours(j, src, dst, o.dir, o.size)), mappedRam(src, dst, o.dir, o.size)];
   const rows: Row[] = [];
-  if (commandExists('/usr/bin/fio')) methods.push(fioLimit(nonZero, o.dir));
-  else rows.push({ scenario: 'parallel', method: 'fio', bytes: o.size, wall: summarize([]), cpuS: summarize([]), maxRssMiB: summarize([]), note: 'not installed (apt-get install fio)' });
+  const missing = (method: string, note: string) => {
+    for (const scenario of [`${o.set}-save`, `${o.set}-restore`]) rows.push({ scenario, method, bytes: o.size, wall: summarize([]), cpuS: summarize([]), maxRssMiB: summarize([]), note });
+  };
+  const methods: Method[] = [];
+  if (o.set === 'parallel') {
+    methods.push(...o.jobs.map((j) => ours(j, src, dst, o.dir, o.size)), mappedRam(src, dst, o.dir, o.size));
+    if (commandExists('/usr/bin/fio')) methods.push(fioLimit(nonZero, o.dir));
+    else missing('fio', 'not installed (apt-get install fio)');
+  } else {
+    methods.push(classicStream('iohelper', ourHelper(), src, dst, o.dir, o.size));
+    if (commandExists(LIBVIRT_IOHELPER)) methods.push(classicStream('libvirt_iohelper', { cmd: LIBVIRT_IOHELPER, args: [] }, src, dst, o.dir, o.size));
+    else missing('classic stream through libvirt_iohelper', `not installed (${LIBVIRT_IOHELPER})`);
+    methods.push(ours(2, src, dst, o.dir, o.size), mappedRam(src, dst, o.dir, o.size, false), mappedRam(src, dst, o.dir, o.size, true));
+  }
 
   const save = new Map<string, Sample[]>();
   const restore = new Map<string, Sample[]>();
@@ -178,8 +225,8 @@ export async function benchParallel(o: ParallelBenchOptions): Promise<Row[]> {
   }
   const peer = 'QEMU mapped-ram + multifd(2) + direct-io';
   for (const [scenario, data] of [
-    ['parallel-save', save],
-    ['parallel-restore', restore],
+    [`${o.set}-save`, save],
+    [`${o.set}-restore`, restore],
   ] as const) {
     const base = summarize(data.get(peer)!.map((x) => x.wallS)).median;
     for (const m of methods) {

@@ -12,18 +12,20 @@ import { describeQemu } from './support/qemu';
 const MAIN = path.join(__dirname, '..', 'dist', 'bench', 'main.js');
 
 describeQemu('bench --quick', () => {
-  test('stream, parallel and clone scenarios produce complete rows', async () => {
+  test('stream, parallel, vm-e2e and clone scenarios produce complete rows', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-bench-smoke-'));
     const json = path.join(dir, 'out.json');
     try {
       await new Promise<void>((resolve, reject) =>
-        execFile(process.execPath, [MAIN, 'stream', 'parallel', 'clone', '--quick', '--no-record', '--dir', dir, '--json', json], { maxBuffer: 1 << 24 }, (err, _out, stderr) =>
+        execFile(process.execPath, [MAIN, 'stream', 'parallel', 'vm-e2e', 'clone', '--quick', '--no-record', '--dir', dir, '--json', json], { maxBuffer: 1 << 24 }, (err, _out, stderr) =>
           err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(),
         ),
       );
       const { rows, notes } = JSON.parse(fs.readFileSync(json, 'utf8'));
       const scenarios = new Set(rows.map((r: { scenario: string }) => r.scenario));
-      expect([...scenarios].sort()).toEqual(['clone', 'parallel-restore', 'parallel-save', 'stream-restore', 'stream-save']);
+      expect([...scenarios].sort()).toEqual(['clone', 'parallel-restore', 'parallel-save', 'stream-restore', 'stream-save', 'vm-e2e-restore', 'vm-e2e-save']);
+      const e2e = rows.filter((r: { scenario: string }) => r.scenario === 'vm-e2e-save').map((r: { method: string }) => r.method);
+      expect(e2e).toEqual(expect.arrayContaining(['classic stream through iohelper', 'iohelper image, jobs 2', 'QEMU mapped-ram + multifd(2)', 'QEMU mapped-ram + multifd(2) + direct-io']));
       for (const r of rows) {
         if (r.note) {
           expect(r.note).toMatch(/not installed/);
