@@ -1,0 +1,125 @@
+/** The addon's system-call wrappers on plain files: results, and errors shaped like Node's fs errors. */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { native } from '../src/native';
+
+let dir: string;
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-native-'));
+});
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const file = (name: string) => path.join(dir, name);
+
+test('errors carry code, negative errno and syscall like fs errors', () => {
+  let err: (Error & { code?: string; errno?: number; syscall?: string }) | undefined;
+  try {
+    native.pread(987, new Uint8Array(8), 0);
+  } catch (e) {
+    err = e as typeof err;
+  }
+  expect(err?.constructor.name).toBe('Error'); // the addon's realm, not jest's sandbox
+  expect(err).toMatchObject({ code: 'EBADF', errno: -9, syscall: 'pread' });
+  expect(err!.message).toBe('EBADF: bad file descriptor, pread');
+});
+
+test('allocAligned gives zeroed memory of the asked size and refuses bad alignments', () => {
+  const b = new Uint8Array(native.allocAligned(8192, 4096));
+  expect(b.length).toBe(8192);
+  expect(b.every((x) => x === 0)).toBe(true);
+  expect(() => native.allocAligned(10, 3000)).toThrow(/alignment a power of two/);
+});
+
+test('pwrite/pread/pwritev/preadv at 64-bit offsets, ftruncate, fdatasync', () => {
+  const fd = fs.openSync(file('rw'), 'w+');
+  const big = 5 * 2 ** 30 + 3;
+  expect(native.pwrite(fd, Buffer.from('hello'), big)).toBe(5);
+  expect(native.pwritev(fd, [Buffer.from('ab'), Buffer.from('cd')], 10)).toBe(4);
+  const b = Buffer.alloc(5);
+  expect(native.pread(fd, b, big)).toBe(5);
+  expect(b.toString()).toBe('hello');
+  const x = Buffer.alloc(2);
+  const y = Buffer.alloc(2);
+  expect(native.preadv(fd, [x, y], 10)).toBe(4);
+  expect(x.toString() + y.toString()).toBe('abcd');
+  native.fdatasync(fd);
+  native.ftruncate(fd, 4096);
+  expect(fs.fstatSync(fd).size).toBe(4096);
+  fs.closeSync(fd);
+});
+
+test('lseek SEEK_DATA/SEEK_HOLE find data in a sparse file and -1 past it', () => {
+  const fd = fs.openSync(file('sparse'), 'w+');
+  fs.ftruncateSync(fd, 64 << 20);
+  fs.writeSync(fd, Buffer.alloc(4096, 1), 0, 4096, 32 << 20);
+  const { SEEK_DATA, SEEK_HOLE } = native.constants;
+  expect(native.lseek(fd, 0, SEEK_DATA)).toBe(32 << 20);
+  expect(native.lseek(fd, 32 << 20, SEEK_HOLE)).toBe((32 << 20) + 4096);
+  expect(native.lseek(fd, (32 << 20) + 4096, SEEK_DATA)).toBe(-1);
+  fs.closeSync(fd);
+});
+
+test('fallocate punches holes; copy_file_range and sendfile copy', () => {
+  const fd = fs.openSync(file('f'), 'w+');
+  fs.writeSync(fd, Buffer.alloc(1 << 20, 7));
+  const { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE } = native.constants;
+  native.fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, 65536);
+  const b = Buffer.alloc(4);
+  native.pread(fd, b, 100);
+  expect([...b]).toEqual([0, 0, 0, 0]);
+  const out = fs.openSync(file('g'), 'w+');
+  expect(native.sendfile(out, fd, 65536, 1000)).toBe(1000); // at out's file position (0)
+  expect(native.copyFileRange(fd, 65536, out, 1000, 1000)).toBe(1000);
+  expect(fs.readFileSync(file('g')).equals(Buffer.alloc(2000, 7))).toBe(true);
+  fs.closeSync(fd);
+  fs.closeSync(out);
+});
+
+test('mmap shares writes with the file; munmap detaches the ArrayBuffer', () => {
+  const fd = fs.openSync(file('m'), 'w+');
+  fs.ftruncateSync(fd, 8192);
+  const map = native.mmap(fd, 4096, 4096, true, true);
+  new Uint8Array(map)[0] = 42;
+  const b = Buffer.alloc(1);
+  fs.readSync(fd, b, 0, 1, 4096);
+  expect(b[0]).toBe(42);
+  native.munmap(map);
+  expect(map.byteLength).toBe(0);
+  fs.closeSync(fd);
+});
+
+test('pipes: pipe(), F_SETPIPE_SZ, read/write, O_DIRECT flags via getFlags/setFlags', () => {
+  const [r, w] = native.pipe();
+  expect(native.setPipeSize(w, 1 << 20)).toBeGreaterThanOrEqual(1 << 20);
+  expect(native.getPipeSize(r)).toBeGreaterThanOrEqual(1 << 20);
+  expect(native.write(w, Buffer.from('xyz'))).toBe(3);
+  const b = Buffer.alloc(3);
+  expect(native.read(r, b)).toBe(3);
+  expect(b.toString()).toBe('xyz');
+  fs.closeSync(r);
+  fs.closeSync(w);
+  const fd = fs.openSync(file('d'), 'w');
+  native.setFlags(fd, native.getFlags(fd) | native.constants.O_DIRECT);
+  expect(native.getFlags(fd) & native.constants.O_DIRECT).toBeTruthy();
+  const dio = native.dioAlign(fd);
+  if (dio) expect(dio.offsetAlign & (dio.offsetAlign - 1)).toBe(0);
+  fs.closeSync(fd);
+});
+
+test('crc32c matches the standard check value and saveRange fills per-chunk checksums', () => {
+  expect(native.crc32c(Buffer.from('123456789'))).toBe(0xe3069283);
+  const ram = fs.openSync(file('ram'), 'w+');
+  fs.ftruncateSync(ram, 1 << 20);
+  fs.writeSync(ram, Buffer.alloc(4096, 9), 0, 4096, 8192);
+  const img = fs.openSync(file('img'), 'w+');
+  const sums = new Uint32Array(4);
+  const r = native.saveRange({ ramFd: ram, ramOffset: 0, length: 1 << 20, imageFd: img, imageOffset: 0, chunkSize: 256 << 10, checksums: sums });
+  expect(r.dataBytes).toBe(4096);
+  const chunk0 = Buffer.alloc(256 << 10);
+  chunk0.fill(9, 8192, 8192 + 4096);
+  expect(sums[0]).toBe(native.crc32c(chunk0));
+  expect(sums[1]).toBe(native.crc32c(Buffer.alloc(256 << 10)));
+  fs.closeSync(ram);
+  fs.closeSync(img);
+});
