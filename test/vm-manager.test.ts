@@ -9,6 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { cloneVm, restoreVm, saveVm } from '../src/vm/manager';
 import { QemuInstance } from '../src/vm/qemu-launch';
+import { Progress } from '../src/progress';
 import { createRamFile, describeQemu, filesEqual, fillPattern, machineArgs, sha256File, shmPath, startQemu } from './support/qemu';
 
 const M = 1024 * 1024;
@@ -20,6 +21,7 @@ describeQemu('VM manager: save, restore, clone', () => {
   let image: string;
   let imageHash: string;
   const running: QemuInstance[] = [];
+  const progress: Progress[] = [];
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-mgr-'));
@@ -28,7 +30,7 @@ describeQemu('VM manager: save, restore, clone', () => {
     fillPattern(template, 31, 0.25);
     const vm = await startQemu({ ram: [{ id: 'ram0', path: template, size: SIZE }] });
     try {
-      const { blocks } = await saveVm(vm.qmp, { image, direct: true });
+      const { blocks } = await saveVm(vm.qmp, { image, direct: true, onProgress: (p) => progress.push(p) });
       expect(blocks).toEqual([{ name: 'ram0', path: template, size: SIZE }]);
     } finally {
       await vm.stop();
@@ -62,6 +64,12 @@ describeQemu('VM manager: save, restore, clone', () => {
     }
     return out;
   }
+
+  test('saveVm reports the helper\'s progress, ending with every byte done', () => {
+    const last = progress[progress.length - 1];
+    expect(last).toMatchObject({ done: true, total: SIZE });
+    expect(last.bytes).toBeGreaterThanOrEqual(SIZE);
+  });
 
   test('eager restore: RAM files filled, guest loaded', async () => {
     const ram = shmPath('mgr-restored');

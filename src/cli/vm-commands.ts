@@ -14,6 +14,11 @@ import { QemuInstance } from '../vm/qemu-launch';
 import { saveThroughHelper } from '../vm/stream-migration';
 import { parseFlags, parseInteger } from './flags';
 import { stdoutText } from './report';
+import * as tty from 'tty';
+import { ttyBarProgress } from '../progress';
+
+/** A progress bar on stderr when it is a terminal. */
+const bar = (label: string) => (tty.isatty(2) ? ttyBarProgress(2, label) : undefined);
 
 const elapsed = (t0: number) => `${((Date.now() - t0) / 1000).toFixed(2)} s`;
 
@@ -32,7 +37,7 @@ async function vmSave(args: string[]): Promise<number> {
       await saveThroughHelper({ qmp, image: out, direct: p.flags.has('direct') });
       stdoutText(`saved ${out} through the stream helper in ${elapsed(t0)}\n`);
     } else {
-      const { blocks } = await saveVm(qmp, { image: out, direct: p.flags.has('direct'), jobs });
+      const { blocks } = await saveVm(qmp, { image: out, direct: p.flags.has('direct'), jobs, onProgress: bar(`save ${out}`) });
       stdoutText(`saved ${blocks.map((b) => b.name).join(', ')} to ${out} in ${elapsed(t0)} (the guest stays paused)\n`);
     }
   } finally {
@@ -66,6 +71,7 @@ async function vmRestore(args: string[]): Promise<number> {
     jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined,
     lazy: p.flags.has('lazy'),
     detachedLogDir: logDir,
+    onProgress: bar(`restore ${image}`),
   });
   await report([vm], p.flags.has('lazy') ? 'restored lazily (RAM mapped from the image, private)' : 'restored', t0, p.flags.has('cont'));
   return 0;

@@ -5,7 +5,9 @@
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as readline from 'node:readline';
 import { native } from '../native';
+import { Progress, ProgressListener } from '../progress';
 import { QmpClient, waitForMigration } from '../qmp/client';
 import { ourHelper } from './stream-migration';
 
@@ -22,6 +24,8 @@ export interface ImageMigrationOptions {
   jobs?: number;
   /** Extra arguments for the helper (e.g. --chunk). */
   helperArgs?: string[];
+  /** Progress of the helper's copy (RAM + device state). */
+  onProgress?: ProgressListener;
   timeoutMs?: number;
 }
 
@@ -30,9 +34,32 @@ export interface HelperRun {
   done: Promise<void>;
 }
 
-function spawnHelper(args: string[], stdio: Array<number | 'ignore'>): HelperRun {
+/**
+ * Spawns the helper. With `onProgress`, the helper's JSON progress lines come back on one more
+ * fd (appended after `stdio`) and are parsed here.
+ */
+function spawnHelper(args: string[], stdio: Array<number | 'ignore'>, onProgress?: ProgressListener): HelperRun {
   const h = ourHelper();
-  const proc = spawn(h.cmd, [...h.args, ...args], { stdio: [stdio[0], stdio[1], 'pipe', ...stdio.slice(3)] as never });
+  let progressArgs: string[] = [];
+  let progressW: number | undefined;
+  let progressR: number | undefined;
+  if (onProgress) {
+    [progressR, progressW] = native.pipe();
+    progressArgs = [`--progress=${stdio.length}`];
+    stdio = [...stdio, progressW];
+  }
+  const proc = spawn(h.cmd, [...h.args, ...args, ...progressArgs], { stdio: [stdio[0], stdio[1], 'pipe', ...stdio.slice(3)] as never });
+  if (progressW !== undefined) {
+    fs.closeSync(progressW);
+    const lines = readline.createInterface({ input: fs.createReadStream('', { fd: progressR }) });
+    lines.on('line', (l) => {
+      try {
+        onProgress!(JSON.parse(l) as Progress);
+      } catch {
+        // not a progress line
+      }
+    });
+  }
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const done = new Promise<void>((resolve, reject) => {
@@ -67,7 +94,7 @@ export async function saveVmToImage(qmp: QmpClient, o: ImageMigrationOptions, on
   const [r, w] = native.pipe();
   let h: HelperRun;
   try {
-    h = spawnHelper(helperArgs('save', o), [r, 'ignore', 'ignore', out]);
+    h = spawnHelper(helperArgs('save', o), [r, 'ignore', 'ignore', out], o.onProgress);
     onSpawn?.(h);
     await qmp.executeWithFds('getfd', { fdname: 'iohelper-save' }, [w]);
   } finally {
@@ -97,7 +124,7 @@ export function startImageRestore(o: ImageMigrationOptions): ImageRestore {
   const [readyR, readyW] = native.pipe();
   let helper: HelperRun;
   try {
-    helper = spawnHelper([...helperArgs('restore', o), '--ready-fd', '4'], ['ignore', w, 'ignore', inp, readyW]);
+    helper = spawnHelper([...helperArgs('restore', o), '--ready-fd', '4'], ['ignore', w, 'ignore', inp, readyW], o.onProgress);
   } finally {
     fs.closeSync(w);
     fs.closeSync(inp);

@@ -16,6 +16,7 @@ import { copyDeviceState } from '../image/device-state';
 import { readImageMetadata } from '../image/read-image';
 import { BlockEntry } from '../image/format';
 import { parseSize } from '../cli/flags';
+import { ProgressListener } from '../progress';
 import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
 import { fileBackends, rewriteBackends } from './qemu-args';
 import { QemuInstance, startQemu } from './qemu-launch';
@@ -23,6 +24,7 @@ import { enableIgnoreShared, finishImageRestore, saveVmToImage, startImageRestor
 
 export interface SaveVmOptions {
   image: string;
+  onProgress?: ProgressListener;
   direct?: boolean;
   jobs?: number;
   timeoutMs?: number;
@@ -33,7 +35,7 @@ export async function saveVm(qmp: QmpClient, o: SaveVmOptions): Promise<{ blocks
   const blocks = sharedRamFiles(await listMemoryBackends(qmp));
   const status = await qmp.execute('query-status');
   if (status.running) await qmp.execute('stop');
-  await saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs });
+  await saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress });
   return { blocks };
 }
 
@@ -150,7 +152,7 @@ export async function cloneVm(o: StartOptions & { image: string; count: number }
  * saved again the fast way. Lazy: a clone of one — ready at once, pages come from the image on
  * demand, but its RAM is private afterwards (its next save takes the stream path).
  */
-export async function restoreVm(o: StartOptions & { image: string; direct?: boolean; jobs?: number; lazy?: boolean }): Promise<QemuInstance> {
+export async function restoreVm(o: StartOptions & { image: string; direct?: boolean; jobs?: number; lazy?: boolean; onProgress?: ProgressListener }): Promise<QemuInstance> {
   if (o.lazy) return (await cloneVm({ ...o, count: 1 }))[0];
   const backends = fileBackends(o.qemuArgs);
   const notShared = backends.filter((b) => b.props.get('share') !== 'on' || !b.props.get('mem-path'));
@@ -160,7 +162,7 @@ export async function restoreVm(o: StartOptions & { image: string; direct?: bool
         (notShared.length ? ` (not so: ${notShared.map((b) => b.id).join(', ')})` : ''),
     );
   }
-  const started = startImageRestore({ image: o.image, ram: backends.map((b) => ({ name: b.id, path: b.props.get('mem-path')! })), direct: o.direct, jobs: o.jobs });
+  const started = startImageRestore({ image: o.image, ram: backends.map((b) => ({ name: b.id, path: b.props.get('mem-path')! })), direct: o.direct, jobs: o.jobs, onProgress: o.onProgress });
   let vm: QemuInstance | undefined;
   try {
     // QEMU maps the RAM files only once the helper has filled them.
