@@ -8,7 +8,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { createRamFile, filesEqual, fillPattern } from '../src/synthetic/ram-file';
-import { qemuAvailable, startQemu } from '../src/vm/qemu-launch';
+import { QemuInstance, qemuAvailable, startQemu } from '../src/vm/qemu-launch';
 import { finishImageRestore, saveVmToImage, startImageRestore } from '../src/vm/image-migration';
 import { restoreMappedRam, saveMappedRam } from '../src/vm/mapped-ram';
 import { commandExists, dropCaches } from './lib/host';
@@ -101,22 +101,32 @@ function mappedRam(src: string, dst: string, dir: string, size: number, directIo
         await vm.stop();
       }
     },
-    async restore() {
-      fs.rmSync(dst, { force: true });
-      createRamFile(dst, size);
-      const t0 = process.hrtime.bigint();
-      const vm = await startQemu({ ram: [{ id: 'ram0', path: dst, size }], incoming: true });
-      try {
+    restore: () =>
+      incomingRestore(dst, size, async (vm) => {
         const s = sampleProcess(qemuPid(vm));
         await restoreMappedRam(vm.qmp, image, directIo);
-        return { wallS: secondsSince(t0), ...s.stop(), peakAnonMiB: NaN };
-      } finally {
-        await vm.stop();
-      }
-    },
+        return s.stop().cpuS;
+      }),
     verify: async () => (await filesEqual(src, dst)).equal,
     cleanup: () => fs.rmSync(image, { force: true }),
   };
+}
+
+/**
+ * A restore into a fresh RAM file by a QEMU started with -incoming defer, timed from QEMU's
+ * start; `load` feeds it and returns the CPU seconds it measured (NaN when it did not).
+ */
+async function incomingRestore(dst: string, size: number, load: (vm: QemuInstance) => Promise<number>): Promise<Sample> {
+  fs.rmSync(dst, { force: true });
+  createRamFile(dst, size);
+  const t0 = process.hrtime.bigint();
+  const vm = await startQemu({ ram: [{ id: 'ram0', path: dst, size }], incoming: true });
+  try {
+    const cpuS = await load(vm);
+    return { wallS: secondsSince(t0), cpuS, peakAnonMiB: NaN };
+  } finally {
+    await vm.stop();
+  }
 }
 
 /** The classic path on the same guest: QEMU's whole stream through a helper into an O_DIRECT file. */
@@ -134,18 +144,11 @@ function classicStream(name: string, helper: HelperCommand, src: string, dst: st
         await vm.stop();
       }
     },
-    async restore() {
-      fs.rmSync(dst, { force: true });
-      createRamFile(dst, size);
-      const t0 = process.hrtime.bigint();
-      const vm = await startQemu({ ram: [{ id: 'ram0', path: dst, size }], incoming: true });
-      try {
+    restore: () =>
+      incomingRestore(dst, size, async (vm) => {
         await restoreThroughHelper({ qmp: vm.qmp, image, direct: true, helper });
-        return { wallS: secondsSince(t0), cpuS: NaN, peakAnonMiB: NaN };
-      } finally {
-        await vm.stop();
-      }
-    },
+        return NaN;
+      }),
     verify: async () => (await filesEqual(src, dst)).equal,
     cleanup: () => fs.rmSync(image, { force: true }),
   };
