@@ -16,7 +16,7 @@ import { HelperCommand, ourHelper, restoreThroughHelper, saveThroughHelper } fro
 import { LIBVIRT_IOHELPER } from './stream';
 import { sampleProcess } from './lib/proc-sampler';
 import { alternatingOrder, summarize } from './lib/stats';
-import { Row } from './lib/table';
+import { Row, summaryRows } from './lib/table';
 
 export interface ParallelBenchOptions {
   /** parallel: our image by jobs vs mapped-ram vs fio; vm-e2e: every way to save a real guest. */
@@ -226,26 +226,9 @@ export async function benchParallel(o: ParallelBenchOptions): Promise<Row[]> {
     fs.rmSync(src, { force: true });
     fs.rmSync(dst, { force: true });
   }
-  const peer = 'QEMU mapped-ram + multifd(2) + direct-io';
-  for (const [scenario, data] of [
-    [`${o.set}-save`, save],
-    [`${o.set}-restore`, restore],
-  ] as const) {
-    const base = summarize(data.get(peer)!.map((x) => x.wallS)).median;
-    for (const m of methods) {
-      const xs = data.get(m.name)!;
-      const wall = summarize(xs.map((x) => x.wallS));
-      rows.push({
-        scenario,
-        method: m.name,
-        bytes: o.size,
-        wall,
-        cpuS: summarize(xs.map((x) => x.cpuS)),
-        maxRssMiB: summarize(xs.map((x) => x.peakAnonMiB)),
-        speedup: base / wall.median,
-        baseline: 'mapped-ram',
-      });
-    }
-  }
+  const names = methods.map((m) => m.name);
+  const asRuns = (xs: Map<string, Sample[]>) => new Map([...xs].map(([k, v]) => [k, v.map((x) => ({ wallS: x.wallS, cpuS: x.cpuS, memMiB: x.peakAnonMiB }))]));
+  const peer = { method: 'QEMU mapped-ram + multifd(2) + direct-io', label: 'mapped-ram' };
+  rows.push(...summaryRows(`${o.set}-save`, o.size, names, asRuns(save), peer), ...summaryRows(`${o.set}-restore`, o.size, names, asRuns(restore), peer));
   return rows;
 }

@@ -11,7 +11,7 @@ import { commandExists, dropCaches } from './lib/host';
 import { Measurement, measurePipeline, ProcSpec } from './lib/measure';
 import { writePatternFile } from './lib/pattern';
 import { alternatingOrder, summarize } from './lib/stats';
-import { Row } from './lib/table';
+import { Row, summaryRows } from './lib/table';
 
 export const LIBVIRT_IOHELPER = '/usr/lib/libvirt/libvirt_iohelper';
 const PIPE_SIZE = 1 << 20;
@@ -114,26 +114,15 @@ export async function benchStream(o: StreamBenchOptions): Promise<Row[]> {
     fs.rmSync(src, { force: true });
     fs.rmSync(dst, { force: true });
   }
+  const names = methods.map((m) => m.name);
+  const asRuns = (xs: Map<string, Measurement[]>) => new Map([...xs].map(([k, v]) => [k, v.map((x) => ({ wallS: x.wallS, cpuS: x.cpuS, memMiB: x.maxRssMiB }))]));
+  const libvirt = { method: 'libvirt_iohelper', label: 'libvirt_iohelper' };
   for (const [scenario, data] of [
     ['stream-save', save],
     ['stream-restore', restore],
   ] as const) {
-    const baseline = data.get('libvirt_iohelper');
-    const baseMedian = baseline ? summarize(baseline.map((x) => x.wallS)).median : undefined;
-    for (const m of methods) {
-      const ms = data.get(m.name)!;
-      const wall = summarize(ms.map((x) => x.wallS));
-      rows.push({
-        scenario,
-        method: m.name,
-        bytes: o.size,
-        wall,
-        cpuS: summarize(ms.map((x) => x.cpuS)),
-        maxRssMiB: summarize(ms.map((x) => x.maxRssMiB)),
-        ...(baseMedian !== undefined ? { speedup: baseMedian / wall.median, baseline: 'libvirt_iohelper' } : {}),
-      });
-    }
-    if (!baseline) rows.push({ scenario, method: 'libvirt_iohelper', bytes: o.size, wall: summarize([]), cpuS: summarize([]), maxRssMiB: summarize([]), note: `not installed (${LIBVIRT_IOHELPER})` });
+    rows.push(...summaryRows(scenario, o.size, names, asRuns(data), libvirt));
+    if (!data.has(libvirt.method)) rows.push({ scenario, method: libvirt.method, bytes: o.size, wall: summarize([]), cpuS: summarize([]), maxRssMiB: summarize([]), note: `not installed (${LIBVIRT_IOHELPER})` });
   }
   return rows;
 }

@@ -2,7 +2,28 @@
 import { isSystemError, systemError, withPath } from '../errors';
 import { directAlignment } from '../fs/alignment';
 import { describeFd, setDirect } from '../fs/fd-info';
-import { OpenRam } from './ram-files';
+import { ProgressListener } from '../progress';
+import { OpenRam, RamSource } from './ram-files';
+
+/** What save and restore both take. */
+export interface ImageCopyOptions {
+  /** The image file: writable for save (it is truncated first), readable for restore. */
+  imageFd: number;
+  /** Name of the image in messages. */
+  imageName?: string;
+  /** The guest RAM files, by block name. */
+  ram: RamSource[];
+  /** QEMU's device-state stream: read from (save, default stdin) or written to (restore, default stdout). */
+  deviceStateFd?: number;
+  /** O_DIRECT on the image. */
+  direct?: boolean;
+  /** Worker threads (default 2). */
+  jobs?: number;
+  /** Bytes of RAM per job (default 64 MiB). */
+  jobSize?: number;
+  onProgress?: ProgressListener;
+  signal?: AbortSignal;
+}
 
 /**
  * The image must be a regular file open for `need`; with `direct`, O_DIRECT is set on it.

@@ -5,9 +5,9 @@
  * until the image and every RAM target have passed their checks.
  */
 import { systemError, UsageError, withPath } from '../errors';
-import { checkJobs, explainCopyError, prepareImageFd } from './image-fd';
+import { checkJobs, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { native } from '../native';
-import { ProgressListener, ProgressSampler } from '../progress';
+import { CopyProgress } from './copy-progress';
 import { copyDeviceState } from './device-state';
 import { ImageFormatError } from './format';
 import { planJobs, DEFAULT_JOB_SIZE } from './planner';
@@ -16,21 +16,11 @@ import { readImageMetadata } from './read-image';
 import { checkRamTarget, checkUniqueNames, OpenRam, openRamForRestore, RamSource } from './ram-files';
 import { WorkerTask } from './worker-types';
 
-export interface RestoreOptions {
-  imageFd: number;
-  imageName?: string;
-  ram: RamSource[];
-  /** Where the device state goes (default stdout). */
-  deviceStateFd?: number;
-  direct?: boolean;
-  jobs?: number;
-  jobSize?: number;
+export interface RestoreOptions extends ImageCopyOptions {
   /** Skip checking chunk CRCs (default: check). */
   noVerify?: boolean;
   /** Called once every RAM file holds its block (checked), before the device state streams. */
   onRamFilled?: () => void;
-  onProgress?: ProgressListener;
-  signal?: AbortSignal;
 }
 
 export interface RestoreResult {
@@ -107,12 +97,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
         },
       };
     });
-    const progress = new BigUint64Array(2);
-    let ramDone = 0;
-    const total = entries.reduce((s, e) => s + e.size, 0) + header.deviceStateLength;
-    const sampler = o.onProgress ? new ProgressSampler(() => ramDone + Number(progress[0]), o.onProgress, total) : undefined;
-    const onAbort = () => (progress[1] = 1n);
-    o.signal?.addEventListener('abort', onAbort);
+    const progress = new CopyProgress(entries.reduce((s, e) => s + e.size, 0) + header.deviceStateLength, o.onProgress, o.signal);
     let deviceStateBytes: number;
     try {
       let bad: string | undefined;
@@ -123,7 +108,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
         onResult: (i, r) => {
           const j = plan[i];
           const e = entries[j.block];
-          ramDone += j.end - j.start;
+          progress.ramDone += j.end - j.start;
           if (r.badChunk >= 0 && !bad) {
             const chunk = j.firstChunk + r.badChunk;
             bad = `block '${e.name}' chunk ${chunk} (bytes ${chunk * e.chunkSize}..${Math.min(e.size, (chunk + 1) * e.chunkSize)}) has CRC-32C 0x${r.badCrc.toString(16).padStart(8, '0')}, the image recorded 0x${checksums[j.block][chunk].toString(16).padStart(8, '0')}`;
@@ -139,13 +124,12 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
         offset: header.deviceStateOffset,
         direct: !!o.direct,
         align: zeroUnit,
-        progress,
+        progress: progress.counters,
       });
     } catch (e) {
       throw explainCopyError(e, name, rams, 'restore');
     } finally {
-      o.signal?.removeEventListener('abort', onAbort);
-      sampler?.stop();
+      progress.finish();
     }
     if (deviceStateBytes !== header.deviceStateLength) {
       throw new ImageFormatError('EIMG_TRUNCATED', `${name}: device state has ${deviceStateBytes} bytes, the header says ${header.deviceStateLength}`);

@@ -7,29 +7,21 @@
 import { systemError, withPath } from '../errors';
 import { native } from '../native';
 import { packageVersion } from '../package-root';
-import { ProgressListener, ProgressSampler } from '../progress';
+import { CopyProgress } from './copy-progress';
 import { writeAligned } from './aligned-io';
 import { copyDeviceState } from './device-state';
 import { checkQemuStream } from './qemu-stream-check';
-import { checkJobs, explainCopyError, prepareImageFd } from './image-fd';
+import { checkJobs, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { DEFAULT_ALIGNMENT, DEFAULT_CHUNK, encodeBlockTable, encodeChecksums, encodeHeader, HEADER_SIZE, planLayout } from './format';
 import { DEFAULT_JOB_SIZE, planJobs } from './planner';
 import { runPool } from './pool';
-import { checkUniqueNames, OpenRam, openRamForSave, RamSource } from './ram-files';
+import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { WorkerTask } from './worker-types';
 
-export interface SaveOptions {
-  /** The image file, opened for writing; it is truncated first. */
-  imageFd: number;
-  /** Name of the image in messages. */
-  imageName?: string;
-  ram: RamSource[];
-  /** Where QEMU's device-state stream comes from (default stdin). */
-  deviceStateFd?: number;
-  direct?: boolean;
-  jobs?: number;
+export interface SaveOptions extends ImageCopyOptions {
+  /** Checksum granularity (default 8 MiB). */
   chunkSize?: number;
-  jobSize?: number;
+  /** Per-chunk CRC-32C (default true). */
   checksums?: boolean;
   /**
    * Refuse to commit unless the device state is a complete QEMU stream (QEVM … vmdesc), so a
@@ -38,8 +30,6 @@ export interface SaveOptions {
   checkDeviceState?: boolean;
   /** Zero runs shorter than this are written rather than left as holes (default 64 KiB; 4 KiB makes every zero page a hole). */
   minHole?: number;
-  onProgress?: ProgressListener;
-  signal?: AbortSignal;
 }
 
 export interface SaveResult {
@@ -117,12 +107,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       },
     }));
 
-    const progress = new BigUint64Array(2);
-    let ramDone = 0;
-    const total = rams.reduce((s, r) => s + r.size, 0);
-    const sampler = o.onProgress ? new ProgressSampler(() => ramDone + Number(progress[0]), o.onProgress, total) : undefined;
-    const onAbort = () => (progress[1] = 1n);
-    o.signal?.addEventListener('abort', onAbort);
+    const progress = new CopyProgress(rams.reduce((s, r) => s + r.size, 0), o.onProgress, o.signal);
     let deviceStateBytes: number;
     try {
       const deviceState = copyDeviceState({
@@ -132,7 +117,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
         offset: header.deviceStateOffset,
         direct: !!o.direct,
         align: zeroUnit,
-        progress,
+        progress: progress.counters,
       });
       deviceState.catch(() => undefined);
       await runPool({
@@ -143,18 +128,17 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
           const j = jobsPlan[i];
           entries[j.block].dataBytes += r.dataBytes;
           if (r.checksums) checksums[j.block].set(r.checksums, j.firstChunk);
-          ramDone += j.end - j.start;
+          progress.ramDone += j.end - j.start;
         },
       }).catch((e) => {
-        progress[1] = 1n; // stop the device-state copy too
+        progress.cancel(); // stop the device-state copy too
         throw e;
       });
       deviceStateBytes = await deviceState;
     } catch (e) {
       throw explainCopyError(e, name, rams, 'save');
     } finally {
-      o.signal?.removeEventListener('abort', onAbort);
-      sampler?.stop();
+      progress.finish();
     }
 
     if (o.checkDeviceState ?? true) checkQemuStream(o.imageFd, header.deviceStateOffset, deviceStateBytes, name);
