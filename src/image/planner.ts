@@ -4,6 +4,7 @@
  * job's checksums are whole chunks; a block larger than one job is sliced so every worker can
  * take part of it.
  */
+import { RangeJob } from '../native';
 import { BlockEntry } from './format';
 
 export interface CopyJob {
@@ -29,4 +30,14 @@ export function planJobs(entries: BlockEntry[], jobSize = DEFAULT_JOB_SIZE): Cop
   });
   // Largest first keeps the tail short when blocks differ in size.
   return jobs.sort((a, b) => b.end - b.start - (a.end - a.start));
+}
+
+/** The addon's job for a planned range: RAM file range -> its offset in the image. */
+export function rangeJob(j: CopyJob, e: BlockEntry, ramFd: number, imageFd: number, zeroUnit: number): RangeJob {
+  return { ramFd, ramOffset: j.start, length: j.end - j.start, imageFd, imageOffset: j.imageOffset, chunkSize: e.chunkSize, zeroUnit };
+}
+
+/** How many checksum chunks a planned range covers. */
+export function chunksOf(j: CopyJob, e: BlockEntry): number {
+  return Math.ceil((j.end - j.start) / e.chunkSize);
 }

@@ -10,7 +10,7 @@ import { native } from '../native';
 import { CopyProgress } from './copy-progress';
 import { copyDeviceState } from './device-state';
 import { ImageFormatError } from './format';
-import { planJobs, DEFAULT_JOB_SIZE } from './planner';
+import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool } from './pool';
 import { readImageMetadata } from './read-image';
 import { checkRamTarget, checkUniqueNames, OpenRam, openRamForRestore, RamSource } from './ram-files';
@@ -82,20 +82,8 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
     const verify = !o.noVerify && header.flags !== 0;
     const tasks: WorkerTask[] = plan.map((j) => {
       const e = entries[j.block];
-      const chunks = Math.ceil((j.end - j.start) / e.chunkSize);
-      return {
-        op: 'restore',
-        job: {
-          ramFd: rams[j.block].fd,
-          ramOffset: j.start,
-          length: j.end - j.start,
-          imageFd: o.imageFd,
-          imageOffset: j.imageOffset,
-          chunkSize: e.chunkSize,
-          zeroUnit,
-          checksums: verify ? checksums[j.block].slice(j.firstChunk, j.firstChunk + chunks) : null,
-        },
-      };
+      const expected = verify ? checksums[j.block].slice(j.firstChunk, j.firstChunk + chunksOf(j, e)) : null;
+      return { op: 'restore', job: { ...rangeJob(j, e, rams[j.block].fd, o.imageFd, zeroUnit), checksums: expected } };
     });
     const progress = new CopyProgress(entries.reduce((s, e) => s + e.size, 0) + header.deviceStateLength, o.onProgress, o.signal);
     let deviceStateBytes: number;

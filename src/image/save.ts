@@ -13,7 +13,7 @@ import { copyDeviceState } from './device-state';
 import { checkQemuStream } from './qemu-stream-check';
 import { checkJobs, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { DEFAULT_ALIGNMENT, DEFAULT_CHUNK, encodeBlockTable, encodeChecksums, encodeHeader, HEADER_SIZE, planLayout } from './format';
-import { DEFAULT_JOB_SIZE, planJobs } from './planner';
+import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool } from './pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { WorkerTask } from './worker-types';
@@ -92,20 +92,12 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
 
     const jobsPlan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);
     const checksums = entries.map((e) => new Uint32Array(e.checksumCount));
-    const tasks: WorkerTask[] = jobsPlan.map((j) => ({
-      op: 'save',
-      job: {
-        ramFd: rams[j.block].fd,
-        ramOffset: j.start,
-        length: j.end - j.start,
-        imageFd: o.imageFd,
-        imageOffset: j.imageOffset,
-        chunkSize: entries[j.block].chunkSize,
-        zeroUnit,
-        minHole: Math.max(o.minHole ?? DEFAULT_MIN_HOLE, zeroUnit),
-        checksums: header.flags ? new Uint32Array(Math.ceil((j.end - j.start) / entries[j.block].chunkSize)) : null,
-      },
-    }));
+    const minHole = Math.max(o.minHole ?? DEFAULT_MIN_HOLE, zeroUnit);
+    const tasks: WorkerTask[] = jobsPlan.map((j) => {
+      const e = entries[j.block];
+      const sums = header.flags ? new Uint32Array(chunksOf(j, e)) : null;
+      return { op: 'save', job: { ...rangeJob(j, e, rams[j.block].fd, o.imageFd, zeroUnit), minHole, checksums: sums } };
+    });
 
     const progress = new CopyProgress(rams.reduce((s, r) => s + r.size, 0), o.onProgress, o.signal);
     let deviceStateBytes: number;
