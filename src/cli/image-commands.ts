@@ -12,7 +12,7 @@ import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
 import { restore } from '../image/restore';
 import { save } from '../image/save';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
-import { parseFlags, parseInteger, parseSize } from './flags';
+import { parseFlags, parseInteger, parseSize, ParsedFlags } from './flags';
 import { stdoutText } from './report';
 
 function imageFd(flags: Map<string, string | true>, write: boolean): { fd: number; name: string; owned: boolean } {
@@ -48,32 +48,38 @@ function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   });
 }
 
-const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs'], repeated: ['ram'], optionalValue: ['progress'] };
-
-export async function saveCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-checksums', 'no-stream-check'], values: [...common.values, 'chunk', 'job-size', 'min-hole'] });
+/** The arguments save and restore share: --ram (checked), --direct, --jobs, --job-size. */
+function copyArgs(p: ParsedFlags) {
   if (p.positionals.length) throw new UsageError(`unexpected argument '${p.positionals[0]}'`);
   const ram = (p.lists.get('ram') ?? []).map(parseRamSpec);
   if (!ram.length) throw new UsageError('at least one --ram NAME=PATH is required');
   checkUniqueNames(ram);
-  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined;
+  return {
+    ram,
+    direct: p.flags.has('direct'),
+    jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined,
+    jobSize: p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined,
+  };
+}
+
+const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs', 'job-size'], repeated: ['ram'], optionalValue: ['progress'] };
+
+export async function saveCommand(args: string[]): Promise<number> {
+  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-checksums', 'no-stream-check'], values: [...common.values, 'chunk', 'min-hole'] });
+  const shared = copyArgs(p);
   const chunkSize = p.flags.has('chunk') ? parseSize(String(p.flags.get('chunk')), '--chunk') : undefined;
   if (chunkSize !== undefined && (chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0)) {
     throw new UsageError(`--chunk: chunk size ${chunkSize} is not a power of two in 4K..1G`);
   }
-  const jobSize = p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined;
   const minHole = p.flags.has('min-hole') ? parseSize(String(p.flags.get('min-hole')), '--min-hole') : undefined;
   const img = imageFd(p.flags, true);
   try {
     await withSignals((signal) =>
       save({
+        ...shared,
         imageFd: img.fd,
         imageName: img.name,
-        ram,
-        direct: p.flags.has('direct'),
-        jobs,
         chunkSize,
-        jobSize,
         checksums: !p.flags.has('no-checksums'),
         checkDeviceState: !p.flags.has('no-stream-check'),
         minHole,
@@ -88,24 +94,16 @@ export async function saveCommand(args: string[]): Promise<number> {
 }
 
 export async function restoreCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify'], values: [...common.values, 'job-size', 'ready-fd'] });
+  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify'], values: [...common.values, 'ready-fd'] });
   const readyFd = p.flags.has('ready-fd') ? parseInteger(String(p.flags.get('ready-fd')), '--ready-fd', 0, 0x7fffffff) : undefined;
-  if (p.positionals.length) throw new UsageError(`unexpected argument '${p.positionals[0]}'`);
-  const ram = (p.lists.get('ram') ?? []).map(parseRamSpec);
-  if (!ram.length) throw new UsageError('at least one --ram NAME=PATH is required');
-  checkUniqueNames(ram);
-  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined;
-  const jobSize = p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined;
+  const shared = copyArgs(p);
   const img = imageFd(p.flags, false);
   try {
     await withSignals((signal) =>
       restore({
+        ...shared,
         imageFd: img.fd,
         imageName: img.name,
-        ram,
-        direct: p.flags.has('direct'),
-        jobs,
-        jobSize,
         noVerify: p.flags.has('no-verify'),
         onRamFilled: readyFd === undefined ? undefined : () => signalReady(readyFd),
         onProgress: progressOf(p.flags.get('progress'), img.name),
