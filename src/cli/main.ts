@@ -51,10 +51,12 @@ const IMAGE_COMMANDS: Record<string, (args: string[]) => Promise<number> | numbe
   restore: (a) => import('./image-commands').then((m) => m.restoreCommand(a)),
   inspect: (a) => import('./image-commands').then((m) => m.inspectCommand(a)),
   vm: (a) => import('./vm-commands').then((m) => m.vmCommand(a)),
+  'libvirt-install': (a) => import('./libvirt-install-command').then((m) => m.libvirtInstallCommand(a)),
 };
 
 export async function main(argv: string[] = process.argv): Promise<number> {
-  const argv0 = argv[1] ?? 'iohelper';
+  // Run by the wrapper `libvirt-install` puts in libvirt's place: messages carry libvirt's helper path.
+  const argv0 = process.env.IOHELPER_ARGV0 || argv[1] || 'iohelper';
   const args = argv.slice(2);
   try {
     const ownArgs = args.includes('--') ? args.slice(0, args.indexOf('--')) : args;
