@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs QEMU 10 (and, with --libvirt, libvirt_iohelper; with --bench, fio) from Debian
+# Installs QEMU 10 (and, with --libvirt, libvirtd with its QEMU driver, virsh, libvirt_iohelper
+# and the compressors of libvirt's save image formats; with --bench, fio) from Debian
 # bookworm-backports. The apt source is derived from the machine's existing debian.sources entry
 # (same URI, suite bookworm-backports), so no mirror host name lives in this repository.
 set -euo pipefail
@@ -22,7 +23,7 @@ qemu_major() {
 
 have_all() {
   [ "$(qemu_major)" -ge 10 ] || return 1
-  [ $want_libvirt = 0 ] || [ -x /usr/lib/libvirt/libvirt_iohelper ] || return 1
+  [ $want_libvirt = 0 ] || { [ -x /usr/lib/libvirt/libvirt_iohelper ] && [ -x /usr/sbin/libvirtd ] && command -v virsh lzop zstd xz bzip2 >/dev/null 2>&1; } || return 1
   [ $want_bench = 0 ] || command -v fio >/dev/null 2>&1 || return 1
   return 0
 }
@@ -56,9 +57,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 pkgs=(qemu-system-x86 qemu-utils)
-[ $want_libvirt = 1 ] && pkgs+=(libvirt-daemon)
+[ $want_libvirt = 1 ] && pkgs+=(libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
 [ $want_bench = 1 ] && pkgs+=(fio)
 apt-get install -y -qq --no-install-recommends -t bookworm-backports "${pkgs[@]}" >/dev/null
+[ $want_libvirt = 1 ] && apt-get install -y -qq --no-install-recommends lzop zstd xz-utils bzip2 gzip >/dev/null
 echo "install-qemu: $(qemu-system-x86_64 --version | head -1)"
 [ $want_libvirt = 1 ] && ls -l /usr/lib/libvirt/libvirt_iohelper
 exit 0
