@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [stream parallel vm-e2e clone] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--no-record]
+ * npm run bench -- [stream parallel vm-e2e clone libvirt] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--no-record]
  * Runs the chosen scenarios side by side, alternating methods, and appends a markdown table
  * (with the exact command, host and date) to bench/RESULTS.md and JSON to bench/results/.
  */
@@ -12,10 +12,11 @@ import { describeHost } from './lib/host';
 import { chartSvg } from './lib/svg';
 import { markdownTable, Row } from './lib/table';
 import { benchClone } from './clone';
+import { benchLibvirt } from './libvirt';
 import { benchParallel } from './parallel';
 import { benchStream } from './stream';
 
-const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone'] as const;
+const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone', 'libvirt'] as const;
 
 async function main(): Promise<void> {
   const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json'] });
@@ -39,6 +40,10 @@ async function main(): Promise<void> {
       if (s === 'stream') rows.push(...(await benchStream({ size, runs, dir, srcDir: '/dev/shm' })));
       else if (s === 'clone') {
         const r = await benchClone({ size, runs, dir, count: 4 });
+        rows.push(...r.rows);
+        notes.push(...r.notes);
+      } else if (s === 'libvirt') {
+        const r = await benchLibvirt({ size, runs, dir });
         rows.push(...r.rows);
         notes.push(...r.notes);
       } else rows.push(...(await benchParallel({ set: s as 'parallel' | 'vm-e2e', size, runs, dir, jobs, verify: true })));

@@ -1,0 +1,73 @@
+/**
+ * A real libvirtd for the tests and the bench (root only): started here when it is installed but not running
+ * (virtlogd first: libvirtd's QEMU driver logs through it), stopped again afterwards if we
+ * started it. .ci/run installs the packages (scripts/install-qemu.sh --libvirt).
+ */
+import { execFileSync, spawnSync } from 'child_process';
+import * as fs from 'fs';
+
+export const VIRSH = ['-c', 'qemu:///system'];
+
+export function virsh(...args: string[]): string {
+  return execFileSync('virsh', [...VIRSH, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Runs virsh, returning its exit status and output instead of throwing. */
+export function virshResult(...args: string[]): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync('virsh', [...VIRSH, ...args], { encoding: 'utf8' });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+function reachable(): boolean {
+  return spawnSync('virsh', [...VIRSH, 'version'], { stdio: 'ignore', timeout: 20000 }).status === 0;
+}
+
+function daemonRunning(pidFile: string): boolean {
+  try {
+    process.kill(Number(fs.readFileSync(pidFile, 'utf8').trim()), 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Why a libvirtd cannot be had here, or undefined when one can. */
+export function libvirtdUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (it runs a system libvirtd)';
+  for (const bin of ['/usr/sbin/libvirtd', '/usr/sbin/virtlogd', '/usr/bin/virsh']) {
+    if (!fs.existsSync(bin)) return `${bin} is missing (install libvirt-daemon-system, libvirt-daemon-driver-qemu, libvirt-clients: scripts/install-qemu.sh --libvirt)`;
+  }
+  return undefined;
+}
+
+export interface Libvirtd {
+  stop(): void;
+}
+
+export async function ensureLibvirtd(): Promise<Libvirtd> {
+  const started: string[] = [];
+  for (const [bin, pidFile] of [
+    ['/usr/sbin/virtlogd', '/run/virtlogd.pid'],
+    ['/usr/sbin/libvirtd', '/run/libvirtd.pid'],
+  ]) {
+    if (daemonRunning(pidFile)) continue;
+    execFileSync(bin, ['--daemon', '--pid-file', pidFile]);
+    started.push(pidFile);
+  }
+  const deadline = Date.now() + 30000;
+  while (!reachable()) {
+    if (Date.now() > deadline) throw new Error('libvirtd did not answer virsh within 30 s');
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  return {
+    stop() {
+      for (const pidFile of started.reverse()) {
+        try {
+          process.kill(Number(fs.readFileSync(pidFile, 'utf8').trim()), 'SIGTERM');
+        } catch {
+          // already gone
+        }
+      }
+    },
+  };
+}
