@@ -45,16 +45,18 @@ maybe('the N-API prebuild in the npm tarball', () => {
       expect(files).toContain('dist/src/cli/main.js');
       expect(files.some((f) => f.startsWith('build/'))).toBe(false);
 
-      // A PATH with node alone: no cc, c++, g++, make or python; and no Node headers to build with.
+      // A PATH with node and sh alone (npm runs scripts with sh): no cc, c++, g++, make or
+      // python, and no Node headers to build with.
       const bin = path.join(tmp, 'bin');
       fs.mkdirSync(bin);
       fs.symlinkSync(process.execPath, path.join(bin, 'node'));
+      fs.symlinkSync('/bin/sh', path.join(bin, 'sh'));
       const npmCli = path.join(path.dirname(fs.realpathSync(execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim())), 'npm-cli.js');
       const app = path.join(tmp, 'app');
       fs.mkdirSync(app);
       fs.writeFileSync(path.join(app, 'package.json'), '{"name":"app","version":"1.0.0","private":true}');
       const env = { PATH: bin, HOME: tmp, npm_config_nodedir: path.join(tmp, 'no-headers'), npm_config_cache: path.join(os.homedir(), '.npm'), npm_config_prefer_offline: 'true', npm_config_audit: 'false', npm_config_fund: 'false' };
-      for (const tool of ['cc', 'c++', 'g++', 'make', 'python3']) expect(spawnSync('sh', ['-c', `command -v ${tool}`], { env }).status).not.toBe(0);
+      for (const tool of ['cc', 'c++', 'g++', 'make', 'python3']) expect(spawnSync('/bin/sh', ['-c', `command -v ${tool}`], { env }).status).not.toBe(0);
       const inst = spawnSync(process.execPath, [npmCli, 'install', '--no-package-lock', path.join(tmp, info.filename)], { cwd: app, env, encoding: 'utf8' });
       expect(inst.stderr).not.toMatch(/gyp ERR/);
       expect(inst.status).toBe(0);
