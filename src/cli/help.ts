@@ -64,5 +64,11 @@ Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/s
       is copied and the clones share the image's page cache.
   Restored and cloned QEMUs keep running after the command exits (their output goes to the
   log dir); it prints each one's pid and QMP socket. Without --cont they are paused.
+
+In libvirt's place (root):
+  ${argv0} libvirt-install [--status | --uninstall] [--target PATH]
+      Puts a wrapper running this iohelper at libvirt's helper path (default
+      /usr/lib/libvirt/libvirt_iohelper) and keeps libvirt's own helper aside (dpkg-divert, or
+      PATH.iohelper-orig); --uninstall puts it back byte for byte; --status says which is there.
 `;
 }
