@@ -4,6 +4,8 @@
  * iohelper installed as libvirt's helper (`iohelper libvirt-install`) vs libvirt's own helper,
  * alternating. While the domain is paused its RAM file is filled with the synthetic pattern
  * (25 % zero pages), so QEMU streams real data; every restore is checked against its hash.
+ * libvirt's memory_backing_dir is put on tmpfs for the run (on the packaged default, the root
+ * disk, restores measure the disk's writeback of guest pages).
  *
  * The producer's limit is measured in the same run: `virsh save` to tmpfs without
  * --bypass-cache, where libvirt hands QEMU the file and no helper runs at all.
@@ -14,7 +16,7 @@ import * as path from 'path';
 import { DEFAULT_LIBVIRT_HELPER, helperStatus, install, planInstall, planUninstall, uninstall } from '../src/install/libvirt-helper';
 import { fillPattern, sha256File } from '../src/synthetic/ram-file';
 import { dropCaches } from './lib/host';
-import { ensureLibvirtd, libvirtdUnavailable, virsh } from './lib/libvirtd';
+import { ensureLibvirtd, libvirtdUnavailable, memoryBackingOnTmpfs, virsh } from './lib/libvirtd';
 import { alternatingOrder, summarize } from './lib/stats';
 import { Row, RunSample, summaryRows } from './lib/table';
 
@@ -82,6 +84,15 @@ export async function benchLibvirt(o: LibvirtBenchOptions): Promise<{ rows: Row[
     return { rows: [row('libvirt-save'), row('libvirt-restore')], notes: [] };
   }
   const daemon = await ensureLibvirtd();
+  const unmountRam = memoryBackingOnTmpfs();
+  // An interrupted bench must not leave our helper in libvirt's place.
+  const onSignal = () => {
+    spawnSync('virsh', ['-c', 'qemu:///system', 'destroy', NAME], { stdio: 'ignore' });
+    useHelper(false);
+    process.exit(1);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   const xml = path.join(o.dir, `${NAME}.xml`);
   fs.writeFileSync(xml, domainXml(o.size));
   const shm = fs.mkdtempSync('/dev/shm/iohelper-bench-libvirt-');
@@ -119,7 +130,10 @@ export async function benchLibvirt(o: LibvirtBenchOptions): Promise<{ rows: Row[
       }
     }
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     useHelper(false);
+    unmountRam();
     fs.rmSync(shm, { recursive: true, force: true });
     fs.rmSync(xml, { force: true });
     daemon.stop();
@@ -128,7 +142,7 @@ export async function benchLibvirt(o: LibvirtBenchOptions): Promise<{ rows: Row[
   const baseline = { method: 'libvirt_iohelper', label: 'libvirt_iohelper' };
   const rows = [...summaryRows('libvirt-save', o.size, names, save, baseline), ...summaryRows('libvirt-restore', o.size, names, restore, baseline)];
   const notes = [
-    `libvirt: \`virsh save/restore --bypass-cache\` of a ${kvmUsable() ? 'KVM' : 'TCG'} domain whose ${(o.size / 2 ** 30).toFixed(1)} GiB of file-backed RAM holds the synthetic pattern (25 % zero pages, scattered); ` +
+    `libvirt: \`virsh save/restore --bypass-cache\` of a ${kvmUsable() ? 'KVM' : 'TCG'} domain whose ${(o.size / 2 ** 30).toFixed(1)} GiB of file-backed RAM holds the synthetic pattern (25 % zero pages, scattered), libvirt's memory_backing_dir on tmpfs; ` +
       'times are whole virsh commands (libvirt, QEMU and the helper); every restore was checked byte for byte. ' +
       'When ours is close to "QEMU alone", QEMU\'s single migration stream is the limit, not the helper.',
   ];

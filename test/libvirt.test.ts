@@ -14,7 +14,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { DEFAULT_LIBVIRT_HELPER } from '../src/install/libvirt-helper';
 import { IOHELPER } from './support/cli';
-import { ensureLibvirtd, Libvirtd, libvirtdUnavailable, virsh, virshResult } from './support/libvirtd';
+import { ensureLibvirtd, Libvirtd, libvirtdUnavailable, memoryBackingOnTmpfs, virsh, virshResult } from './support/libvirtd';
 import { mountFs, Mount } from './support/mounts';
 import { requireQemu } from './support/qemu';
 
@@ -54,9 +54,11 @@ maybe('virsh save/restore --bypass-cache through iohelper under a real libvirtd'
   let dir: string;
   let xml: string;
   let stockHash: string;
+  let unmountRam = () => undefined as void;
 
   beforeAll(async () => {
     daemon = await ensureLibvirtd();
+    unmountRam = memoryBackingOnTmpfs();
     stockHash = sha(DEFAULT_LIBVIRT_HELPER);
     dir = fs.mkdtempSync('/var/lib/libvirt/images/iohelper-test-');
     fs.chmodSync(dir, 0o755);
@@ -71,6 +73,7 @@ maybe('virsh save/restore --bypass-cache through iohelper under a real libvirtd'
     virshResult('destroy', NAME);
     spawnSync(process.execPath, [IOHELPER, 'libvirt-install', '--uninstall'], { stdio: 'ignore' });
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    unmountRam();
     daemon?.stop();
   });
 
