@@ -248,6 +248,38 @@ const haveLibvirt = fs.existsSync(LIBVIRT_IOHELPER);
     }
   });
 
+  /** Saves `data` through `bin` onto an O_APPEND fd of a file that already holds `existing`. */
+  async function appendSave(bin: string, data: Buffer, existing: Buffer, direct: boolean): Promise<{ code: number | null; stderr: string; out: Buffer }> {
+    const file = path.join(dir, `append-${path.basename(bin)}-${direct}`);
+    fs.writeFileSync(file, existing);
+    const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | (direct ? O_DIRECT : 0));
+    const r = await runHelper([file, '1'], [data, fd], bin);
+    // The open file description is shared with the caller: O_APPEND must still be set afterwards.
+    expect(native.getFlags(fd) & fs.constants.O_APPEND).toBe(fs.constants.O_APPEND);
+    fs.closeSync(fd);
+    return { code: r.code, stderr: r.stderr, out: fs.readFileSync(file) };
+  }
+
+  test('an O_APPEND fd gets the stream appended, byte for byte as libvirt_iohelper writes it', async () => {
+    const data = randomBytes(6 * M + 4321, 21);
+    const existing = randomBytes(1000, 22);
+    const theirs = await appendSave(LIBVIRT_IOHELPER, data, existing, false);
+    const ours = await appendSave(IOHELPER, data, existing, false);
+    expect([ours.code, ours.stderr, theirs.code]).toEqual([0, '', 0]);
+    expect(theirs.out.equals(Buffer.concat([existing, data]))).toBe(true);
+    expect(ours.out.equals(theirs.out)).toBe(true);
+  });
+
+  test('an O_APPEND O_DIRECT fd: ours appends exactly (libvirt_iohelper refuses a non-empty file)', async () => {
+    const data = randomBytes(6 * M + 4321, 23);
+    const existing = randomBytes(1000, 24);
+    const ours = await appendSave(IOHELPER, data, existing, true);
+    expect([ours.code, ours.stderr]).toEqual([0, '']);
+    expect(ours.out.equals(Buffer.concat([existing, data]))).toBe(true);
+    const theirs = await appendSave(LIBVIRT_IOHELPER, data, existing, true);
+    expect(theirs.code).toBe(1);
+  });
+
   test('a stream saved by libvirt_iohelper with O_DIRECT restores through ours byte for byte', async () => {
     const data = randomBytes(5 * M + 77, 11);
     const file = path.join(dir, 'by-libvirt');

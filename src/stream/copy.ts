@@ -121,6 +121,11 @@ function settleDirect(req: StreamCopyRequest, file: FdInfo): boolean {
   }
 }
 
+function setAppend(fd: number, on: boolean): void {
+  const flags = native.getFlags(fd);
+  native.setFlags(fd, on ? flags | native.constants.O_APPEND : flags & ~native.constants.O_APPEND);
+}
+
 /** Runs fn with O_DIRECT off on fd, for the unaligned head. */
 function withoutDirect<T>(fd: number, fn: () => T): T {
   setDirect(fd, false);
@@ -174,7 +179,13 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
   const alignment = direct ? directAlignment(req.fileFd) : 4096;
   const bufferSize = alignUp(req.bufferSize ?? DEFAULT_BUFFER_SIZE, alignment);
   const inflight = Math.max(1, Math.min(64, req.inflight ?? DEFAULT_INFLIGHT));
-  const startOffset = file.position;
+  // With O_APPEND every pwrite lands at the end of the file, whatever its offset, so writes in
+  // flight together would append in completion order and scramble the stream. libvirt_iohelper
+  // writes one block after another, so its result is the stream appended to the file's
+  // content: do the same with explicit offsets and O_APPEND off for the copy (restored after,
+  // since the open file description is shared with the caller).
+  const append = toFile && (file.flags & native.constants.O_APPEND) !== 0;
+  const startOffset = append ? file.size : file.position;
 
   try {
     native.setPipeSize(pipeFd, PIPE_SIZE);
@@ -195,6 +206,7 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
 
   let bytes = 0;
   try {
+    if (append) setAppend(req.fileFd, false);
     let offset = startOffset;
     let streamEnded = false;
     if (direct && offset % alignment !== 0) {
@@ -238,6 +250,7 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
   } finally {
     req.signal?.removeEventListener('abort', onAbort);
     sampler?.stop();
+    if (append) setAppend(req.fileFd, true);
   }
   return {
     direction: toFile ? 'save' : 'restore',
