@@ -87,8 +87,11 @@ bool IsZero(const uint8_t* p, size_t n) {
 // Maps the pages of a range in one system call instead of one page fault per 4 KiB page
 // (faults are expensive, above all in a VM). Only data ranges are populated, so holes of a
 // sparse RAM file stay unallocated. Kernels before 5.14 say EINVAL: the copy then faults.
-void Populate(uint8_t* p, uint64_t len, bool write) {
-  if (len) madvise(p, len, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+// Returns 0 or the errno of a real failure: EFAULT when the filesystem behind the mapping
+// cannot supply a page (a full tmpfs, no huge page left), ENOMEM.
+int Populate(uint8_t* p, uint64_t len, bool write) {
+  if (!len || madvise(p, len, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) == 0) return 0;
+  return errno == EINVAL ? 0 : errno;
 }
 
 class Mapping {
@@ -197,12 +200,16 @@ void RestoreRange(const RangeJob& j, Outcome* o) {
     // O_DIRECT reads need aligned offsets; extents from SEEK_DATA are block-aligned.
     uint64_t s = x.start / j.zeroUnit * j.zeroUnit;
     uint64_t e = std::min(j.length, (x.end + j.zeroUnit - 1) / j.zeroUnit * j.zeroUnit);
-    Populate(base + s, e - s, true);
+    if (int err = Populate(base + s, e - s, true)) {
+      *o = {err, "madvise", "ram"};
+      return;
+    }
     for (uint64_t pos = s; pos < e;) {
       uint64_t n = std::min(j.maxIo, e - pos);
       ssize_t got = PreadOnce(j.imageFd, base + pos, n, j.imageOffset + pos);
       if (got < 0) {
-        *o = {static_cast<int>(-got), "pread", "image"};
+        // EFAULT: the destination, our mapping of the RAM file, could not take the page.
+        *o = {static_cast<int>(-got), "pread", -got == EFAULT ? "ram" : "image"};
         return;
       }
       if (got == 0) {

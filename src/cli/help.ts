@@ -40,11 +40,15 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       other producers). Zero runs of at least --min-hole (default 64K) stay holes; --chunk
       (default 8M) is the CRC-32C granularity.
   ${argv0} restore --fd N | --image PATH  --ram NAME=PATH|NAME=fd:K ... [--direct]
-                   [--jobs J] [--no-verify] [--progress[=FD]]
-      Validates the image and the RAM targets (names and sizes must match; a target must be
-      absent, empty or exactly the block's size, and not a symlink) before writing anything,
-      replaces each RAM file's content with its block, checks every chunk's CRC-32C (unless
-      --no-verify), then writes the device state to stdout for QEMU's migrate-incoming.
+                   [--jobs J] [--no-verify] [--force] [--progress[=FD]]
+      Validates the image and the RAM targets before writing anything: names and sizes must
+      match; a target must be absent, empty or exactly the block's size, a regular file (not
+      a symlink), not hard-linked (--force allows it), not the image or another target, and
+      its filesystem must have room for the block's data. Each PATH target is filled through
+      a temporary file beside it, and every chunk's CRC-32C is checked (unless --no-verify);
+      only then are the temporaries renamed over the targets, so a refused, corrupted or
+      interrupted restore leaves them as they were. fd:K targets (open read-write) are
+      written in place. Then the device state goes to stdout for QEMU's migrate-incoming.
   ${argv0} inspect IMAGE [--json]
       Describes an iohelper image (exit 2 if incomplete), a libvirt save image or a raw
       QEMU stream. The format is docs/FORMAT.md.

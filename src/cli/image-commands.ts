@@ -9,6 +9,7 @@ import * as tty from 'tty';
 import { UsageError } from '../errors';
 import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
+import { MAX_JOBS } from '../image/image-fd';
 import { restore } from '../image/restore';
 import { save } from '../image/save';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
@@ -57,7 +58,7 @@ function copyArgs(p: ParsedFlags) {
   return {
     ram,
     direct: p.flags.has('direct'),
-    jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined,
+    jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined,
     jobSize: p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined,
   };
 }
@@ -94,7 +95,7 @@ export async function saveCommand(args: string[]): Promise<number> {
 }
 
 export async function restoreCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify'], values: [...common.values, 'ready-fd'] });
+  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify', 'force'], values: [...common.values, 'ready-fd'] });
   const readyFd = p.flags.has('ready-fd') ? parseInteger(String(p.flags.get('ready-fd')), '--ready-fd', 0, 0x7fffffff) : undefined;
   const shared = copyArgs(p);
   const img = imageFd(p.flags, false);
@@ -105,6 +106,7 @@ export async function restoreCommand(args: string[]): Promise<number> {
         imageFd: img.fd,
         imageName: img.name,
         noVerify: p.flags.has('no-verify'),
+        force: p.flags.has('force'),
         onRamFilled: readyFd === undefined ? undefined : () => signalReady(readyFd),
         onProgress: progressOf(p.flags.get('progress'), img.name),
         signal,

@@ -9,6 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { UsageError } from '../errors';
 import { QmpClient } from '../qmp/client';
+import { MAX_JOBS } from '../image/image-fd';
 import { cloneVm, restoreVm, saveVm } from '../vm/manager';
 import { QemuInstance } from '../vm/qemu-launch';
 import { saveThroughHelper } from '../vm/stream-migration';
@@ -27,7 +28,7 @@ async function vmSave(args: string[]): Promise<number> {
   const sock = p.flags.get('qmp');
   const out = p.flags.get('out');
   if (typeof sock !== 'string' || typeof out !== 'string') throw new UsageError('vm save needs --qmp SOCKET and --out IMAGE');
-  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined;
+  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined;
   const qmp = await QmpClient.connect(sock);
   const t0 = Date.now();
   try {
@@ -68,7 +69,7 @@ async function vmRestore(args: string[]): Promise<number> {
     image,
     qemuArgs: p.rest,
     direct: p.flags.has('direct'),
-    jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, 256) : undefined,
+    jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined,
     lazy: p.flags.has('lazy'),
     detachedLogDir: logDir,
     onProgress: bar(`restore ${image}`),

@@ -260,6 +260,8 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
     }
     entries.push(e);
   }
+  const total = entries.reduce((n, e) => n + e.checksumCount, 0);
+  if (total > MAX_CHECKSUMS) fail('EIMG_BOUNDS', `${total} checksums in all blocks exceed the reader's limit of ${MAX_CHECKSUMS} (64 MiB of tables in memory)`);
   checkRegions(h, entries);
   return entries;
 }
@@ -316,8 +318,22 @@ export interface Layout {
   entries: BlockEntry[];
 }
 
-/** Places the table, checksum tables, RAM blocks and device state (uncommitted header). */
+/**
+ * Places the table, checksum tables, RAM blocks and device state (uncommitted header), and
+ * checks the result with the reader's own rules: a save never writes an image that restore
+ * would refuse (too many blocks, too many checksums, …).
+ */
 export function planLayout(o: LayoutInput): Layout {
+  if (o.blocks.length < 1 || o.blocks.length > MAX_BLOCKS) throw new ImageFormatError('EIMG_BOUNDS', `${o.blocks.length} RAM blocks: an image holds 1..${MAX_BLOCKS}`);
+  const layout = placeRegions(o);
+  const { header, entries } = layout;
+  const table = encodeBlockTable(entries);
+  const decoded = decodeHeader(encodeHeader({ ...header, tableCrc: native.crc32c(table) }), header.imageSize, { allowUncommitted: true });
+  decodeBlockTable(table, decoded);
+  return layout;
+}
+
+function placeRegions(o: LayoutInput): Layout {
   let pos = alignUp(HEADER_SIZE + o.blocks.length * ENTRY_SIZE, META_ALIGN);
   const entries: BlockEntry[] = o.blocks.map((b) => {
     const count = o.checksums ? Math.ceil(b.size / o.chunkSize) : 0;

@@ -1,9 +1,11 @@
 /** Checks shared by save and restore: the image fd, O_DIRECT, job counts, and naming errors. */
-import { isSystemError, systemError, withPath } from '../errors';
+import { isSystemError, onPath, systemError, withPath } from '../errors';
+import { native } from '../native';
 import { directAlignment } from '../fs/alignment';
 import { describeFd, setDirect } from '../fs/fd-info';
 import { ProgressListener } from '../progress';
-import { OpenRam, RamSource } from './ram-files';
+import * as fs from 'fs';
+import { RamSource } from './ram-files';
 
 /** What save and restore both take. */
 export interface ImageCopyOptions {
@@ -26,35 +28,59 @@ export interface ImageCopyOptions {
 }
 
 /**
- * The image must be a regular file open for `need`; with `direct`, O_DIRECT is set on it.
- * Returns the zero-detection unit (and hole granularity): the O_DIRECT alignment, ≥ 4 KiB.
+ * The image must be a regular file open for `need`, without O_APPEND (every write would land
+ * at the end, scrambling the fixed layout). O_DIRECT is used when asked (`direct`) or when the
+ * fd already has it (libvirt's rule: the fd's flags say). Returns whether the copy is direct
+ * and the zero-detection unit (and hole granularity): the O_DIRECT alignment, >= 4 KiB.
  */
-export function prepareImageFd(fd: number, name: string, need: 'read' | 'write', direct: boolean): number {
-  const info = describeFd(fd);
+export function prepareImageFd(fd: number, name: string, need: 'read' | 'write', direct: boolean): { direct: boolean; unit: number } {
+  const info = onPath(name, () => describeFd(fd));
   if (info.kind !== 'file') throw systemError('EINVAL', `${name} is not a regular file`, { path: name });
   if (info.access === (need === 'write' ? 'read' : 'write')) {
     throw systemError('EBADF', `${name} (fd ${fd}) is open ${info.access}-only; ${need === 'write' ? 'saving needs it writable' : 'restoring needs it readable'}`, { path: name });
   }
-  if (!direct) return 4096;
+  if (need === 'write' && info.flags & native.constants.O_APPEND) {
+    throw systemError('EINVAL', `${name} (fd ${fd}) is open with O_APPEND: the image is written at fixed offsets; open it without O_APPEND`, { path: name });
+  }
+  if (!direct && !info.direct) return { direct: false, unit: 4096 };
   try {
     setDirect(fd, true);
   } catch (e) {
     if (isSystemError(e) && e.code === 'EINVAL') throw systemError('EINVAL', `O_DIRECT refused by the filesystem of ${name}`, { path: name });
     throw e;
   }
-  return Math.max(4096, directAlignment(fd));
+  return { direct: true, unit: Math.max(4096, directAlignment(fd)) };
 }
+
+/** Worker threads: each is a V8 isolate (~10 MiB) copying one 64 MiB range at a time; more than this only adds memory. */
+export const MAX_JOBS = 64;
 
 export function checkJobs(jobs: number): void {
-  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 256) throw systemError('EINVAL', `jobs ${jobs} is out of range (1..256)`);
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_JOBS) throw systemError('EINVAL', `jobs ${jobs} is out of range (1..${MAX_JOBS})`);
 }
 
-/** Names the file a worker or stream error belongs to (the image, a RAM file, or QEMU's stream). */
-export function explainCopyError(e: unknown, imageName: string, rams: OpenRam[], verb: 'save' | 'restore'): unknown {
+/**
+ * Names the file a worker or stream error belongs to (the image, a RAM file, or QEMU's stream).
+ * A RAM file whose filesystem could not supply a page (EFAULT on the mapping) is out of space.
+ */
+export function explainCopyError(e: unknown, imageName: string, rams: Array<{ label: string; fd: number }>, verb: 'save' | 'restore'): unknown {
   if (!isSystemError(e)) return e;
   const side = (e as { side?: string }).side;
-  if (e.code === 'ECANCELED') return systemError('ECANCELED', `${verb} interrupted${verb === 'save' ? `; ${imageName} is left incomplete` : ''}`, { path: imageName });
+  if (e.code === 'ECANCELED') return systemError('ECANCELED', `${verb} interrupted${verb === 'save' ? `; ${imageName} is left incomplete` : '; no RAM file was replaced'}`, { path: imageName });
   if (side === 'pipe') return e; // reported as "the stream"
-  if (side === 'ram') return withPath(e, rams.map((r) => r.label).join(', '));
+  if (side === 'ram') {
+    const full = rams.filter((r) => freeBytes(r.fd) === 0).map((r) => r.label);
+    if (e.code === 'EFAULT' && full.length) return systemError('ENOSPC', `no space left on device for RAM ${full.join(', ')} (${e.syscall})`, { syscall: e.syscall, path: full.join(', ') });
+    return withPath(e, rams.map((r) => r.label).join(', '));
+  }
   return withPath(e, imageName);
+}
+
+function freeBytes(fd: number): number | undefined {
+  try {
+    const st = fs.statfsSync(`/proc/self/fd/${fd}`);
+    return st.bavail * st.bsize;
+  } catch {
+    return undefined;
+  }
 }

@@ -70,11 +70,27 @@ function describe(s: RamSource, fd: number, owned: boolean): OpenRam {
   };
 }
 
-/** Opens a RAM file to save it (read-only, O_NOFOLLOW). Size must be a positive page multiple. */
+/**
+ * Opens a RAM file to save it: read-only, O_NOFOLLOW, and O_NONBLOCK so that a FIFO or device
+ * named by mistake never blocks us (a blocked open would also keep signals from being handled);
+ * only a regular file is accepted, checked before and after the open. Size must be a positive
+ * page multiple.
+ */
 export function openRamForSave(s: RamSource): OpenRam {
   let fd: number;
   try {
-    fd = s.fd ?? fs.openSync(s.path!, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    if (s.fd !== undefined) fd = s.fd;
+    else {
+      const before = fs.lstatSync(s.path!);
+      if (before.isSymbolicLink()) throw systemError('ELOOP', `RAM '${s.name}' path ${s.path} is a symlink; refusing to follow it`, { path: s.path });
+      if (!before.isFile()) throw systemError('EINVAL', `RAM '${s.name}' (${s.path}) is not a regular file`, { path: s.path });
+      fd = fs.openSync(s.path!, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+      const after = fs.fstatSync(fd);
+      if (after.ino !== before.ino || after.dev !== before.dev) {
+        fs.closeSync(fd);
+        throw systemError('EAGAIN', `RAM '${s.name}' path ${s.path} changed while it was opened`, { path: s.path });
+      }
+    }
   } catch (e) {
     throw explainOpen(e, s);
   }
@@ -86,44 +102,8 @@ export function openRamForSave(s: RamSource): OpenRam {
   return r;
 }
 
-/**
- * Checks, without changing anything, that a RAM target can take a block of `size` bytes: a
- * path must be absent or a regular file (not a symlink) of 0 or exactly `size` bytes.
- */
-export function checkRamTarget(s: RamSource, size: number): void {
-  if (s.fd !== undefined) {
-    const st = fs.fstatSync(s.fd);
-    if (!st.isFile()) throw systemError('EINVAL', `RAM '${s.name}' (fd:${s.fd}) is not a regular file`);
-    if (st.size !== 0 && st.size !== size) throw systemError('EINVAL', `RAM '${s.name}' (fd:${s.fd}) has ${st.size} bytes; the image's block has ${size}`);
-    return;
-  }
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(s.path!);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw e;
-  }
-  if (st.isSymbolicLink()) throw systemError('ELOOP', `RAM '${s.name}' path ${s.path} is a symlink; refusing to follow it`, { path: s.path });
-  if (!st.isFile()) throw systemError('EINVAL', `RAM '${s.name}' path ${s.path} is not a regular file`, { path: s.path });
-  if (st.size !== 0 && st.size !== size) {
-    throw systemError('EINVAL', `RAM '${s.name}' (${s.path}) has ${st.size} bytes; the image's block has ${size}`, { path: s.path });
-  }
-}
-
-/** Opens (creating if needed) a checked RAM target read-write, O_NOFOLLOW. */
-export function openRamForRestore(s: RamSource): OpenRam {
-  let fd: number;
-  try {
-    fd = s.fd ?? fs.openSync(s.path!, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
-  } catch (e) {
-    throw explainOpen(e, s);
-  }
-  return describe(s, fd, s.fd === undefined);
-}
-
 function explainOpen(e: unknown, s: RamSource): unknown {
   const err = e as NodeJS.ErrnoException;
-  if (err.code === 'ELOOP') return systemError('ELOOP', `RAM '${s.name}' path ${s.path} is a symlink; refusing to follow it`, { path: s.path });
+  if (err.code === 'ELOOP' && !err.message.includes('symlink')) return systemError('ELOOP', `RAM '${s.name}' path ${s.path} is a symlink; refusing to follow it`, { path: s.path });
   return withPath(e, label(s));
 }

@@ -2,21 +2,25 @@
  * restore(): validates an image, fills fresh RAM files from it in parallel (O_DIRECT reads
  * straight into an mmap of each RAM file, holes left as holes), checks every chunk's CRC, then
  * streams the device state out for QEMU's migrate-incoming. Nothing is written to a RAM file
- * until the image and every RAM target have passed their checks.
+ * until the image and every RAM target have passed their checks, and PATH targets are replaced
+ * only once every chunk verified (src/image/restore-targets.ts).
  */
-import { systemError, UsageError, withPath } from '../errors';
+import { systemError, UsageError } from '../errors';
 import { checkJobs, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
-import { native } from '../native';
 import { CopyProgress } from './copy-progress';
 import { copyDeviceState } from './device-state';
 import { ImageFormatError } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool } from './pool';
-import { readImageMetadata } from './read-image';
-import { checkRamTarget, checkUniqueNames, OpenRam, openRamForRestore, RamSource } from './ram-files';
+import { readChecksums, readImageMetadata } from './read-image';
+import { checkUniqueNames, RamSource } from './ram-files';
+import { commit, discard, planTargets, stageTargets } from './restore-targets';
+import { idOfFd } from './identity';
 import { WorkerTask } from './worker-types';
 
 export interface RestoreOptions extends ImageCopyOptions {
+  /** Allow hard-linked RAM targets (restoring changes the file under every name). */
+  force?: boolean;
   /** Skip checking chunk CRCs (default: check). */
   noVerify?: boolean;
   /** Called once every RAM file holds its block (checked), before the device state streams. */
@@ -47,43 +51,28 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const t0 = Date.now();
   const name = o.imageName ?? `fd ${o.imageFd}`;
   const jobs = o.jobs ?? 2;
+
+  // Plan: every check of the image and of every target, nothing written.
   checkJobs(jobs);
   checkUniqueNames(o.ram);
-  const zeroUnit = prepareImageFd(o.imageFd, name, 'read', !!o.direct);
-  let meta;
-  try {
-    meta = readImageMetadata(o.imageFd, name);
-  } catch (e) {
-    if (e instanceof ImageFormatError) e.message = `${name}: ${e.message}`;
-    throw e;
-  }
-  const { header, entries, checksums } = meta;
+  const { direct, unit } = prepareImageFd(o.imageFd, name, 'read', !!o.direct);
+  const meta = describeImageErrors(name, () => readImageMetadata(o.imageFd, name, { skipChecksums: true }));
+  const { header, entries } = meta;
   matchNames(entries.map((e) => e.name), o.ram);
-  const byName = new Map(o.ram.map((r) => [r.name, r]));
-  for (const e of entries) checkRamTarget(byName.get(e.name)!, e.size);
+  const plans = planTargets(entries, o.ram, idOfFd(o.imageFd, name), !!o.force);
+  // Read only now that names and targets match (their size is bounded by the format: 64 MiB).
+  const verify = !o.noVerify && header.flags !== 0;
+  const checksums = verify ? describeImageErrors(name, () => readChecksums(o.imageFd, name, entries)) : [];
 
-  const rams: OpenRam[] = [];
+  // Execute: fill temporaries (fd targets in place), verify, then replace the targets.
+  const staged = stageTargets(plans);
+  let committed = false;
   try {
-    for (const e of entries) {
-      const r = openRamForRestore(byName.get(e.name)!);
-      rams.push(r);
-      if (e.size % r.pageSize !== 0) throw systemError('EINVAL', `block '${e.name}' (${e.size} bytes) is not a multiple of ${r.label}'s page size ${r.pageSize}`);
-    }
-    // Every check passed: now the RAM files become exactly the image's blocks (holes = zeros).
-    for (const [i, r] of rams.entries()) {
-      try {
-        native.ftruncate(r.fd, 0);
-        native.ftruncate(r.fd, entries[i].size);
-      } catch (e) {
-        throw withPath(e, r.label);
-      }
-    }
     const plan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);
-    const verify = !o.noVerify && header.flags !== 0;
     const tasks: WorkerTask[] = plan.map((j) => {
       const e = entries[j.block];
       const expected = verify ? checksums[j.block].slice(j.firstChunk, j.firstChunk + chunksOf(j, e)) : null;
-      return { op: 'restore', job: { ...rangeJob(j, e, rams[j.block].fd, o.imageFd, zeroUnit), checksums: expected } };
+      return { op: 'restore', job: { ...rangeJob(j, e, staged[j.block].fd, o.imageFd, unit), checksums: expected } };
     });
     const progress = new CopyProgress(entries.reduce((s, e) => s + e.size, 0) + header.deviceStateLength, o.onProgress, o.signal);
     let deviceStateBytes: number;
@@ -103,22 +92,25 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
           }
         },
       });
-      if (bad) throw new ImageFormatError('EIMG_CHECKSUM', `${name}: corrupted: ${bad}; the RAM files do not hold a valid guest`);
+      if (bad) throw new ImageFormatError('EIMG_CHECKSUM', `${name}: corrupted: ${bad}; no RAM file was replaced`);
+      commit(staged);
+      committed = true;
       o.onRamFilled?.();
       deviceStateBytes = await copyDeviceState({
         toImage: false,
         pipeFd: o.deviceStateFd ?? 1,
         imageFd: o.imageFd,
         offset: header.deviceStateOffset,
-        direct: !!o.direct,
-        align: zeroUnit,
+        direct,
+        align: unit,
         progress: progress.counters,
       });
     } catch (e) {
-      throw explainCopyError(e, name, rams, 'restore');
+      throw explainCopyError(e, name, staged, 'restore');
     } finally {
       progress.finish();
     }
+    if (o.signal?.aborted) throw systemError('ECANCELED', 'restore interrupted while writing the device state', { path: name });
     if (deviceStateBytes !== header.deviceStateLength) {
       throw new ImageFormatError('EIMG_TRUNCATED', `${name}: device state has ${deviceStateBytes} bytes, the header says ${header.deviceStateLength}`);
     }
@@ -129,6 +121,16 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
       elapsedMs: Date.now() - t0,
     };
   } finally {
-    for (const r of rams) r.close();
+    if (!committed) discard(staged);
+  }
+}
+
+/** Image format errors name the image. */
+function describeImageErrors<T>(name: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof ImageFormatError) e.message = `${name}: ${e.message}`;
+    throw e;
   }
 }

@@ -12,10 +12,11 @@ import { writeAligned } from './aligned-io';
 import { copyDeviceState } from './device-state';
 import { checkQemuStream } from './qemu-stream-check';
 import { checkJobs, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
-import { DEFAULT_ALIGNMENT, DEFAULT_CHUNK, encodeBlockTable, encodeChecksums, encodeHeader, HEADER_SIZE, planLayout } from './format';
+import { DEFAULT_ALIGNMENT, DEFAULT_CHUNK, encodeBlockTable, encodeChecksums, encodeHeader, HEADER_SIZE, ImageFormatError, Layout, LayoutInput, planLayout } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool } from './pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
+import { checkDistinct, idOfFd } from './identity';
 import { WorkerTask } from './worker-types';
 
 export interface SaveOptions extends ImageCopyOptions {
@@ -65,8 +66,9 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     const pageSize = Math.max(...rams.map((r) => r.pageSize));
     if (rams.some((r) => r.size % pageSize !== 0)) throw systemError('EINVAL', `RAM sizes must be multiples of the largest page size ${pageSize}`);
     if (chunkSize < pageSize) throw systemError('EINVAL', `chunk size ${chunkSize} is smaller than the page size ${pageSize}`);
-    const zeroUnit = prepareImageFd(o.imageFd, name, 'write', !!o.direct);
-    const layout = planLayout({
+    const { direct, unit: zeroUnit } = prepareImageFd(o.imageFd, name, 'write', !!o.direct);
+    checkDistinct([idOfFd(o.imageFd, name), ...rams.map((r) => idOfFd(r.fd, r.label))]);
+    const layout = planImage(name, {
       blocks: rams.map((r) => ({ name: r.name, size: r.size })),
       pageSize,
       alignment: Math.max(DEFAULT_ALIGNMENT, pageSize, zeroUnit),
@@ -100,38 +102,45 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     });
 
     const progress = new CopyProgress(rams.reduce((s, r) => s + r.size, 0), o.onProgress, o.signal);
-    let deviceStateBytes: number;
+    // Both copies run at once; the first error wins and stops the other, and both are awaited
+    // before anything is closed: a native thread never outlives the fds it uses.
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    o.signal?.addEventListener('abort', onAbort);
+    let first: unknown;
+    const fail = (e: unknown) => {
+      first ??= e;
+      progress.cancel();
+      stop.abort();
+    };
+    let deviceStateBytes = 0;
     try {
       const deviceState = copyDeviceState({
         toImage: true,
         pipeFd: o.deviceStateFd ?? 0,
         imageFd: o.imageFd,
         offset: header.deviceStateOffset,
-        direct: !!o.direct,
+        direct,
         align: zeroUnit,
         progress: progress.counters,
-      });
-      deviceState.catch(() => undefined);
+      }).then((n) => (deviceStateBytes = n), fail);
       await runPool({
         tasks,
         threads: jobs,
-        signal: o.signal,
+        signal: stop.signal,
         onResult: (i, r) => {
           const j = jobsPlan[i];
           entries[j.block].dataBytes += r.dataBytes;
           if (r.checksums) checksums[j.block].set(r.checksums, j.firstChunk);
           progress.ramDone += j.end - j.start;
         },
-      }).catch((e) => {
-        progress.cancel(); // stop the device-state copy too
-        throw e;
-      });
-      deviceStateBytes = await deviceState;
-    } catch (e) {
-      throw explainCopyError(e, name, rams, 'save');
+      }).catch(fail);
+      await deviceState;
     } finally {
+      o.signal?.removeEventListener('abort', onAbort);
       progress.finish();
     }
+    if (first !== undefined) throw explainCopyError(o.signal?.aborted ? systemError('ECANCELED', 'interrupted') : first, name, rams, 'save');
 
     if (o.checkDeviceState ?? true) checkQemuStream(o.imageFd, header.deviceStateOffset, deviceStateBytes, name);
     header.deviceStateLength = deviceStateBytes;
@@ -155,5 +164,15 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     };
   } finally {
     for (const r of rams) r.close();
+  }
+}
+
+/** The layout, or why the reader would refuse it, before the image is touched. */
+function planImage(name: string, input: LayoutInput): Layout {
+  try {
+    return planLayout(input);
+  } catch (e) {
+    if (e instanceof ImageFormatError) throw systemError('EINVAL', `cannot save to ${name}: the image would break a reader rule: ${e.message}`, { path: name });
+    throw e;
   }
 }
