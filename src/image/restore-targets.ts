@@ -60,8 +60,9 @@ function planFdTarget(s: RamSource, e: BlockEntry, ids: FileId[]): TargetPlan {
   if ((flags & native.constants.O_ACCMODE) !== native.constants.O_RDWR) {
     throw systemError('EBADF', `RAM '${s.name}' (${label}) must be open read-write (it is filled through a shared mapping)`, { path: label });
   }
-  if (st.size !== 0n && st.size !== BigInt(e.size)) throw systemError('EINVAL', `RAM '${s.name}' (${label}) has ${st.size} bytes; the image's block has ${e.size}`, { path: label });
   ids.push(idOfStats(st, label));
+  checkDistinct(ids); // before the size check: "the same file" is the message that explains
+  if (st.size !== 0n && st.size !== BigInt(e.size)) throw systemError('EINVAL', `RAM '${s.name}' (${label}) has ${st.size} bytes; the image's block has ${e.size}`, { path: label });
   return { name: s.name, label, size: e.size, dataBytes: e.dataBytes, pageSize: pageSizeOf(`/proc/self/fd/${s.fd}`).pageSize, fd: s.fd };
 }
 
@@ -77,12 +78,13 @@ function planPathTarget(s: RamSource, e: BlockEntry, ids: FileId[], force: boole
   const dir = path.dirname(p);
   if (st) {
     if (st.isSymbolicLink()) throw systemError('ELOOP', `RAM '${s.name}' path ${s.path} is a symlink; refusing to follow it`, { path: s.path });
+    ids.push(idOfStats(st, s.path!));
+    checkDistinct(ids);
     if (!st.isFile()) throw systemError('EINVAL', `RAM '${s.name}' path ${s.path} is not a regular file`, { path: s.path });
     if (st.nlink > 1n && !force) {
       throw systemError('EMLINK', `RAM '${s.name}' path ${s.path} has ${st.nlink} hard links: restoring would change the file under its other names too (--force to allow)`, { path: s.path });
     }
     if (st.size !== 0n && st.size !== BigInt(e.size)) throw systemError('EINVAL', `RAM '${s.name}' (${s.path}) has ${st.size} bytes; the image's block has ${e.size}`, { path: s.path });
-    ids.push(idOfStats(st, s.path!));
   }
   let dirSt: fs.Stats;
   try {
@@ -113,7 +115,6 @@ export function planTargets(entries: BlockEntry[], sources: RamSource[], imageId
     if (e.size % t.pageSize !== 0) throw systemError('EINVAL', `block '${e.name}' (${e.size} bytes) is not a multiple of ${t.label}'s page size ${t.pageSize}`, { path: t.label });
     return t;
   });
-  checkDistinct(ids);
   const staged = plans.filter((t) => t.path);
   // Absent targets have no inode yet: compare their real paths.
   const real = staged.map((t) => path.join(fs.realpathSync(path.dirname(t.path!)), path.basename(t.path!)));
