@@ -28,8 +28,9 @@ export class UsageError extends Error {
   readonly code = 'EUSAGE';
 }
 
+/** Duck-typed: errors made by Node's own modules come from another realm under test runners (jest's vm contexts), where instanceof Error fails. */
 export function isSystemError(e: unknown): e is SystemError {
-  return e instanceof Error && typeof (e as SystemError).code === 'string';
+  return typeof e === 'object' && e !== null && typeof (e as SystemError).code === 'string' && typeof (e as SystemError).message === 'string';
 }
 
 /** Adds `path` to a native error (message and property), the way fs does. */

@@ -4,6 +4,7 @@
  * cloneVm starts three clones from one image without copying RAM. Clones read back the
  * template's RAM, a clone's writes stay private, and the image never changes.
  */
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -77,6 +78,31 @@ describeQemu('VM manager: save, restore, clone', () => {
     running.push(vm);
     expect((await vm.qmp.execute('query-migrate')).status).toBe('completed');
     expect(await filesEqual(template, ram)).toEqual({ equal: true });
+  });
+
+  test("eager restore honours QEMU's ',,' escape: mem-path=c,,d fills 'c,d', never 'c'", async () => {
+    const base = shmPath('mgr-comma');
+    const args = machineArgs([{ id: 'ram0', path: `${base},,d`, size: SIZE }]);
+    const vm = await restoreVm({ image, qemuArgs: args });
+    running.push(vm);
+    expect((await vm.qmp.execute('query-migrate')).status).toBe('completed');
+    expect(fs.existsSync(base)).toBe(false);
+    expect(await filesEqual(template, `${base},d`)).toEqual({ equal: true });
+    fs.rmSync(`${base},d`, { force: true });
+  });
+
+  test("a restore QEMU cannot load fails with QEMU's error, and leaves no QEMU or helper behind", async () => {
+    const ram = shmPath('mgr-wrong-machine');
+    // Saved from q35; an i440fx machine has other devices, so QEMU refuses the device state.
+    const args = machineArgs([{ id: 'ram0', path: ram, size: SIZE }]).map((a) => a.replace(/^q35,/, 'pc,'));
+    const err = await restoreVm({ image, qemuArgs: args }).then(() => undefined, (e: Error) => e);
+    expect(err?.message).toBeDefined();
+    expect(err!.message).not.toMatch(/EBADF/);
+    expect(err!.message).toMatch(/QEMU said: .*(section|load|migrat)/i);
+    // pgrep (not through a shell, whose own command line would match) exits 1 when nothing runs.
+    const left = spawnSync('pgrep', ['-f', '--', ram], { encoding: 'utf8' });
+    expect({ status: left.status, pids: left.stdout.trim() }).toEqual({ status: 1, pids: '' });
+    fs.rmSync(ram, { force: true });
   });
 
   test('a save of a guest whose RAM is not a shared file names the -object options needed', async () => {

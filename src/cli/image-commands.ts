@@ -13,7 +13,7 @@ import { MAX_JOBS } from '../image/image-fd';
 import { restore } from '../image/restore';
 import { save } from '../image/save';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
-import { parseFlags, parseInteger, parseSize, ParsedFlags } from './flags';
+import { parseFlags, parseInteger, parseSize, ParsedFlags } from '../util/flags';
 import { stdoutText } from './report';
 
 function imageFd(flags: Map<string, string | true>, write: boolean): { fd: number; name: string; owned: boolean } {

@@ -4,7 +4,7 @@
  */
 import { UsageError } from '../errors';
 import { DEFAULT_LIBVIRT_HELPER, helperStatus, install, planInstall, planUninstall, uninstall } from '../install/libvirt-helper';
-import { parseFlags } from './flags';
+import { parseFlags } from '../util/flags';
 import { stdoutText } from './report';
 
 export function libvirtInstallCommand(args: string[]): number {

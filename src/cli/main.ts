@@ -1,6 +1,6 @@
 /** Entry point of the `iohelper` command: picks the form from argv and returns an exit code. */
 import { UsageError } from '../errors';
-import { parseFlags, parseInteger, parseSize } from './flags';
+import { parseFlags, parseInteger, parseSize } from '../util/flags';
 import { helpText } from './help';
 import { finalLine, stderrLine, stdoutText } from './report';
 import { describeFailure, progressTarget, runStreamCommand } from './stream-command';

@@ -13,7 +13,7 @@ import { MAX_JOBS } from '../image/image-fd';
 import { cloneVm, restoreVm, saveVm } from '../vm/manager';
 import { QemuInstance } from '../vm/qemu-launch';
 import { saveThroughHelper } from '../vm/stream-migration';
-import { parseFlags, parseInteger } from './flags';
+import { parseFlags, parseInteger } from '../util/flags';
 import { stdoutText } from './report';
 import * as tty from 'tty';
 import { ttyBarProgress } from '../progress';

@@ -10,7 +10,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseFlags, parseSize } from '../cli/flags';
+import { parseFlags, parseSize } from '../util/flags';
 import { formatBytes } from '../progress';
 import { createRamFile, filesEqual, fillPattern } from '../synthetic/ram-file';
 import { cloneVm, restoreVm, saveVm } from '../vm/manager';

@@ -42,6 +42,12 @@ interface Pending {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+/**
+ * The longest QMP line we hold while waiting for its newline. QEMU's largest replies
+ * (query-qmp-schema) are a few hundred KiB; a peer that never sends a newline must not grow
+ * our memory without bound.
+ */
+export const MAX_LINE_BYTES = 16 * 1024 * 1024;
 const DEFAULT_RETRY_MS = 10_000;
 const RETRY_INTERVAL_MS = 50;
 /** Pending key for the greeting QEMU sends unprompted on connect. */
@@ -178,6 +184,14 @@ export class QmpClient extends EventEmitter {
       this.buffered = this.buffered.slice(newline + 1);
       if (line) this.onMessage(line);
     }
+    if (this.buffered.length > MAX_LINE_BYTES) this.protocolError(`a line longer than ${MAX_LINE_BYTES} bytes without a newline`);
+  }
+
+  /** A peer that does not speak QMP: the connection is closed and every waiter told why. */
+  private protocolError(what: string): void {
+    this.closeReason ??= `the QEMU monitor broke the QMP protocol: ${what}`;
+    this.buffered = '';
+    this.socket.destroy();
   }
 
   private onMessage(line: string): void {
@@ -185,8 +199,15 @@ export class QmpClient extends EventEmitter {
     try {
       msg = JSON.parse(line);
     } catch {
-      this.closeReason ??= `the QEMU monitor sent invalid JSON: ${line.slice(0, 200)}`;
-      this.socket.destroy();
+      this.protocolError(`invalid JSON: ${JSON.stringify(line.slice(0, 200))}`);
+      return;
+    }
+    if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) {
+      this.protocolError(`a message that is not a JSON object: ${JSON.stringify(line.slice(0, 200))}`);
+      return;
+    }
+    if ('error' in msg && (msg.error === null || typeof msg.error !== 'object' || typeof msg.error.class !== 'string' || typeof msg.error.desc !== 'string')) {
+      this.protocolError(`an error reply without class and desc: ${JSON.stringify(line.slice(0, 200))}`);
       return;
     }
     if (typeof msg.event === 'string') {
@@ -258,6 +279,7 @@ export async function waitForMigration(
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const info = await qmp.execute('query-migrate');
+    if (!info || typeof info !== 'object' || Array.isArray(info)) throw new Error(`QMP query-migrate: unexpected reply ${JSON.stringify(info)?.slice(0, 200)}`);
     if (info.status === 'completed') return info;
     if (info.status === 'failed' || info.status === 'cancelled') {
       throw new Error(`migration ${info.status}: ${info['error-desc'] ?? 'no error description from QEMU'}`);

@@ -114,6 +114,8 @@ export interface ImageRestore {
   helper: HelperRun;
   /** The device-state pipe's read end, for QEMU. */
   readFd: number;
+  /** Closes readFd; later calls do nothing (a second close could hit a reused fd number). */
+  closeReadFd(): void;
   /** Resolves once the helper has filled (and checked) every RAM file. */
   ramFilled: Promise<void>;
 }
@@ -138,7 +140,12 @@ export function startImageRestore(o: ImageMigrationOptions): ImageRestore {
     stream.on('close', () => (said.startsWith('ready') ? resolve() : helper.done.then(() => reject(new Error('iohelper restore ended without filling RAM')), reject)));
   });
   ramFilled.catch(() => undefined);
-  return { helper, readFd: r, ramFilled };
+  let open = true;
+  const closeReadFd = () => {
+    if (open) fs.closeSync(r);
+    open = false;
+  };
+  return { helper, readFd: r, closeReadFd, ramFilled };
 }
 
 /** Step 2: QEMU (started with -incoming defer on the same RAM files) loads the device state. */
@@ -147,7 +154,7 @@ export async function finishImageRestore(qmp: QmpClient, started: ImageRestore, 
     await enableIgnoreShared(qmp);
     await qmp.executeWithFds('getfd', { fdname: 'iohelper-restore' }, [started.readFd]);
   } finally {
-    fs.closeSync(started.readFd);
+    started.closeReadFd();
   }
   await qmp.execute('migrate-incoming', { uri: 'fd:iohelper-restore' });
   await bothDone(waitForMigration(qmp, { timeoutMs }), started.helper.done);

@@ -15,7 +15,7 @@ import { QmpClient, waitForMigration } from '../qmp/client';
 import { copyDeviceState } from '../image/device-state';
 import { readImageMetadata } from '../image/read-image';
 import { BlockEntry } from '../image/format';
-import { parseSize } from '../cli/flags';
+import { parseSize } from '../util/flags';
 import { ProgressListener } from '../progress';
 import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
 import { fileBackends, rewriteBackends } from './qemu-args';
@@ -81,23 +81,36 @@ async function loadDeviceState(qmp: QmpClient, image: string, deviceStateOffset:
   await enableIgnoreShared(qmp);
   const [r, w] = native.pipe();
   const fd = fs.openSync(image, fs.constants.O_RDONLY);
+  const progress = new BigUint64Array(2);
+  let copy: Promise<number> | undefined;
   try {
-    await qmp.executeWithFds('getfd', { fdname: 'iohelper-clone' }, [r]);
-    fs.closeSync(r);
-    const progress = new BigUint64Array(2);
-    const copy = copyDeviceState({ toImage: false, pipeFd: w, imageFd: fd, offset: deviceStateOffset, direct: false, align: 4096, progress });
-    copy.catch(() => undefined);
-    await qmp.execute('migrate-incoming', { uri: 'fd:iohelper-clone' });
     try {
-      await Promise.all([waitForMigration(qmp, { timeoutMs }), copy]);
-    } catch (e) {
-      progress[1] = 1n;
-      throw e;
+      await qmp.executeWithFds('getfd', { fdname: 'iohelper-clone' }, [r]);
+    } finally {
+      fs.closeSync(r);
     }
+    copy = copyDeviceState({ toImage: false, pipeFd: w, imageFd: fd, offset: deviceStateOffset, direct: false, align: 4096, progress });
+    const copied = copy.then(() => undefined);
+    copied.catch(() => undefined);
+    await qmp.execute('migrate-incoming', { uri: 'fd:iohelper-clone' });
+    await Promise.all([waitForMigration(qmp, { timeoutMs }), copied]);
   } finally {
+    // The native copy is stopped and awaited before its fds are closed: its threads must never
+    // write to a number that a later open reuses.
+    if (copy) {
+      progress[1] = 1n;
+      await copy.catch(() => undefined);
+    }
     fs.closeSync(w);
     fs.closeSync(fd);
   }
+}
+
+/** QEMU exits when an incoming migration fails: its own last words say why (the monitor just closes). */
+function withQemuStderr(e: unknown, vm: QemuInstance | undefined): unknown {
+  const said = vm?.stderr().trim().split('\n').slice(-3).join(' | ');
+  if (said && e instanceof Error) e.message += `; QEMU said: ${said}`;
+  return e;
 }
 
 function logFile(o: StartOptions, name: string): { logFile: string } | undefined {
@@ -171,9 +184,12 @@ export async function restoreVm(o: StartOptions & { image: string; direct?: bool
     await finishImageRestore(vm.qmp, started, o.timeoutMs);
     return vm;
   } catch (e) {
+    // One cleanup path: the helper is stopped and awaited, the pipe end closed once, the QEMU
+    // we started stopped; none of it may hide the error that brought us here.
     started.helper.proc.kill();
-    fs.closeSync(started.readFd);
-    await vm?.stop();
-    throw e;
+    started.closeReadFd();
+    await started.helper.done.catch(() => undefined);
+    await vm?.stop().catch(() => undefined);
+    throw withQemuStderr(e, vm);
   }
 }

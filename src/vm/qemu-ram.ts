@@ -12,16 +12,31 @@ export interface MemoryBackend {
   share: boolean;
 }
 
+/** A reply of the wrong shape: QEMU never sends these, a hostile or broken peer might. */
+function badReply(what: string, value: unknown): Error {
+  const err = new Error(`QMP ${what}: unexpected reply ${JSON.stringify(value)?.slice(0, 200)}`) as Error & { code: string };
+  err.code = 'EQMP_PROTOCOL';
+  return err;
+}
+
+const MAX_OBJECTS = 100_000;
+
 export async function listMemoryBackends(qmp: QmpClient): Promise<MemoryBackend[]> {
-  const objects: Array<{ name: string; type: string }> = await qmp.execute('qom-list', { path: '/objects' });
+  const objects: unknown = await qmp.execute('qom-list', { path: '/objects' });
+  if (!Array.isArray(objects) || objects.length > MAX_OBJECTS) throw badReply('qom-list /objects', objects);
   const out: MemoryBackend[] = [];
   for (const o of objects) {
+    if (!o || typeof o !== 'object' || typeof o.name !== 'string' || typeof o.type !== 'string') throw badReply('qom-list /objects', o);
     const m = /^child<(memory-backend-[a-z-]+)>$/.exec(o.type);
     if (!m) continue;
     const at = `/objects/${o.name}`;
-    const get = (property: string) => qmp.execute('qom-get', { path: at, property });
-    const backend: MemoryBackend = { id: o.name, type: m[1], size: Number(await get('size')), share: Boolean(await get('share')) };
-    if (m[1] === 'memory-backend-file') backend.memPath = String(await get('mem-path'));
+    const get = async (property: string, type: 'number' | 'boolean' | 'string') => {
+      const v: unknown = await qmp.execute('qom-get', { path: at, property });
+      if (typeof v !== type || (type === 'number' && !(Number.isSafeInteger(v) && (v as number) >= 0))) throw badReply(`qom-get ${at} ${property}`, v);
+      return v;
+    };
+    const backend: MemoryBackend = { id: o.name, type: m[1], size: (await get('size', 'number')) as number, share: (await get('share', 'boolean')) as boolean };
+    if (m[1] === 'memory-backend-file') backend.memPath = (await get('mem-path', 'string')) as string;
     out.push(backend);
   }
   return out;
