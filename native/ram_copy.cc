@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -112,8 +113,35 @@ class Mapping {
   int err_ = 0;
 };
 
-// RAM -> image. Touches only the RAM file's data extents (reading a tmpfs hole through a
-// shared mapping would allocate it), writes runs of non-zero units at their fixed offsets.
+// An aligned scratch buffer that grows on demand, freed with its owner.
+class Scratch {
+ public:
+  explicit Scratch(size_t align) : align_(std::max<size_t>(align, 4096)) {}
+  ~Scratch() { free(p_); }
+  uint8_t* get(size_t n) {
+    if (n > cap_) {
+      free(p_);
+      p_ = nullptr;
+      cap_ = 0;
+      void* q = nullptr;
+      if (posix_memalign(&q, align_, n) != 0) return nullptr;
+      p_ = q;
+      cap_ = n;
+    }
+    return static_cast<uint8_t*>(p_);
+  }
+
+ private:
+  size_t align_;
+  void* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
+// RAM -> image. Touches only the RAM file's data extents: reading a tmpfs hole through a shared
+// mapping would allocate it in the source VM's memory. The scan steps through units aligned to
+// zeroUnit (the O_DIRECT alignment), so writes stay aligned; a unit that a data extent covers
+// only in part is checked and written from its data pieces, its hole pieces counting as zeros
+// (such runs go through a zero-filled scratch buffer instead of straight from the mapping).
 void SaveRange(const RangeJob& j, Outcome* o) {
   std::vector<Extent> extents;
   if (int e = DataExtents(j.ramFd, j.ramOffset, j.length, &extents)) {
@@ -127,52 +155,88 @@ void SaveRange(const RangeJob& j, Outcome* o) {
   }
   const uint8_t* base = map.data();
   for (const Extent& x : extents) Populate(const_cast<uint8_t*>(base) + x.start, x.end - x.start, false);
+  Scratch scratch(j.zeroUnit);
   uint64_t runStart = 0, runLen = 0, zeroRun = 0;
+  bool runHasHoles = false, gapHasHoles = false;
+  size_t ext = 0;
+  // Writes [runStart, runStart + runLen): from the mapping, or assembled when holes are inside.
   auto flush = [&]() -> bool {
     zeroRun = 0;
+    gapHasHoles = false;
     if (!runLen) return true;
-    ssize_t n = PwriteAll(j.imageFd, base + runStart, runLen, j.imageOffset + runStart);
+    const uint8_t* src = base + runStart;
+    if (runHasHoles) {
+      uint8_t* buf = scratch.get(runLen);
+      if (!buf) {
+        *o = {ENOMEM, "posix_memalign", "image"};
+        return false;
+      }
+      memset(buf, 0, runLen);
+      uint64_t end = runStart + runLen;
+      for (size_t k = 0; k < extents.size() && extents[k].start < end; k++) {
+        uint64_t s = std::max(extents[k].start, runStart), e = std::min(extents[k].end, end);
+        if (s < e) memcpy(buf + (s - runStart), base + s, e - s);
+      }
+      src = buf;
+    }
+    ssize_t n = PwriteAll(j.imageFd, src, runLen, j.imageOffset + runStart);
     if (n < 0) {
       *o = {static_cast<int>(-n), "pwrite", "image"};
       return false;
     }
     o->dataBytes += runLen;
     runLen = 0;
+    runHasHoles = false;
     return true;
   };
-  size_t ext = 0;
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   for (uint64_t c = 0; c < chunks; c++) {
     uint64_t cs = c * j.chunkSize, ce = std::min(j.length, cs + j.chunkSize);
     uint32_t crc = ~0u;
-    uint64_t pos = cs;
-    while (pos < ce) {
+    for (uint64_t pos = cs; pos < ce;) {
+      uint64_t unitEnd = std::min((pos / j.zeroUnit + 1) * j.zeroUnit, ce);
       while (ext < extents.size() && extents[ext].end <= pos) ext++;
-      bool inData = ext < extents.size() && extents[ext].start <= pos;
-      if (!inData) {
-        uint64_t holeEnd = ext < extents.size() ? std::min(extents[ext].start, ce) : ce;
+      // The unit's data pieces, in order; the rest of the unit is hole.
+      uint64_t covered = 0;
+      bool zero = true;
+      for (size_t k = ext; k < extents.size() && extents[k].start < unitEnd; k++) {
+        uint64_t s = std::max(extents[k].start, pos), e = std::min(extents[k].end, unitEnd);
+        covered += e - s;
+        if (zero && !IsZero(base + s, e - s)) zero = false;
+      }
+      if (covered == 0) {  // all hole: stays a hole in the image
         if (!flush()) return;
-        crc = Crc32cZeros(crc, holeEnd - pos);
-        pos = holeEnd;
+        crc = Crc32cZeros(crc, unitEnd - pos);
+        pos = unitEnd;
         continue;
       }
-      uint64_t unitEnd = std::min(pos + j.zeroUnit, ce);
-      const uint8_t* p = base + pos;
-      if (IsZero(p, unitEnd - pos)) {
+      bool partial = covered < unitEnd - pos;
+      if (zero) {
         crc = Crc32cZeros(crc, unitEnd - pos);
         if (runLen) {
           zeroRun += unitEnd - pos;
+          gapHasHoles = gapHasHoles || partial;
           if (zeroRun >= j.minHole && !flush()) return;
         }
       } else {
-        crc = Crc32cUpdate(crc, p, unitEnd - pos);
+        uint64_t at = pos;
+        for (size_t k = ext; k < extents.size() && extents[k].start < unitEnd; k++) {
+          uint64_t s = std::max(extents[k].start, pos), e = std::min(extents[k].end, unitEnd);
+          if (s > at) crc = Crc32cZeros(crc, s - at);
+          crc = Crc32cUpdate(crc, base + s, e - s);
+          at = e;
+        }
+        if (at < unitEnd) crc = Crc32cZeros(crc, unitEnd - at);
         if (runLen && runStart + runLen + zeroRun != pos && !flush()) return;
         if (runLen) {
           runLen += zeroRun;  // a short zero gap: write it rather than split the write
+          runHasHoles = runHasHoles || gapHasHoles;
           zeroRun = 0;
+          gapHasHoles = false;
         }
         if (!runLen) runStart = pos;
         runLen += unitEnd - pos;
+        runHasHoles = runHasHoles || partial;
         if (runLen >= j.maxIo && !flush()) return;
       }
       pos = unitEnd;

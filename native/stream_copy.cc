@@ -60,6 +60,12 @@ class StreamCopyWorker : public Napi::AsyncWorker {
         progressRef_(Napi::Persistent(progress)),
         progress_(progress.Data()) {}
 
+  // The fds are our own duplicates (see StreamCopy): closed only here, after every thread ended.
+  ~StreamCopyWorker() override {
+    close(o_.pipeFd);
+    close(o_.fileFd);
+  }
+
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
@@ -208,9 +214,14 @@ class StreamCopyWorker : public Napi::AsyncWorker {
     if (fail_.err) done_ = __atomic_load_n(&progress_[0], __ATOMIC_RELAXED);
   }
 
+  // Writes the range back and drops it from the page cache. A writeback error must fail the
+  // copy here: sync_file_range reports it once, and the final fdatasync would then succeed.
   void DropCache(uint64_t off, size_t len) {
-    sync_file_range(o_.fileFd, static_cast<off_t>(off), static_cast<off_t>(len),
-                    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    if (sync_file_range(o_.fileFd, static_cast<off_t>(off), static_cast<off_t>(len),
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0) {
+      Fail(errno, "sync_file_range", "file");
+      return;
+    }
     posix_fadvise(o_.fileFd, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
   }
 
@@ -339,15 +350,27 @@ Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
   (void)toFile;
   if (!GetNum(opt, "pipeFd", 0, 0x7fffffff, &pipeFd) || !GetNum(opt, "fileFd", 0, 0x7fffffff, &fileFd) ||
       !GetNum(opt, "offset", 0, 9007199254740991.0, &offset) ||
-      !GetNum(opt, "bufferSize", 4096, 1 << 30, &bufferSize) || !GetNum(opt, "align", 1, 1 << 20, &align) ||
-      !GetNum(opt, "threads", 1, 64, &threads) || !GetNum(opt, "slots", 2, 1024, &slots))
+      !GetNum(opt, "bufferSize", 4096, 256 << 20, &bufferSize) || !GetNum(opt, "align", 1, 1 << 20, &align) ||
+      !GetNum(opt, "threads", 1, 64, &threads) || !GetNum(opt, "slots", 2, 66, &slots))
     return env.Undefined();
+  if (bufferSize * std::max(slots, threads + 1) > static_cast<double>(1u << 30)) {
+    Napi::RangeError::New(env, "streamCopy: bufferSize x slots over 1 GiB").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
   if (pipeFd < 0 || fileFd < 0) {
     Napi::TypeError::New(env, "streamCopy: pipeFd and fileFd are required").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  o.pipeFd = static_cast<int>(pipeFd);
-  o.fileFd = static_cast<int>(fileFd);
+  // The copy's threads use duplicates of the caller's fds: whatever JavaScript closes meanwhile,
+  // they never write to (or read from) a number that a later open has reused.
+  o.pipeFd = fcntl(static_cast<int>(pipeFd), F_DUPFD_CLOEXEC, 0);
+  if (o.pipeFd < 0) return ThrowErrno(env, errno, "fcntl");
+  o.fileFd = fcntl(static_cast<int>(fileFd), F_DUPFD_CLOEXEC, 0);
+  if (o.fileFd < 0) {
+    int err = errno;
+    close(o.pipeFd);
+    return ThrowErrno(env, err, "fcntl");
+  }
   o.offset = static_cast<uint64_t>(offset);
   o.bufferSize = static_cast<size_t>(bufferSize);
   o.align = static_cast<size_t>(align);

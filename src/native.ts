@@ -71,8 +71,6 @@ export interface NativeBinding {
   allocAligned(size: number, alignment: number): ArrayBuffer;
   pread(fd: number, buf: Bytes, offset: U64): number;
   pwrite(fd: number, buf: Bytes, offset: U64): number;
-  preadv(fd: number, bufs: Bytes[], offset: U64): number;
-  pwritev(fd: number, bufs: Bytes[], offset: U64): number;
   read(fd: number, buf: Bytes): number;
   write(fd: number, buf: Bytes): number;
   getFlags(fd: number): number;
@@ -80,18 +78,11 @@ export interface NativeBinding {
   dioAlign(fd: number): DioAlign | null;
   fdatasync(fd: number): void;
   ftruncate(fd: number, length: U64): void;
-  fallocate(fd: number, mode: number, offset: U64, length: U64): void;
   /** Returns -1 for SEEK_DATA/SEEK_HOLE past the last data (ENXIO). */
   lseek(fd: number, offset: U64, whence: number): number;
-  sendfile(outFd: number, inFd: number, offset: U64, count: U64): number;
-  copyFileRange(inFd: number, inOffset: U64, outFd: number, outOffset: U64, length: U64): number;
   setPipeSize(fd: number, size: number): number;
-  getPipeSize(fd: number): number;
-  fadvise(fd: number, offset: U64, length: U64, advice: number): void;
   blockDeviceSize(fd: number): number;
   pipe(): [number, number];
-  mmap(fd: number, offset: U64, length: U64, writable: boolean, shared?: boolean): ArrayBuffer;
-  munmap(mapping: ArrayBuffer): void;
   /** sendmsg with SCM_RIGHTS: the fds travel with the bytes (QMP getfd). */
   sendWithFds(socketFd: number, bytes: Bytes, fds: number[]): number;
   saveRange(job: RangeJob): RangeResult;
@@ -113,10 +104,6 @@ export interface NativeBinding {
     SEEK_END: number;
     SEEK_DATA: number;
     SEEK_HOLE: number;
-    FALLOC_FL_KEEP_SIZE: number;
-    FALLOC_FL_PUNCH_HOLE: number;
-    POSIX_FADV_DONTNEED: number;
-    POSIX_FADV_SEQUENTIAL: number;
   };
 }
 

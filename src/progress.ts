@@ -47,12 +47,32 @@ export class ProgressSampler {
   }
 }
 
+/**
+ * Writes progress text to `fd`. Progress is a courtesy: a reader that went away (EPIPE), a
+ * closed fd (EBADF) or any other failure turns progress off after one call of `onError`, and
+ * never fails or crashes the copy it reports on.
+ */
+function progressWriter(fd: number, onError?: (e: unknown) => void): (text: string) => void {
+  let broken = false;
+  return (text) => {
+    if (broken) return;
+    try {
+      fs.writeSync(fd, text);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return; // a full non-blocking pipe: skip this line
+      broken = true;
+      onError?.(e);
+    }
+  };
+}
+
 /** One JSON object per line on `fd`: {"bytes":…,"total":…,"rate":…,"elapsedMs":…,"done":…}. */
-export function jsonLinesProgress(fd: number): ProgressListener {
+export function jsonLinesProgress(fd: number, onError?: (e: unknown) => void): ProgressListener {
+  const write = progressWriter(fd, onError);
   return (p) => {
     const o: Record<string, unknown> = { bytes: p.bytes, rate: Math.round(p.rate), elapsedMs: Math.round(p.elapsedMs), done: p.done };
     if (p.total !== undefined) o.total = p.total;
-    fs.writeSync(fd, JSON.stringify(o) + '\n');
+    write(JSON.stringify(o) + '\n');
   };
 }
 
@@ -67,7 +87,8 @@ export function formatBytes(n: number): string {
 }
 
 /** A one-line bar redrawn in place on a terminal fd. */
-export function ttyBarProgress(fd: number, label: string): ProgressListener {
+export function ttyBarProgress(fd: number, label: string, onError?: (e: unknown) => void): ProgressListener {
+  const write = progressWriter(fd, onError);
   return (p) => {
     const rate = `${formatBytes(p.rate)}/s`;
     let line: string;
@@ -79,6 +100,6 @@ export function ttyBarProgress(fd: number, label: string): ProgressListener {
     } else {
       line = `${label} ${formatBytes(p.bytes)} ${rate}`;
     }
-    fs.writeSync(fd, `\r\x1b[K${line}${p.done ? '\n' : ''}`);
+    write(`\r\x1b[K${line}${p.done ? '\n' : ''}`);
   };
 }

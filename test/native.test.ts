@@ -31,18 +31,13 @@ test('allocAligned gives zeroed memory of the asked size and refuses bad alignme
   expect(() => native.allocAligned(10, 3000)).toThrow(/alignment a power of two/);
 });
 
-test('pwrite/pread/pwritev/preadv at 64-bit offsets, ftruncate, fdatasync', () => {
+test('pwrite/pread at 64-bit offsets, ftruncate, fdatasync', () => {
   const fd = fs.openSync(file('rw'), 'w+');
   const big = 5 * 2 ** 30 + 3;
   expect(native.pwrite(fd, Buffer.from('hello'), big)).toBe(5);
-  expect(native.pwritev(fd, [Buffer.from('ab'), Buffer.from('cd')], 10)).toBe(4);
   const b = Buffer.alloc(5);
   expect(native.pread(fd, b, big)).toBe(5);
   expect(b.toString()).toBe('hello');
-  const x = Buffer.alloc(2);
-  const y = Buffer.alloc(2);
-  expect(native.preadv(fd, [x, y], 10)).toBe(4);
-  expect(x.toString() + y.toString()).toBe('abcd');
   native.fdatasync(fd);
   native.ftruncate(fd, 4096);
   expect(fs.fstatSync(fd).size).toBe(4096);
@@ -60,39 +55,15 @@ test('lseek SEEK_DATA/SEEK_HOLE find data in a sparse file and -1 past it', () =
   fs.closeSync(fd);
 });
 
-test('fallocate punches holes; copy_file_range and sendfile copy', () => {
-  const fd = fs.openSync(file('f'), 'w+');
-  fs.writeSync(fd, Buffer.alloc(1 << 20, 7));
-  const { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE } = native.constants;
-  native.fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, 65536);
-  const b = Buffer.alloc(4);
-  native.pread(fd, b, 100);
-  expect([...b]).toEqual([0, 0, 0, 0]);
-  const out = fs.openSync(file('g'), 'w+');
-  expect(native.sendfile(out, fd, 65536, 1000)).toBe(1000); // at out's file position (0)
-  expect(native.copyFileRange(fd, 65536, out, 1000, 1000)).toBe(1000);
-  expect(fs.readFileSync(file('g')).equals(Buffer.alloc(2000, 7))).toBe(true);
-  fs.closeSync(fd);
-  fs.closeSync(out);
-});
-
-test('mmap shares writes with the file; munmap detaches the ArrayBuffer', () => {
-  const fd = fs.openSync(file('m'), 'w+');
-  fs.ftruncateSync(fd, 8192);
-  const map = native.mmap(fd, 4096, 4096, true, true);
-  new Uint8Array(map)[0] = 42;
-  const b = Buffer.alloc(1);
-  fs.readSync(fd, b, 0, 1, 4096);
-  expect(b[0]).toBe(42);
-  native.munmap(map);
-  expect(map.byteLength).toBe(0);
-  fs.closeSync(fd);
+test('bindings nothing uses are gone (mmap/munmap could unmap a later mapping twice)', () => {
+  for (const name of ['mmap', 'munmap', 'preadv', 'pwritev', 'fallocate', 'sendfile', 'copyFileRange', 'getPipeSize', 'fadvise']) {
+    expect((native as unknown as Record<string, unknown>)[name]).toBeUndefined();
+  }
 });
 
 test('pipes: pipe(), F_SETPIPE_SZ, read/write, O_DIRECT flags via getFlags/setFlags', () => {
   const [r, w] = native.pipe();
   expect(native.setPipeSize(w, 1 << 20)).toBeGreaterThanOrEqual(1 << 20);
-  expect(native.getPipeSize(r)).toBeGreaterThanOrEqual(1 << 20);
   expect(native.write(w, Buffer.from('xyz'))).toBe(3);
   const b = Buffer.alloc(3);
   expect(native.read(r, b)).toBe(3);

@@ -6,7 +6,7 @@
  */
 import * as fs from 'fs';
 import * as tty from 'tty';
-import { UsageError } from '../errors';
+import { errorText, UsageError } from '../errors';
 import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
 import { MAX_JOBS } from '../image/image-fd';
@@ -14,7 +14,9 @@ import { restore } from '../image/restore';
 import { save } from '../image/save';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
 import { parseFlags, parseInteger, parseSize, ParsedFlags } from '../util/flags';
-import { stdoutText } from './report';
+import { commandName, stderrLine, stdoutText } from './report';
+import { checkPassedFd } from './passed-fds';
+import { withInterrupts } from './signals';
 
 function imageFd(flags: Map<string, string | true>, write: boolean): { fd: number; name: string; owned: boolean } {
   const fdText = flags.get('fd');
@@ -22,6 +24,7 @@ function imageFd(flags: Map<string, string | true>, write: boolean): { fd: numbe
   if (typeof fdText === 'string' && typeof image === 'string') throw new UsageError('give --fd or --image, not both');
   if (typeof fdText === 'string') {
     const fd = parseInteger(fdText, '--fd', 0, 0x7fffffff);
+    checkPassedFd(fd, '--fd');
     const name = flags.get('name');
     return { fd, name: typeof name === 'string' ? name : `fd ${fd}`, owned: false };
   }
@@ -34,19 +37,11 @@ function imageFd(flags: Map<string, string | true>, write: boolean): { fd: numbe
 
 function progressOf(value: string | true | undefined, label: string): ProgressListener | undefined {
   if (value === undefined) return undefined;
-  if (value === true) return tty.isatty(2) ? ttyBarProgress(2, label) : jsonLinesProgress(2);
-  return jsonLinesProgress(parseInteger(value, '--progress', 0, 0x7fffffff));
-}
-
-function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const abort = new AbortController();
-  const on = () => abort.abort();
-  process.on('SIGINT', on);
-  process.on('SIGTERM', on);
-  return fn(abort.signal).finally(() => {
-    process.off('SIGINT', on);
-    process.off('SIGTERM', on);
-  });
+  const off = (e: unknown) => stderrLine(`${commandName()}: warning: progress output stopped: ${errorText(e)}`);
+  if (value === true) return tty.isatty(2) ? ttyBarProgress(2, label, off) : jsonLinesProgress(2, off);
+  const fd = parseInteger(value, '--progress', 0, 0x7fffffff);
+  checkPassedFd(fd, '--progress');
+  return jsonLinesProgress(fd, off);
 }
 
 /** The arguments save and restore share: --ram (checked), --direct, --jobs, --job-size. */
@@ -55,6 +50,7 @@ function copyArgs(p: ParsedFlags) {
   const ram = (p.lists.get('ram') ?? []).map(parseRamSpec);
   if (!ram.length) throw new UsageError('at least one --ram NAME=PATH is required');
   checkUniqueNames(ram);
+  for (const r of ram) if (r.fd !== undefined) checkPassedFd(r.fd, `--ram ${r.name}`);
   return {
     ram,
     direct: p.flags.has('direct'),
@@ -73,9 +69,10 @@ export async function saveCommand(args: string[]): Promise<number> {
     throw new UsageError(`--chunk: chunk size ${chunkSize} is not a power of two in 4K..1G`);
   }
   const minHole = p.flags.has('min-hole') ? parseSize(String(p.flags.get('min-hole')), '--min-hole') : undefined;
+  checkPassedFd(0, 'the device state (stdin)');
   const img = imageFd(p.flags, true);
   try {
-    await withSignals((signal) =>
+    await withInterrupts(commandName(), (signal) =>
       save({
         ...shared,
         imageFd: img.fd,
@@ -98,9 +95,11 @@ export async function restoreCommand(args: string[]): Promise<number> {
   const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify', 'force'], values: [...common.values, 'ready-fd'] });
   const readyFd = p.flags.has('ready-fd') ? parseInteger(String(p.flags.get('ready-fd')), '--ready-fd', 0, 0x7fffffff) : undefined;
   const shared = copyArgs(p);
+  checkPassedFd(1, 'the device state (stdout)');
+  if (readyFd !== undefined) checkPassedFd(readyFd, '--ready-fd');
   const img = imageFd(p.flags, false);
   try {
-    await withSignals((signal) =>
+    await withInterrupts(commandName(), (signal) =>
       restore({
         ...shared,
         imageFd: img.fd,

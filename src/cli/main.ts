@@ -2,7 +2,7 @@
 import { UsageError } from '../errors';
 import { parseFlags, parseInteger, parseSize } from '../util/flags';
 import { helpText } from './help';
-import { finalLine, stderrLine, stdoutText } from './report';
+import { commandName, finalLine, stderrLine, stdoutText } from './report';
 import { describeFailure, progressTarget, runStreamCommand } from './stream-command';
 import { DirectMode } from '../stream/copy';
 
@@ -55,8 +55,7 @@ const IMAGE_COMMANDS: Record<string, (args: string[]) => Promise<number> | numbe
 };
 
 export async function main(argv: string[] = process.argv): Promise<number> {
-  // Run by the wrapper `libvirt-install` puts in libvirt's place: messages carry libvirt's helper path.
-  const argv0 = process.env.IOHELPER_ARGV0 || argv[1] || 'iohelper';
+  const argv0 = commandName(argv);
   const args = argv.slice(2);
   try {
     const ownArgs = args.includes('--') ? args.slice(0, args.indexOf('--')) : args;

@@ -24,3 +24,8 @@ export function finalLine(text: string): void {
 export function stdoutText(text: string): void {
   fs.writeSync(1, text);
 }
+
+/** The name failure lines start with: libvirt's helper path when run by the libvirt-install wrapper. */
+export function commandName(argv: string[] = process.argv): string {
+  return process.env.IOHELPER_ARGV0 || argv[1] || 'iohelper';
+}

@@ -5,7 +5,10 @@
  * Both copy between fd N (the file) and the other std stream: stdin when N is write-only
  * (save), stdout when N is read-only (restore).
  */
-import { errorText } from '../errors';
+import { errorText, UsageError } from '../errors';
+import { describeFd } from '../fs/fd-info';
+import { checkPassedFd } from './passed-fds';
+import { withInterrupts } from './signals';
 import { DirectMode, streamCopy } from '../stream/copy';
 import { jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
 import { finalLine, stderrLine } from './report';
@@ -24,34 +27,35 @@ export interface StreamCommand {
 
 function progressListener(cmd: StreamCommand): ProgressListener | undefined {
   if (cmd.progress === undefined) return undefined;
-  if (cmd.progress === 'tty') return ttyBarProgress(2, cmd.fileName);
-  return jsonLinesProgress(cmd.progress);
+  const off = (e: unknown) => stderrLine(`${cmd.argv0}: warning: progress output stopped: ${errorText(e)}`);
+  if (cmd.progress === 'tty') return ttyBarProgress(2, cmd.fileName, off);
+  checkPassedFd(cmd.progress, '--progress');
+  return jsonLinesProgress(cmd.progress, off);
 }
 
 /** Runs the copy; returns the exit code after printing libvirt's one-line failure message. */
 export async function runStreamCommand(cmd: StreamCommand): Promise<number> {
-  const abort = new AbortController();
-  const onSignal = () => abort.abort();
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
   try {
-    await streamCopy({
-      fileFd: cmd.fileFd,
-      fileName: cmd.fileName,
-      direct: cmd.direct,
-      bufferSize: cmd.bufferSize,
-      inflight: cmd.inflight,
-      onProgress: progressListener(cmd),
-      warn: (m) => stderrLine(`${cmd.argv0}: warning: ${m}`),
-      signal: abort.signal,
-    });
+    // Only fds our caller passed: a number it did not pass may be one of Node's own.
+    checkPassedFd(cmd.fileFd, cmd.fileName);
+    const access = describeFd(cmd.fileFd).access;
+    if (access !== 'readwrite') checkPassedFd(access === 'write' ? 0 : 1, 'the stream');
+    await withInterrupts(cmd.argv0, (signal) =>
+      streamCopy({
+        fileFd: cmd.fileFd,
+        fileName: cmd.fileName,
+        direct: cmd.direct,
+        bufferSize: cmd.bufferSize,
+        inflight: cmd.inflight,
+        onProgress: progressListener(cmd),
+        warn: (m) => stderrLine(`${cmd.argv0}: warning: ${m}`),
+        signal,
+      }),
+    );
     return 0;
   } catch (e) {
     finalLine(`${cmd.argv0}: failure with ${cmd.fileName}: ${describeFailure(e)}`);
     return 1;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
   }
 }
 
@@ -85,6 +89,6 @@ function capitalized(s: string): string {
 export function progressTarget(value: string | true | undefined): number | 'tty' | undefined {
   if (value === undefined) return undefined;
   if (value === true) return tty.isatty(2) ? 'tty' : 2;
-  if (!/^\d+$/.test(value)) throw new Error(`--progress: '${value}' is not an fd number`);
+  if (!/^\d+$/.test(value)) throw new UsageError(`--progress: '${value}' is not an fd number`);
   return Number(value);
 }

@@ -11,6 +11,7 @@
 import { directAlignment, alignUp } from '../fs/alignment';
 import { describeFd, FdInfo, setDirect } from '../fs/fd-info';
 import { isSystemError, systemError, withPath } from '../errors';
+import * as fs from 'fs';
 import { native } from '../native';
 import { ProgressListener, ProgressSampler } from '../progress';
 
@@ -57,6 +58,8 @@ export interface StreamCopyOutcome {
 export const DEFAULT_BUFFER_SIZE = 1024 * 1024;
 export const DEFAULT_INFLIGHT = 2;
 const PIPE_SIZE = 1024 * 1024;
+/** The copy's buffers in all (--inflight + 2 of --buffer-size): memory stays bounded whatever is asked. */
+export const MAX_RING_BYTES = 256 * 1024 * 1024;
 
 const KIND_NAMES: Record<string, string> = {
   fifo: 'a pipe',
@@ -136,31 +139,58 @@ function withoutDirect<T>(fd: number, fn: () => T): T {
   }
 }
 
-function readUpTo(fd: number, buf: Uint8Array): number {
+/**
+ * One read or write of the pipe without ever blocking a thread: a producer that sends nothing
+ * must not keep SIGINT/SIGTERM from being handled, and a thread blocked in read() would even
+ * keep the process from exiting (libuv joins its pool at exit). The pipe is switched to
+ * O_NONBLOCK for the call (its flags restored after: the open file description is shared
+ * with the caller) and polled; an abort ends the wait.
+ */
+async function pipeIo(op: 'read' | 'write', fd: number, buf: Uint8Array, signal?: AbortSignal): Promise<number> {
+  const flags = native.getFlags(fd);
+  const nonBlocking = (flags & native.constants.O_NONBLOCK) !== 0;
+  if (!nonBlocking) native.setFlags(fd, flags | native.constants.O_NONBLOCK);
+  try {
+    for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
+      if (signal?.aborted) throw systemError('ECANCELED', 'interrupted', { syscall: op });
+      try {
+        // fs, not the addon: the addon's read/write wait out EAGAIN in poll(), which would block.
+        return op === 'read' ? fs.readSync(fd, buf) : fs.writeSync(fd, buf);
+      } catch (e) {
+        if (!isSystemError(e) || e.code !== 'EAGAIN') throw Object.assign(e as object, { side: 'pipe' });
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  } finally {
+    if (!nonBlocking) native.setFlags(fd, native.getFlags(fd) & ~native.constants.O_NONBLOCK);
+  }
+}
+
+async function readUpTo(fd: number, buf: Uint8Array, signal?: AbortSignal): Promise<number> {
   let got = 0;
   while (got < buf.length) {
-    const n = native.read(fd, buf.subarray(got));
+    const n = await pipeIo('read', fd, buf.subarray(got), signal);
     if (n === 0) break;
     got += n;
   }
   return got;
 }
 
-function writeAll(fd: number, buf: Uint8Array): void {
+async function writeAll(fd: number, buf: Uint8Array, signal?: AbortSignal): Promise<void> {
   let done = 0;
-  while (done < buf.length) done += native.write(fd, buf.subarray(done));
+  while (done < buf.length) done += await pipeIo('write', fd, buf.subarray(done), signal);
 }
 
 /** Copies the unaligned head (start .. next alignment boundary) without O_DIRECT. */
-function copyHead(fileFd: number, pipeFd: number, toFile: boolean, start: number, headLen: number): number {
+async function copyHead(fileFd: number, pipeFd: number, toFile: boolean, start: number, headLen: number, signal?: AbortSignal): Promise<number> {
   const buf = new Uint8Array(headLen);
   if (toFile) {
-    const n = readUpTo(pipeFd, buf);
+    const n = await readUpTo(pipeFd, buf, signal);
     if (n > 0) withoutDirect(fileFd, () => native.pwrite(fileFd, buf.subarray(0, n), start));
     return n;
   }
   const n = withoutDirect(fileFd, () => native.pread(fileFd, buf, start));
-  writeAll(pipeFd, buf.subarray(0, n));
+  await writeAll(pipeFd, buf.subarray(0, n), signal);
   return n;
 }
 
@@ -179,6 +209,9 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
   const alignment = direct ? directAlignment(req.fileFd) : 4096;
   const bufferSize = alignUp(req.bufferSize ?? DEFAULT_BUFFER_SIZE, alignment);
   const inflight = Math.max(1, Math.min(64, req.inflight ?? DEFAULT_INFLIGHT));
+  if (bufferSize * (inflight + 2) > MAX_RING_BYTES) {
+    throw systemError('EINVAL', `buffer size ${bufferSize} x ${inflight + 2} buffers is over the ${MAX_RING_BYTES >> 20} MiB the copy may hold; use fewer or smaller buffers`);
+  }
   // With O_APPEND every pwrite lands at the end of the file, whatever its offset, so writes in
   // flight together would append in completion order and scramble the stream. libvirt_iohelper
   // writes one block after another, so its result is the stream appended to the file's
@@ -211,7 +244,7 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
     let streamEnded = false;
     if (direct && offset % alignment !== 0) {
       const want = alignment - (offset % alignment);
-      headBytes = copyHead(req.fileFd, pipeFd, toFile, offset, want);
+      headBytes = await copyHead(req.fileFd, pipeFd, toFile, offset, want, req.signal);
       offset += headBytes;
       streamEnded = headBytes < want;
     }
