@@ -238,3 +238,29 @@ describe('save checks every input before it writes', () => {
     expect(Date.now() - t0).toBeLessThan(20000);
   });
 });
+
+describe('inspect of hostile metadata', () => {
+  test('control characters in block names are shown escaped; a createdMs no Date can hold does not crash inspect', async () => {
+    const { save } = await import('../src/image/save');
+    const { decodeHeader, encodeHeader, HEADER_SIZE } = await import('../src/image/format');
+    const out = path.join(dir, 'hostile-names.img');
+    const fd = fs.openSync(out, 'w+');
+    const [r, w] = native.pipe();
+    fs.writeSync(w, Buffer.alloc(100, 1));
+    fs.closeSync(w);
+    await save({ imageFd: fd, ram: [{ name: 'a\x1b[2Jb\x07', path: SRC.b }], deviceStateFd: r, checkDeviceState: false, jobs: 1 });
+    fs.closeSync(r);
+    const head = Buffer.alloc(HEADER_SIZE);
+    fs.readSync(fd, head, 0, HEADER_SIZE, 0);
+    const h = decodeHeader(head, fs.fstatSync(fd).size);
+    fs.writeSync(fd, encodeHeader({ ...h, createdMs: Number.MAX_SAFE_INTEGER }), 0, HEADER_SIZE, 0);
+    fs.closeSync(fd);
+    const res = await runHelper(['inspect', out], ['ignore', 'pipe']);
+    expect(res.stderr).toBe('');
+    expect(res.code).toBe(0);
+    const text = res.stdout.toString();
+    expect(text).toContain('block a\\x1b[2Jb\\x07:');
+    expect(text).not.toMatch(/[\x00-\x08\x0b-\x1f]/);
+    expect(text).toContain(`invalid (${Number.MAX_SAFE_INTEGER} ms)`);
+  });
+});

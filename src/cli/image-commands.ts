@@ -135,18 +135,23 @@ export function inspectCommand(args: string[]): number {
   return r.kind === 'iohelper' && !r.committed ? 2 : 0;
 }
 
+/** Names and creator strings come from the image: control characters are shown escaped, never sent to the terminal. */
+function printable(text: string | undefined): string {
+  return (text ?? '').replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 function describe(r: InspectResult): string {
-  const lines = [`${r.path}: ${formatBytes(r.fileSize)} (${formatBytes(r.allocatedBytes)} allocated)`];
+  const lines = [`${printable(r.path)}: ${formatBytes(r.fileSize)} (${formatBytes(r.allocatedBytes)} allocated)`];
   if (r.kind === 'libvirt' && r.libvirt) {
     const l = r.libvirt;
     lines.push(`libvirt save image, ${l.complete ? 'complete (LibvirtQemudSave)' : 'INCOMPLETE (LibvirtQemudPart)'}, version ${l.version}, XML ${l.xmlLength} bytes, format ${l.format}, was ${l.wasRunning ? 'running' : 'paused'}`);
   } else if (r.kind === 'qemu-stream') {
     lines.push(`raw QEMU migration stream (QEVM), version ${r.qemuStreamVersion}`);
   } else if (r.kind === 'iohelper') {
-    if (r.invalid) lines.push(`iohelper image, REFUSED: ${r.invalid.message} (${r.invalid.code})`);
+    if (r.invalid) lines.push(`iohelper image, REFUSED: ${printable(r.invalid.message)} (${r.invalid.code})`);
     else {
-      lines.push(`iohelper image v${r.version}, ${r.committed ? 'committed' : 'INCOMPLETE (the save never finished)'}, page ${formatBytes(r.pageSize!)}, alignment ${formatBytes(r.alignment!)}, checksums ${r.checksums ? 'CRC-32C per chunk' : 'none'}, by ${r.creator} at ${r.createdAt}`);
-      for (const b of r.blocks ?? []) lines.push(`  block ${b.name}: ${formatBytes(b.size)} at offset ${b.offset}, ${formatBytes(b.dataBytes)} data (${((100 * b.dataBytes) / b.size).toFixed(0)}%), ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}`);
+      lines.push(`iohelper image v${r.version}, ${r.committed ? 'committed' : 'INCOMPLETE (the save never finished)'}, page ${formatBytes(r.pageSize!)}, alignment ${formatBytes(r.alignment!)}, checksums ${r.checksums ? 'CRC-32C per chunk' : 'none'}, by ${printable(r.creator)} at ${r.createdAt}`);
+      for (const b of r.blocks ?? []) lines.push(`  block ${printable(b.name)}: ${formatBytes(b.size)} at offset ${b.offset}, ${formatBytes(b.dataBytes)} data (${((100 * b.dataBytes) / b.size).toFixed(0)}%), ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}`);
       if (r.deviceStateBytes !== undefined) lines.push(`  device state: ${r.deviceStateBytes} bytes`);
     }
   } else lines.push('not an iohelper image, libvirt save image or QEMU stream');

@@ -58,7 +58,7 @@ function describeImage(fd: number): Partial<InspectResult> {
       alignment: h.alignment,
       checksums: h.flags !== 0,
       creator: h.creator,
-      createdAt: new Date(h.createdMs).toISOString(),
+      createdAt: isoTime(h.createdMs),
       blocks: entries.map((e) => ({ name: e.name, size: e.size, offset: e.offset, dataBytes: e.dataBytes, chunkSize: e.chunkSize, checksumCount: e.checksumCount })),
       deviceStateBytes: h.committed ? h.deviceStateLength : undefined,
     };
@@ -66,4 +66,10 @@ function describeImage(fd: number): Partial<InspectResult> {
     if (!(e instanceof ImageFormatError)) throw e;
     return { kind: 'iohelper', committed: false, invalid: { code: e.code, message: e.message } };
   }
+}
+
+/** The header's timestamp as ISO text; a value no Date can hold (a hostile image) says so instead of throwing. */
+function isoTime(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? `invalid (${ms} ms)` : d.toISOString();
 }
