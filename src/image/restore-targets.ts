@@ -43,7 +43,22 @@ export interface TargetPlan {
 
 function pageSizeOf(statfsPath: string): { pageSize: number; dev: string; free: number } {
   const st = fs.statfsSync(statfsPath);
-  return { pageSize: st.type === HUGETLBFS_MAGIC ? st.bsize : PAGE, dev: String(fs.statSync(statfsPath).dev), free: st.bavail * st.bsize };
+  const huge = st.type === HUGETLBFS_MAGIC;
+  let free = st.bavail * st.bsize;
+  // A filesystem that reports no blocks at all has no size of its own: hugetlbfs without size=
+  // draws on the kernel's pool of free (unreserved) huge pages; anything else is not checked.
+  if (st.blocks === 0) free = huge ? freeHugePages(st.bsize) : Infinity;
+  return { pageSize: huge ? st.bsize : PAGE, dev: String(fs.statSync(statfsPath).dev), free };
+}
+
+function freeHugePages(pageSize: number): number {
+  const dir = `/sys/kernel/mm/hugepages/hugepages-${pageSize / 1024}kB`;
+  try {
+    const n = (f: string) => Number(fs.readFileSync(`${dir}/${f}`, 'utf8'));
+    return Math.max(0, n('free_hugepages') - n('resv_hugepages')) * pageSize;
+  } catch {
+    return Infinity;
+  }
 }
 
 function planFdTarget(s: RamSource, e: BlockEntry, ids: FileId[]): TargetPlan {
