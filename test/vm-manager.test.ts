@@ -9,6 +9,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { cloneVm, restoreVm, saveVm } from '../src/vm/manager';
+import { saveThroughHelper } from '../src/vm/stream-migration';
 import { QemuInstance } from '../src/vm/qemu-launch';
 import { Progress } from '../src/progress';
 import { createRamFile, describeQemu, filesEqual, fillPattern, machineArgs, sha256File, shmPath, startQemu } from './support/qemu';
@@ -103,6 +104,22 @@ describeQemu('VM manager: save, restore, clone', () => {
     const left = spawnSync('pgrep', ['-f', '--', ram], { encoding: 'utf8' });
     expect({ status: left.status, pids: left.stdout.trim() }).toEqual({ status: 1, pids: '' });
     fs.rmSync(ram, { force: true });
+  });
+
+  test('vm save (parallel and --stream) onto the guest\'s own RAM file is refused; the RAM is kept', async () => {
+    const ram = shmPath('mgr-self');
+    createRamFile(ram, 64 * M);
+    fillPattern(ram, 9, 0.25);
+    const before = await sha256File(ram);
+    const vm = await startQemu({ ram: [{ id: 'ram0', path: ram, size: 64 * M }] });
+    running.push(vm);
+    const link = shmPath('mgr-self-other-name');
+    fs.linkSync(ram, link);
+    await expect(saveVm(vm.qmp, { image: link })).rejects.toThrow(/is the guest's RAM file/);
+    await expect(saveThroughHelper({ qmp: vm.qmp, image: ram, direct: false })).rejects.toThrow(/is the guest's RAM file/);
+    expect(await sha256File(ram)).toBe(before);
+    fs.rmSync(link);
+    fs.rmSync(ram);
   });
 
   test('a save of a guest whose RAM is not a shared file names the -object options needed', async () => {

@@ -19,6 +19,7 @@ import { parseSize } from '../util/flags';
 import { ProgressListener } from '../progress';
 import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
 import { fileBackends, rewriteBackends } from './qemu-args';
+import { refuseRamAsImage } from './stream-migration';
 import { QemuInstance, startQemu } from './qemu-launch';
 import { enableIgnoreShared, finishImageRestore, saveVmToImage, startImageRestore } from './image-migration';
 
@@ -33,6 +34,7 @@ export interface SaveVmOptions {
 /** Stops the guest and saves it into `image` through the parallel path. */
 export async function saveVm(qmp: QmpClient, o: SaveVmOptions): Promise<{ blocks: Array<{ name: string; path: string; size: number }> }> {
   const blocks = sharedRamFiles(await listMemoryBackends(qmp));
+  await refuseRamAsImage(qmp, o.image); // before the guest is stopped: nothing changes
   const status = await qmp.execute('query-status');
   if (status.running) await qmp.execute('stop');
   await saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress });

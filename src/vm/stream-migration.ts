@@ -6,9 +6,11 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { systemError } from '../errors';
 import { native } from '../native';
 import { packageRoot } from '../package-root';
 import { QmpClient, waitForMigration } from '../qmp/client';
+import { listMemoryBackends } from './qemu-ram';
 
 /** The helper program run in libvirt's form `<cmd> <args…> FILENAME FD`. */
 export interface HelperCommand {
@@ -45,8 +47,34 @@ function runHelper(h: HelperCommand, image: string, fdArg: '0' | '1', stdio: [nu
 
 const UNTHROTTLED = { 'max-bandwidth': 2 ** 50 };
 
+/**
+ * The save file must not be one of the guest's own RAM files: opening it (O_TRUNC) would
+ * destroy the RAM being saved. Compared by st_dev/st_ino, so other names of the file count.
+ */
+export async function refuseRamAsImage(qmp: QmpClient, image: string): Promise<void> {
+  let out: fs.Stats;
+  try {
+    out = fs.statSync(image);
+  } catch {
+    return; // does not exist yet: cannot be a RAM file
+  }
+  for (const b of await listMemoryBackends(qmp)) {
+    if (!b.memPath) continue;
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(b.memPath);
+    } catch {
+      continue;
+    }
+    if (st.dev === out.dev && st.ino === out.ino) {
+      throw systemError('EINVAL', `${image} is the guest's RAM file (${b.id}: ${b.memPath}); saving there would destroy the RAM being saved`, { path: image });
+    }
+  }
+}
+
 /** stop is the caller's; this sets max-bandwidth, migrates into the helper and waits for both. */
 export async function saveThroughHelper(o: StreamMigrationOptions): Promise<void> {
+  await refuseRamAsImage(o.qmp, o.image);
   const out = fs.openSync(o.image, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | (o.direct ? fs.constants.O_DIRECT : 0), 0o600);
   const [r, w] = native.pipe();
   let helper: Promise<void>;
