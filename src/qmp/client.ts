@@ -66,7 +66,8 @@ export class QmpClient extends EventEmitter {
   readonly closed: Promise<void>;
   private readonly pending = new Map<string, Pending>();
   private nextId = 1;
-  private buffered = '';
+  private partial: string[] = [];
+  private partialLength = 0;
   private closeReason: string | undefined;
 
   private constructor(
@@ -177,20 +178,30 @@ export class QmpClient extends EventEmitter {
   }
 
   private onData(chunk: string): void {
-    this.buffered += chunk;
+    // The partial line is kept as pieces, joined only once its newline arrives: no rescanning
+    // or re-copying of a long line on every chunk.
+    let start = 0;
     let newline: number;
-    while ((newline = this.buffered.indexOf('\n')) >= 0) {
-      const line = this.buffered.slice(0, newline).trim();
-      this.buffered = this.buffered.slice(newline + 1);
+    while ((newline = chunk.indexOf('\n', start)) >= 0) {
+      const line = (this.partial.join('') + chunk.slice(start, newline)).trim();
+      this.partial = [];
+      this.partialLength = 0;
+      start = newline + 1;
       if (line) this.onMessage(line);
+      if (this.socket.destroyed) return;
     }
-    if (this.buffered.length > MAX_LINE_BYTES) this.protocolError(`a line longer than ${MAX_LINE_BYTES} bytes without a newline`);
+    if (start < chunk.length) {
+      this.partial.push(chunk.slice(start));
+      this.partialLength += chunk.length - start;
+    }
+    if (this.partialLength > MAX_LINE_BYTES) this.protocolError(`a line longer than ${MAX_LINE_BYTES} bytes without a newline`);
   }
 
   /** A peer that does not speak QMP: the connection is closed and every waiter told why. */
   private protocolError(what: string): void {
     this.closeReason ??= `the QEMU monitor broke the QMP protocol: ${what}`;
-    this.buffered = '';
+    this.partial = [];
+    this.partialLength = 0;
     this.socket.destroy();
   }
 
