@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { parseFlags, parseInteger, parseSize } from '../src/cli/flags';
+import { parseFlags, parseInteger, parseSize } from '../src/util/flags';
 import { packageRoot } from '../src/package-root';
 import { describeHost } from './lib/host';
 import { chartSvg } from './lib/svg';
