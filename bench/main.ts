@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [stream parallel vm-e2e clone libvirt] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--no-record]
+ * npm run bench -- [stream parallel vm-e2e clone libvirt] [--profile real,dense,clustered,scattered] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--no-record]
  * Runs the chosen scenarios side by side, alternating methods, and appends a markdown table
  * (with the exact command, host and date) to bench/RESULTS.md and JSON to bench/results/.
  */
@@ -15,13 +15,18 @@ import { benchClone } from './clone';
 import { benchLibvirt } from './libvirt';
 import { benchParallel } from './parallel';
 import { benchStream } from './stream';
+import { Profile, PROFILES } from './lib/profiles';
 
 const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone', 'libvirt'] as const;
 
 async function main(): Promise<void> {
-  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json'] });
+  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json', 'profile'] });
   if (p.flags.get('help')) {
-    console.log(`usage: npm run bench -- [${SCENARIOS.join(' ')}] [--size 4G|1G,4G,16G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--json FILE] [--no-record]\n  --quick: 256 MiB, 1 run, jobs 1,2 (a smoke test)`);
+    console.log(
+      `usage: npm run bench -- [${SCENARIOS.join(' ')}] [--profile ${PROFILES.join(',')}] [--size 4G|1G,4G,16G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--json FILE] [--no-record]\n` +
+        '  --profile: guest RAM for parallel and vm-e2e (default real: a real Linux guest after a memory workload, built once into .cache/bench)\n' +
+        '  --quick: 256 MiB, 1 run, jobs 1,2, scattered profile (a smoke test)',
+    );
     return;
   }
   const quick = p.flags.has('quick');
@@ -30,6 +35,8 @@ async function main(): Promise<void> {
   const jobs = String(p.flags.get('jobs') ?? (quick ? '1,2' : '1,2,4')).split(',').map((j) => parseInteger(j, '--jobs', 1, 256));
   const dir = String(p.flags.get('dir') ?? path.join(packageRoot(), 'bench', 'data'));
   fs.mkdirSync(dir, { recursive: true });
+  const profiles = String(p.flags.get('profile') ?? (quick ? 'scattered' : 'real')).split(',') as Profile[];
+  for (const pr of profiles) if (!PROFILES.includes(pr)) throw new Error(`unknown profile '${pr}' (known: ${PROFILES.join(', ')})`);
   const scenarios = p.positionals.length ? p.positionals : [...SCENARIOS];
   const rows: Row[] = [];
   const notes: string[] = [];
@@ -46,7 +53,13 @@ async function main(): Promise<void> {
         const r = await benchLibvirt({ size, runs, dir });
         rows.push(...r.rows);
         notes.push(...r.notes);
-      } else rows.push(...(await benchParallel({ set: s as 'parallel' | 'vm-e2e', size, runs, dir, jobs, verify: true })));
+      } else {
+        for (const profile of profiles) {
+          const r = await benchParallel({ set: s as 'parallel' | 'vm-e2e', profile, size, runs, dir, jobs, verify: true });
+          rows.push(...r.rows);
+          notes.push(...r.notes);
+        }
+      }
     }
   }
   notes.push(...scalingNotes(rows));

@@ -1,26 +1,38 @@
 /**
- * Parallel scenarios on a real QEMU 10 guest of `size` bytes (RAM on /dev/shm, ~25 % zero
- * pages): our parallel image (x-ignore-shared + `iohelper save/restore --direct`, jobs 1/2/4)
- * against QEMU's own mapped-ram + multifd(2) + direct-io, and fio O_DIRECT moving the same
- * non-zero bytes (the disk's limit). Alternating order, page cache dropped before every run.
+ * Parallel scenarios on a real QEMU 10 guest of `size` bytes whose RAM is one of the memory
+ * profiles (bench/lib/profiles.ts) on /dev/shm:
+ * - parallel: our image (x-ignore-shared + `iohelper save/restore --direct`, by jobs) against
+ *   QEMU's own mapped-ram + multifd at channels 2 and 4, with and without direct-io ("QEMU
+ *   best" is the fastest of the four per direction), and the limits: fio O_DIRECT writing and
+ *   reading exactly our image's data bytes (at our I/O size and depth, and at 4 MiB QD16), and
+ *   bench/ref/fill-ram reading the image's data into a fresh RAM file (the restore limit:
+ *   what page allocation plus the reads cost without any format, checksum or QEMU).
+ * - vm-e2e: every way to save a real guest (classic stream through either helper, our image,
+ *   mapped-ram).
+ * Alternating order, page cache dropped before every run, RAM compared after the first.
  */
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { createRamFile, filesEqual, fillPattern } from '../src/synthetic/ram-file';
+import { createRamFile, filesEqual } from '../src/synthetic/ram-file';
 import { QemuInstance, qemuAvailable, startQemu } from '../src/vm/qemu-launch';
 import { finishImageRestore, saveVmToImage, startImageRestore } from '../src/vm/image-migration';
-import { restoreMappedRam, saveMappedRam } from '../src/vm/mapped-ram';
+import { enableMappedRam } from '../src/vm/mapped-ram';
+import { waitForMigration } from '../src/qmp/client';
+import { inspect } from '../src/image/inspect';
 import { commandExists, dropCaches } from './lib/host';
 import { HelperCommand, ourHelper, restoreThroughHelper, saveThroughHelper } from '../src/vm/stream-migration';
 import { LIBVIRT_IOHELPER } from './stream';
 import { sampleProcess } from './lib/proc-sampler';
 import { alternatingOrder, summarize } from './lib/stats';
 import { Row, summaryRows } from './lib/table';
+import { describeStats, prepareProfile, Profile } from './lib/profiles';
+import { fillRamArgs, fillRamTool } from './lib/fill-ram';
 
 export interface ParallelBenchOptions {
-  /** parallel: our image by jobs vs mapped-ram vs fio; vm-e2e: every way to save a real guest. */
+  /** parallel: our image by jobs vs QEMU mapped-ram vs the limits; vm-e2e: every way to save a real guest. */
   set: 'parallel' | 'vm-e2e';
+  profile: Profile;
   size: number;
   runs: number;
   dir: string;
@@ -34,17 +46,27 @@ interface Sample {
   peakAnonMiB: number;
 }
 
+/** A method times a save, a restore, or both (a limit may have only one side). */
 interface Method {
   name: string;
-  save(): Promise<Sample>;
-  restore(): Promise<Sample>;
-  verify(): Promise<boolean>;
+  save?(): Promise<Sample>;
+  restore?(): Promise<Sample>;
+  /** Whether the restored RAM equals the source (methods that restore into the guest's RAM). */
+  verify?(): Promise<boolean>;
   cleanup(): void;
 }
 
+/** What the first save of our image tells the limits: how many data bytes it holds, and where. */
+interface ImageFacts {
+  image: string;
+  dataBytes: number;
+  blockOffset: number;
+}
+
+const MAX_IO = 8 << 20; // the addon's I/O size for image data (native/ram_copy.cc)
 const secondsSince = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;
 
-function ours(jobs: number, src: string, dst: string, dir: string, size: number): Method {
+function ours(jobs: number, src: string, dst: string, dir: string, size: number, facts: { current?: ImageFacts }): Method {
   const image = path.join(dir, `bench-ours-${jobs}.img`);
   return {
     name: `iohelper image, jobs ${jobs}`,
@@ -56,6 +78,11 @@ function ours(jobs: number, src: string, dst: string, dir: string, size: number)
         const t0 = process.hrtime.bigint();
         await saveVmToImage(vm.qmp, { image, ram: [{ name: 'ram0', path: src }], direct: true, jobs }, (h) => (sampler = sampleProcess(h.proc.pid!)));
         const wallS = secondsSince(t0);
+        if (!facts.current) {
+          const block = inspect(image).blocks?.[0];
+          if (!block) throw new Error(`${image}: inspect found no RAM block`);
+          facts.current = { image, dataBytes: block.dataBytes, blockOffset: block.offset };
+        }
         return { wallS, ...sampler!.stop() };
       } finally {
         await vm.stop();
@@ -84,17 +111,24 @@ function qemuPid(vm: { proc: { pid?: number } }): number {
   return vm.proc.pid!;
 }
 
-function mappedRam(src: string, dst: string, dir: string, size: number, directIo = true): Method {
-  const image = path.join(dir, 'bench-mapped-ram.img');
+export const mappedRamName = (channels: number, directIo: boolean) => `QEMU mapped-ram + multifd(${channels})${directIo ? ' + direct-io' : ''}`;
+
+function mappedRam(src: string, dst: string, dir: string, size: number, channels: number, directIo: boolean): Method {
+  const image = path.join(dir, `bench-mapped-ram-${channels}${directIo ? '-direct' : ''}.img`);
+  const migrate = async (vm: QemuInstance, command: 'migrate' | 'migrate-incoming') => {
+    await enableMappedRam(vm.qmp, channels, directIo);
+    await vm.qmp.execute(command, { uri: `file:${image}` });
+    await waitForMigration(vm.qmp, { pollMs: 20 });
+  };
   return {
-    name: `QEMU mapped-ram + multifd(2)${directIo ? ' + direct-io' : ''}`,
+    name: mappedRamName(channels, directIo),
     async save() {
       const vm = await startQemu({ ram: [{ id: 'ram0', path: src, size }] });
       try {
         fs.rmSync(image, { force: true });
         const s = sampleProcess(qemuPid(vm));
         const t0 = process.hrtime.bigint();
-        await saveMappedRam(vm.qmp, image, directIo);
+        await migrate(vm, 'migrate');
         const wallS = secondsSince(t0);
         return { wallS, ...s.stop(), peakAnonMiB: NaN };
       } finally {
@@ -104,7 +138,7 @@ function mappedRam(src: string, dst: string, dir: string, size: number, directIo
     restore: () =>
       incomingRestore(dst, size, async (vm) => {
         const s = sampleProcess(qemuPid(vm));
-        await restoreMappedRam(vm.qmp, image, directIo);
+        await migrate(vm, 'migrate-incoming');
         return s.stop().cpuS;
       }),
     verify: async () => (await filesEqual(src, dst)).equal,
@@ -169,56 +203,96 @@ function runTool(cmd: string, args: string[]): Promise<Sample> {
   );
 }
 
-/** fio O_DIRECT, 4 MiB blocks, 16 in flight: the same non-zero bytes, written then read. */
-function fioLimit(bytes: number, dir: string): Method {
-  const file = path.join(dir, 'bench-fio.dat');
-  const common = ['--name=limit', `--filename=${file}`, '--bs=4M', '--iodepth=16', '--ioengine=libaio', '--direct=1', `--size=${Math.floor(bytes / (4 << 20)) * (4 << 20)}`];
+/** fio O_DIRECT writing, then reading, exactly the data bytes of our image (known after our first save). */
+function fioLimit(name: string, bs: number, depth: number, dir: string, facts: { current?: ImageFacts }): Method {
+  const file = path.join(dir, `bench-fio-${bs}-${depth}.dat`);
+  const args = () => {
+    if (!facts.current) throw new Error('fio runs after the first save of our image (it moves the same number of bytes)');
+    const bytes = Math.max(bs, Math.floor(facts.current.dataBytes / bs) * bs);
+    return ['--name=limit', `--filename=${file}`, `--bs=${bs}`, `--iodepth=${depth}`, '--ioengine=libaio', '--direct=1', `--size=${bytes}`];
+  };
   return {
-    name: 'fio O_DIRECT QD16 (disk limit, non-zero bytes)',
-    save: () => (fs.rmSync(file, { force: true }), runTool('fio', [...common, '--rw=write', '--end_fsync=1'])),
-    restore: () => runTool('fio', [...common, '--rw=read', '--readonly']),
-    verify: async () => true,
+    name,
+    save: () => (fs.rmSync(file, { force: true }), runTool('fio', [...args(), '--rw=write', '--end_fsync=1'])),
+    restore: () => runTool('fio', [...args(), '--rw=read', '--readonly']),
     cleanup: () => fs.rmSync(file, { force: true }),
   };
 }
 
-export async function benchParallel(o: ParallelBenchOptions): Promise<Row[]> {
+/** The restore limit: O_DIRECT reads of our image's data, pwrite()n into a fresh tmpfs file, no checks. */
+function fillRamLimit(threads: number, dst: string, facts: { current?: ImageFacts }, size: number): Method {
+  return {
+    name: `read into fresh RAM file (fill-ram, ${threads} threads, 8 MiB)`,
+    restore: () => {
+      if (!facts.current) throw new Error('fill-ram runs after the first save of our image (it reads that image)');
+      fs.rmSync(dst, { force: true });
+      return runTool(fillRamTool(), fillRamArgs(facts.current.image, dst, { direct: true, threads, ioSize: MAX_IO, base: facts.current.blockOffset, length: size }));
+    },
+    cleanup: () => undefined,
+  };
+}
+
+export async function benchParallel(o: ParallelBenchOptions): Promise<{ rows: Row[]; notes: string[] }> {
   const q = qemuAvailable();
   if (!q.ok) throw new Error(`the parallel scenario needs QEMU 10 (${q.why}); sudo bash scripts/install-qemu.sh --bench`);
   const src = `/dev/shm/iohelper-bench-ram-${process.pid}`;
   const dst = `${src}-restored`;
-  createRamFile(src, o.size);
-  const { pages, zeroPages } = fillPattern(src, 7, 0.25);
-  const nonZero = (pages - zeroPages) * 4096;
+  const stats = await prepareProfile(o.profile, src, o.size);
+  const notes = [`Memory profile ${describeStats(stats)}.`];
   const rows: Row[] = [];
+  const label = (direction: string) => `${o.set}-${direction} ${o.profile}`;
   const missing = (method: string, note: string) => {
-    for (const scenario of [`${o.set}-save`, `${o.set}-restore`]) rows.push({ scenario, method, bytes: o.size, wall: summarize([]), cpuS: summarize([]), maxRssMiB: summarize([]), note });
+    for (const scenario of [label('save'), label('restore')]) rows.push({ scenario, method, bytes: o.size, wall: summarize([]), cpuS: summarize([]), maxRssMiB: summarize([]), note });
   };
+  const facts: { current?: ImageFacts } = {};
   const methods: Method[] = [];
+  const qemuVariants: string[] = [];
   if (o.set === 'parallel') {
-    methods.push(...o.jobs.map((j) => ours(j, src, dst, o.dir, o.size)), mappedRam(src, dst, o.dir, o.size));
-    if (commandExists('/usr/bin/fio')) methods.push(fioLimit(nonZero, o.dir));
-    else missing('fio', 'not installed (apt-get install fio)');
+    methods.push(...o.jobs.map((j) => ours(j, src, dst, o.dir, o.size, facts)));
+    for (const channels of [2, 4]) {
+      for (const directIo of [true, false]) {
+        methods.push(mappedRam(src, dst, o.dir, o.size, channels, directIo));
+        qemuVariants.push(mappedRamName(channels, directIo));
+      }
+    }
+    if (commandExists('/usr/bin/fio')) {
+      const depth = Math.max(...o.jobs);
+      methods.push(fioLimit(`fio O_DIRECT, our I/O (8 MiB, QD${depth})`, MAX_IO, depth, o.dir, facts), fioLimit('fio O_DIRECT, 4 MiB QD16', 4 << 20, 16, o.dir, facts));
+    } else missing('fio', 'not installed (apt-get install fio)');
+    methods.push(fillRamLimit(2, dst, facts, o.size));
   } else {
     methods.push(classicStream('iohelper', ourHelper(), src, dst, o.dir, o.size));
     if (commandExists(LIBVIRT_IOHELPER)) methods.push(classicStream('libvirt_iohelper', { cmd: LIBVIRT_IOHELPER, args: [] }, src, dst, o.dir, o.size));
     else missing('classic stream through libvirt_iohelper', `not installed (${LIBVIRT_IOHELPER})`);
-    methods.push(ours(2, src, dst, o.dir, o.size), mappedRam(src, dst, o.dir, o.size, false), mappedRam(src, dst, o.dir, o.size, true));
+    methods.push(ours(2, src, dst, o.dir, o.size, facts));
+    for (const directIo of [false, true]) {
+      methods.push(mappedRam(src, dst, o.dir, o.size, 2, directIo));
+      qemuVariants.push(mappedRamName(2, directIo));
+    }
   }
 
   const save = new Map<string, Sample[]>();
   const restore = new Map<string, Sample[]>();
+  const add = (m: Map<string, Sample[]>, name: string, s: Sample) => m.set(name, [...(m.get(name) ?? []), s]);
   try {
     for (const [run, order] of alternatingOrder(methods, o.runs).entries()) {
+      // Run 0 goes in list order, so our image exists before the limits that read its size.
       for (const m of order) {
-        dropCaches();
-        const s = await m.save();
-        dropCaches();
-        const r = await m.restore();
-        if (run === 0 && o.verify && !(await m.verify())) throw new Error(`${m.name}: restored RAM differs from the original`);
-        save.set(m.name, [...(save.get(m.name) ?? []), s]);
-        restore.set(m.name, [...(restore.get(m.name) ?? []), r]);
-        console.error(`  ${m.name}: save ${s.wallS.toFixed(2)} s, restore ${r.wallS.toFixed(2)} s`);
+        const parts: string[] = [];
+        if (m.save) {
+          dropCaches();
+          const s = await m.save();
+          add(save, m.name, s);
+          parts.push(`save ${s.wallS.toFixed(2)} s`);
+        }
+        if (m.restore) {
+          dropCaches();
+          const r = await m.restore();
+          add(restore, m.name, r);
+          parts.push(`restore ${r.wallS.toFixed(2)} s`);
+          if (run === 0 && o.verify && m.verify && !(await m.verify())) throw new Error(`${m.name}: restored RAM differs from the original`);
+        }
+        console.error(`  ${o.profile} ${m.name}: ${parts.join(', ')}`);
       }
     }
   } finally {
@@ -226,9 +300,19 @@ export async function benchParallel(o: ParallelBenchOptions): Promise<Row[]> {
     fs.rmSync(src, { force: true });
     fs.rmSync(dst, { force: true });
   }
-  const names = methods.map((m) => m.name);
   const asRuns = (xs: Map<string, Sample[]>) => new Map([...xs].map(([k, v]) => [k, v.map((x) => ({ wallS: x.wallS, cpuS: x.cpuS, memMiB: x.peakAnonMiB }))]));
-  const peer = { method: 'QEMU mapped-ram + multifd(2) + direct-io', label: 'mapped-ram' };
-  rows.push(...summaryRows(`${o.set}-save`, o.size, names, asRuns(save), peer), ...summaryRows(`${o.set}-restore`, o.size, names, asRuns(restore), peer));
-  return rows;
+  for (const [direction, data] of [['save', save], ['restore', restore]] as const) {
+    const median = (name: string) => summarize((data.get(name) ?? []).map((x) => x.wallS)).median;
+    const best = qemuVariants.filter((v) => data.has(v)).sort((a, b) => median(a) - median(b))[0];
+    const names = methods.map((m) => m.name).filter((n) => data.has(n));
+    rows.push(...summaryRows(label(direction), o.size, names, asRuns(data), best ? { method: best, label: 'QEMU best' } : undefined));
+    const limit = direction === 'save' ? names.find((n) => n.startsWith('fio O_DIRECT, our I/O')) : names.find((n) => n.startsWith('read into fresh RAM'));
+    for (const n of names.filter((x) => x.startsWith('iohelper image'))) {
+      const parts = [`${o.profile} ${direction}, ${n}: ${median(n).toFixed(2)} s`];
+      if (limit) parts.push(`${(median(n) / median(limit)).toFixed(2)}x the limit (${limit}, ${median(limit).toFixed(2)} s)`);
+      if (best) parts.push(`${(median(best) / median(n)).toFixed(2)}x faster than QEMU best (${best}, ${median(best).toFixed(2)} s)`);
+      notes.push(parts.join('; '));
+    }
+  }
+  return { rows, notes };
 }

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Builds a tiny Linux guest for the "a guest that actually runs" tests: Debian's kernel and a
 # busybox initramfs whose init prints a counter on the serial port forever, keeping it (and a
-# growing file) in guest RAM. Output: DIR/vmlinuz and DIR/initrd.gz (default .cache/guest).
+# growing file) in guest RAM. With `iohelper.workload` on the kernel command line, init first
+# runs a memory workload (bench/lib/real-guest.ts builds the `real` benchmark profile from it)
+# and prints "iohelper-workload-done". Output: DIR/vmlinuz and DIR/initrd.gz (default
+# .cache/guest); DIR/version names the init's version, so an older build is replaced.
 # Packages come from the machine's own apt sources (no host names here).
 set -euo pipefail
 out=${1:-"$(dirname "$0")/../.cache/guest"}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ]; then
+version=2
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ]; then
   echo "build-test-guest: already built in $out"
   exit 0
 fi
@@ -31,6 +35,29 @@ cat > root/init <<'INIT'
 #!/bin/busybox sh
 /bin/busybox mount -t devtmpfs dev /dev
 /bin/busybox mount -t proc proc /proc
+if /bin/busybox grep -q iohelper.workload /proc/cmdline; then
+  # What a guest that has been working leaves in its RAM, in shares of its memory: page cache
+  # of incompressible files, compressible text, a file of zeros, data written and then freed
+  # (the kernel does not clear freed pages), and anonymous memory still held when it is
+  # paused. The rest was never touched.
+  export PATH=/bin
+  /bin/busybox --install -s /bin
+  mkdir -p /work
+  mount -t tmpfs -o size=90% tmpfs /work
+  total_mb=$(( $(awk '/MemTotal/ { print $2 }' /proc/meminfo) / 1024 ))
+  share() { echo $(( total_mb * $1 / 100 )); }
+  dd if=/dev/urandom of=/work/freed bs=1M count="$(share 12)" 2>/dev/null
+  rm /work/freed
+  dd if=/dev/urandom of=/work/random bs=1M count="$(share 25)" 2>/dev/null
+  text_kb=$(( $(share 10) * 1024 ))
+  while [ "$(du -k /work/text 2>/dev/null | cut -f1)0" -lt "${text_kb}0" ]; do cat /proc/kallsyms /proc/slabinfo /proc/meminfo >> /work/text; done
+  dd if=/dev/zero of=/work/zero bs=1M count="$(share 6)" 2>/dev/null
+  # dd holds its one block while blocked writing into a pipe nobody reads.
+  dd if=/dev/urandom bs="$(share 8)M" count=1 2>/dev/null | sleep 2147483647 &
+  sleep 2
+  sync
+  echo "iohelper-workload-done" > /dev/ttyS0
+fi
 i=0
 while true; do
   i=$((i + 1))
@@ -41,4 +68,5 @@ done
 INIT
 chmod +x root/init
 (cd root && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.gz"
+echo "$version" > "$out/version"
 echo "build-test-guest: $out/vmlinuz ($kpkg), $out/initrd.gz"

@@ -31,19 +31,33 @@ function mulberry32(seed: number): () => number {
   };
 }
 
+/** How zero pages are laid out in a synthetic RAM file. */
+export interface PatternOptions {
+  /** Share of 4 KiB pages that are zero (0 to 1). */
+  zeroFraction?: number;
+  /**
+   * Mean length, in pages, of a run of zero pages. 1 (the default) draws each page on its own
+   * (zero pages scattered i.i.d., the worst case for page-granular skippers); 256 and more give
+   * MiB-scale runs, closer to what real guests leave.
+   */
+  zeroRunPages?: number;
+}
+
 /**
  * Overwrites the whole file (its current size) with a deterministic pattern, 4 MiB at a time:
  * about `zeroFraction` of the 4 KiB pages are zero, the others are pseudo-random bytes from
  * `seed` with the page index stamped into their first 8 bytes, so no two pages are equal.
+ * A number as the third argument is the zero fraction (pages drawn one by one).
  */
-export function fillPattern(filePath: string, seed: number, zeroFraction = 0.25): { pages: number; zeroPages: number } {
+export function fillPattern(filePath: string, seed: number, options: number | PatternOptions = 0.25): { pages: number; zeroPages: number } {
+  const { zeroFraction = 0.25, zeroRunPages = 1 } = typeof options === 'number' ? { zeroFraction: options } : options;
+  if (!(zeroFraction >= 0 && zeroFraction < 1) || !(zeroRunPages >= 1)) throw new RangeError(`fillPattern: zeroFraction ${zeroFraction} must be in [0, 1), zeroRunPages ${zeroRunPages} >= 1`);
   const random = Buffer.allocUnsafe(CHUNK);
   const words = new Uint32Array(random.buffer, random.byteOffset, CHUNK / 4);
   const nextWord = mulberry32(seed);
   for (let i = 0; i < words.length; i++) words[i] = nextWord();
 
-  const nextZeroDraw = mulberry32(seed ^ 0x9e3779b9);
-  const zeroThreshold = zeroFraction * 2 ** 32;
+  const isZero = zeroRunPages === 1 ? scatteredZeros(seed, zeroFraction) : clusteredZeros(seed, zeroFraction, zeroRunPages);
   const chunk = Buffer.allocUnsafe(CHUNK);
   const fd = fs.openSync(filePath, 'r+');
   let pages = 0;
@@ -54,7 +68,7 @@ export function fillPattern(filePath: string, seed: number, zeroFraction = 0.25)
       const len = Math.min(CHUNK, size - pos);
       random.copy(chunk, 0, 0, len);
       for (let off = 0; off < len; off += PAGE, pages++) {
-        if (nextZeroDraw() < zeroThreshold) {
+        if (isZero()) {
           chunk.fill(0, off, Math.min(off + PAGE, len));
           zeroPages++;
         } else if (off + 8 <= len) {
@@ -68,6 +82,33 @@ export function fillPattern(filePath: string, seed: number, zeroFraction = 0.25)
     fs.closeSync(fd);
   }
   return { pages, zeroPages };
+}
+
+/** Each page zero with probability `fraction`, independently. */
+function scatteredZeros(seed: number, fraction: number): () => boolean {
+  const next = mulberry32(seed ^ 0x9e3779b9);
+  const threshold = fraction * 2 ** 32;
+  return () => next() < threshold;
+}
+
+/**
+ * Alternating runs of data and zero pages; zero runs have lengths uniform in [1, 2 * mean - 1]
+ * pages, data runs a mean chosen so that zero pages are `fraction` of all pages.
+ */
+function clusteredZeros(seed: number, fraction: number, meanZeroRun: number): () => boolean {
+  const next = mulberry32(seed ^ 0x85ebca6b);
+  const meanDataRun = fraction > 0 ? (meanZeroRun * (1 - fraction)) / fraction : Infinity;
+  const draw = (mean: number) => 1 + Math.floor((next() / 2 ** 32) * (2 * mean - 1));
+  let zero = false;
+  let left = Number.isFinite(meanDataRun) ? draw(meanDataRun) : Infinity;
+  return () => {
+    while (left === 0) {
+      zero = !zero;
+      left = draw(zero ? meanZeroRun : meanDataRun);
+    }
+    left--;
+    return zero;
+  };
 }
 
 /** Compares two files in 4 MiB chunks; `firstDiff` is the first differing offset (or the shorter length). */

@@ -1,0 +1,101 @@
+/**
+ * Guest RAM for the benchmarks, by memory profile:
+ * - real: what a real Linux guest leaves after a memory workload (the test guest booted with
+ *   `iohelper.workload`: page cache of random and text files, a file of zeros, freed data,
+ *   held anonymous memory; see scripts/build-test-guest.sh), captured once per size under
+ *   .cache/bench/ and reused;
+ * - dense: no zero page;
+ * - clustered: 25 % zero pages in runs of 2 MiB on average (1 page to 4 MiB);
+ * - scattered: 25 % zero pages drawn one by one (the adversarial case for page-granular
+ *   skippers: every zero page splits a write).
+ * The `hugetlbfs` flag of a run puts the same bytes on hugetlbfs instead of tmpfs.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { packageRoot } from '../../src/package-root';
+import { createRamFile, fillPattern } from '../../src/synthetic/ram-file';
+import { startQemu } from '../../src/vm/qemu-launch';
+import { copyExtents, fillRamArgs, fillRamTool } from './fill-ram';
+import { execFileSync } from 'child_process';
+
+export const PROFILES = ['real', 'dense', 'clustered', 'scattered'] as const;
+export type Profile = (typeof PROFILES)[number];
+
+export interface ProfileStats {
+  profile: Profile;
+  size: number;
+  /** Bytes the RAM file has allocated (touched by the guest). */
+  touchedBytes: number;
+  /** Allocated pages that hold only zeros, in bytes. */
+  zeroTouchedBytes: number;
+}
+
+export function describeStats(s: ProfileStats): string {
+  const pct = (x: number) => `${((100 * x) / s.size).toFixed(1)} %`;
+  return `${s.profile}: ${pct(s.touchedBytes)} of RAM touched, ${pct(s.zeroTouchedBytes)} touched but zero, ${pct(s.size - s.touchedBytes + s.zeroTouchedBytes)} zero in all`;
+}
+
+/** Writes `profile`'s RAM of `size` bytes into `file` (created or replaced) and measures it. */
+export async function prepareProfile(profile: Profile, file: string, size: number): Promise<ProfileStats> {
+  if (profile === 'real') {
+    const cached = await realGuestRam(size);
+    const [touchedBytes, zeroPages] = execFileSync(fillRamTool(), ['-z', ...fillRamArgs(cached, file)], { encoding: 'utf8' }).trim().split(/\s+/).map(Number);
+    return { profile, size, touchedBytes, zeroTouchedBytes: zeroPages * 4096 };
+  }
+  createRamFile(file, size);
+  const options = profile === 'dense' ? { zeroFraction: 0 } : profile === 'clustered' ? { zeroFraction: 0.25, zeroRunPages: 512 } : { zeroFraction: 0.25 };
+  const { zeroPages } = fillPattern(file, 7, options);
+  return { profile, size, touchedBytes: size, zeroTouchedBytes: zeroPages * 4096 };
+}
+
+const GUEST = () => path.join(packageRoot(), '.cache', 'guest');
+const WORKLOAD_TIMEOUT_MS = 15 * 60 * 1000;
+
+/**
+ * The cached RAM of the test guest after its memory workload, `size` bytes: booted once (TCG on
+ * both cores: under nested KVM here the kernel does not boot), paused when the workload says it
+ * is done, its RAM file copied to disk with its holes and written zeros kept as they are.
+ */
+export async function realGuestRam(size: number): Promise<string> {
+  const cacheDir = path.join(packageRoot(), '.cache', 'bench');
+  const version = fs.existsSync(path.join(GUEST(), 'version')) ? fs.readFileSync(path.join(GUEST(), 'version'), 'utf8').trim() : '0';
+  const cached = path.join(cacheDir, `real-${size / 2 ** 20}M-v${version}.ram`);
+  if (fs.existsSync(cached)) return cached;
+  for (const f of ['vmlinuz', 'initrd.gz']) {
+    if (!fs.existsSync(path.join(GUEST(), f))) throw new Error(`the real profile needs the test guest (${path.join(GUEST(), f)} is missing): run scripts/build-test-guest.sh`);
+  }
+  fs.mkdirSync(cacheDir, { recursive: true });
+  const ram = `/dev/shm/iohelper-real-guest-${process.pid}`;
+  const serial = path.join(cacheDir, `real-guest-${process.pid}.serial`);
+  fs.rmSync(ram, { force: true });
+  console.error(`bench: building the real profile (${size / 2 ** 20} MiB): booting the test guest with its memory workload (TCG, a minute or two)`);
+  const vm = await startQemu({
+    paused: false,
+    args: [
+      '-accel', 'tcg,thread=multi', '-smp', '2',
+      '-nodefaults', '-display', 'none',
+      '-machine', 'q35,memory-backend=ram0', '-m', `${size / 2 ** 20}M`,
+      '-object', `memory-backend-file,id=ram0,size=${size},mem-path=${ram},share=on`,
+      '-kernel', path.join(GUEST(), 'vmlinuz'), '-initrd', path.join(GUEST(), 'initrd.gz'),
+      '-append', 'console=ttyS0 quiet panic=-1 iohelper.workload',
+      '-serial', `file:${serial}`,
+    ],
+  });
+  try {
+    const deadline = Date.now() + WORKLOAD_TIMEOUT_MS;
+    while (!(fs.existsSync(serial) && fs.readFileSync(serial, 'utf8').includes('iohelper-workload-done'))) {
+      if (Date.now() > deadline) throw new Error(`the test guest's workload did not finish in ${WORKLOAD_TIMEOUT_MS / 1000} s; serial: ${fs.existsSync(serial) ? fs.readFileSync(serial, 'utf8').slice(-400) : '(none)'}`);
+      if (vm.proc.exitCode !== null) throw new Error(`QEMU exited during the workload: ${vm.stderr().trim()}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    await vm.qmp.execute('stop');
+    const partial = `${cached}.partial`;
+    copyExtents(ram, partial, { threads: 1 });
+    fs.renameSync(partial, cached);
+  } finally {
+    await vm.stop();
+    fs.rmSync(ram, { force: true });
+    fs.rmSync(serial, { force: true });
+  }
+  return cached;
+}
