@@ -170,6 +170,37 @@ describeAsRoot('restore into a RAM filesystem without room', () => {
   });
 });
 
+describe('restore fills RAM files at their own offsets, holes kept', () => {
+  test('an O_APPEND RAM fd target is filled at the right offsets (a pwrite-based fill would append)', async () => {
+    const targets = ['append-a', 'append-b'].map((n) => path.join(shmDir, n));
+    const fds = targets.map((t) => fs.openSync(t, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_APPEND, 0o600));
+    try {
+      const r = await runHelper(['restore', '--image', image, '--ram', 'a=fd:3', '--ram', 'b=fd:4'], ['ignore', 'ignore', 'pipe', ...fds]);
+      expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+    } finally {
+      fds.forEach((fd) => fs.closeSync(fd));
+    }
+    expect(await filesEqual(SRC.a, targets[0])).toEqual({ equal: true });
+    expect(await filesEqual(SRC.b, targets[1])).toEqual({ equal: true });
+  });
+
+  test('a restored tmpfs target keeps holes where the image has them', async () => {
+    const sparseSrc = path.join(shmDir, 'sparse-src');
+    createRamFile(sparseSrc, 16 * M);
+    const fd = fs.openSync(sparseSrc, 'r+');
+    fs.writeSync(fd, crypto.randomBytes(M), 0, M, 5 * M);
+    fs.closeSync(fd);
+    const img = path.join(dir, 'sparse.img');
+    const saved = await runHelper(['save', '--no-stream-check', '--image', img, '--ram', `a=${sparseSrc}`], [DEVICE_STATE, 'ignore']);
+    expect(saved.code).toBe(0);
+    const back = path.join(shmDir, 'sparse-back');
+    const r = await runHelper(['restore', '--image', img, '--ram', `a=${back}`], ['ignore', 'ignore']);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(await filesEqual(sparseSrc, back)).toEqual({ equal: true });
+    expect(fs.statSync(back).blocks * 512).toBeLessThanOrEqual(2 * M);
+  });
+});
+
 describe('save checks every input before it writes', () => {
   test('an O_APPEND image fd is refused and the file keeps its content', async () => {
     const out = path.join(dir, 'append.img');

@@ -11,7 +11,7 @@ import { CopyProgress } from './copy-progress';
 import { copyDeviceState } from './device-state';
 import { ImageFormatError } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
-import { runPool } from './pool';
+import { runPool, warmPool } from './pool';
 import { readChecksums, readImageMetadata } from './read-image';
 import { checkUniqueNames, RamSource } from './ram-files';
 import { commit, discard, planTargets, stageTargets } from './restore-targets';
@@ -54,6 +54,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
 
   // Plan: every check of the image and of every target, nothing written.
   checkJobs(jobs);
+  warmPool(jobs);
   checkUniqueNames(o.ram);
   const { direct, unit } = prepareImageFd(o.imageFd, name, 'read', !!o.direct);
   const meta = describeImageErrors(name, () => readImageMetadata(o.imageFd, name, { skipChecksums: true }));

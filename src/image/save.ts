@@ -14,7 +14,7 @@ import { checkQemuStream } from './qemu-stream-check';
 import { checkJobs, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { DEFAULT_ALIGNMENT, DEFAULT_CHUNK, encodeBlockTable, encodeChecksums, encodeHeader, HEADER_SIZE, ImageFormatError, Layout, LayoutInput, planLayout } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
-import { runPool } from './pool';
+import { runPool, warmPool } from './pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { checkDistinct, idOfFd } from './identity';
 import { WorkerTask } from './worker-types';
@@ -55,6 +55,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   const jobs = o.jobs ?? DEFAULT_JOBS;
   const chunkSize = o.chunkSize ?? DEFAULT_CHUNK;
   checkJobs(jobs);
+  warmPool(jobs);
   if (chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0) {
     throw systemError('EINVAL', `chunk size ${chunkSize} is not a power of two in 4K..1G`);
   }
