@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [stream parallel vm-e2e clone libvirt] [--profile real,dense,clustered,scattered] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--no-record]
+ * npm run bench -- [stream parallel vm-e2e clone libvirt startup] [--profile real,dense,clustered,scattered] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--no-record]
  * Runs the chosen scenarios side by side, alternating methods, and appends a markdown table
  * (with the exact command, host and date) to bench/RESULTS.md and JSON to bench/results/.
  */
@@ -15,16 +15,19 @@ import { benchClone } from './clone';
 import { benchLibvirt } from './libvirt';
 import { benchParallel } from './parallel';
 import { benchStream } from './stream';
+import { benchStartup } from './startup';
 import { Profile, PROFILES } from './lib/profiles';
+import { withHugetlbfs } from './lib/hugetlbfs';
 
-const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone', 'libvirt'] as const;
+const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone', 'libvirt', 'startup'] as const;
 
 async function main(): Promise<void> {
-  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json', 'profile'] });
+  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json', 'profile', 'ram-fs'] });
   if (p.flags.get('help')) {
     console.log(
-      `usage: npm run bench -- [${SCENARIOS.join(' ')}] [--profile ${PROFILES.join(',')}] [--size 4G|1G,4G,16G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--json FILE] [--no-record]\n` +
+      `usage: npm run bench -- [${SCENARIOS.join(' ')}] [--profile ${PROFILES.join(',')}] [--ram-fs tmpfs,hugetlbfs] [--size 4G|1G,4G,16G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--json FILE] [--no-record]\n` +
         '  --profile: guest RAM for parallel and vm-e2e (default real: a real Linux guest after a memory workload, built once into .cache/bench)\n' +
+        '  --ram-fs: where parallel keeps guest RAM (default tmpfs; hugetlbfs: 2 MiB pages, root, reserves 2 x size of huge pages)\n' +
         '  --quick: 256 MiB, 1 run, jobs 1,2, scattered profile (a smoke test)',
     );
     return;
@@ -37,6 +40,8 @@ async function main(): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   const profiles = String(p.flags.get('profile') ?? (quick ? 'scattered' : 'real')).split(',') as Profile[];
   for (const pr of profiles) if (!PROFILES.includes(pr)) throw new Error(`unknown profile '${pr}' (known: ${PROFILES.join(', ')})`);
+  const ramFs = String(p.flags.get('ram-fs') ?? 'tmpfs').split(',');
+  for (const f of ramFs) if (f !== 'tmpfs' && f !== 'hugetlbfs') throw new Error(`unknown --ram-fs '${f}' (tmpfs, hugetlbfs)`);
   const scenarios = p.positionals.length ? p.positionals : [...SCENARIOS];
   const rows: Row[] = [];
   const notes: string[] = [];
@@ -44,7 +49,8 @@ async function main(): Promise<void> {
   for (const size of sizes) {
     for (const s of scenarios) {
       console.error(`bench: ${s}, ${size} bytes, ${runs} runs, in ${dir}`);
-      if (s === 'stream') rows.push(...(await benchStream({ size, runs, dir, srcDir: '/dev/shm' })));
+      if (s === 'startup') rows.push(...benchStartup({ runs, dir }));
+      else if (s === 'stream') rows.push(...(await benchStream({ size, runs, dir, srcDir: '/dev/shm' })));
       else if (s === 'clone') {
         const r = await benchClone({ size, runs, dir, count: 4 });
         rows.push(...r.rows);
@@ -54,10 +60,14 @@ async function main(): Promise<void> {
         rows.push(...r.rows);
         notes.push(...r.notes);
       } else {
-        for (const profile of profiles) {
-          const r = await benchParallel({ set: s as 'parallel' | 'vm-e2e', profile, size, runs, dir, jobs, verify: true });
-          rows.push(...r.rows);
-          notes.push(...r.notes);
+        for (const f of s === 'parallel' ? ramFs : ['tmpfs']) {
+          for (const profile of profiles) {
+            const run = (ramDir?: string) => benchParallel({ set: s as 'parallel' | 'vm-e2e', profile, size, runs, dir, jobs, verify: true, ramDir, hugetlbfs: !!ramDir });
+            // Source and restored copy, and a restore's temporary file beside them.
+            const r = f === 'hugetlbfs' ? await withHugetlbfs(2 * size + (64 << 20), run) : await run();
+            rows.push(...r.rows);
+            notes.push(...r.notes);
+          }
         }
       }
     }

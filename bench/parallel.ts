@@ -33,6 +33,9 @@ export interface ParallelBenchOptions {
   /** parallel: our image by jobs vs QEMU mapped-ram vs the limits; vm-e2e: every way to save a real guest. */
   set: 'parallel' | 'vm-e2e';
   profile: Profile;
+  /** Where the guest RAM files live: tmpfs (/dev/shm) or a hugetlbfs mount (2 MiB pages). */
+  ramDir?: string;
+  hugetlbfs?: boolean;
   size: number;
   runs: number;
   dir: string;
@@ -219,14 +222,17 @@ function fioLimit(name: string, bs: number, depth: number, dir: string, facts: {
   };
 }
 
-/** The restore limit: O_DIRECT reads of our image's data, pwrite()n into a fresh tmpfs file, no checks. */
-function fillRamLimit(threads: number, dst: string, facts: { current?: ImageFacts }, size: number): Method {
+/**
+ * The restore limit: O_DIRECT reads of our image's data into a fresh RAM file, no checks:
+ * pwrite()n on tmpfs, read straight into a mapping on hugetlbfs (which has no write()).
+ */
+function fillRamLimit(threads: number, dst: string, facts: { current?: ImageFacts }, size: number, mapped: boolean): Method {
   return {
-    name: `read into fresh RAM file (fill-ram, ${threads} threads, 8 MiB)`,
+    name: `read into fresh RAM file (fill-ram, ${threads} threads, 8 MiB${mapped ? ', mapped' : ''})`,
     restore: () => {
       if (!facts.current) throw new Error('fill-ram runs after the first save of our image (it reads that image)');
       fs.rmSync(dst, { force: true });
-      return runTool(fillRamTool(), fillRamArgs(facts.current.image, dst, { direct: true, threads, ioSize: MAX_IO, base: facts.current.blockOffset, length: size }));
+      return runTool(fillRamTool(), fillRamArgs(facts.current.image, dst, { direct: true, mapped, threads, ioSize: MAX_IO, base: facts.current.blockOffset, length: size }));
     },
     cleanup: () => undefined,
   };
@@ -235,12 +241,14 @@ function fillRamLimit(threads: number, dst: string, facts: { current?: ImageFact
 export async function benchParallel(o: ParallelBenchOptions): Promise<{ rows: Row[]; notes: string[] }> {
   const q = qemuAvailable();
   if (!q.ok) throw new Error(`the parallel scenario needs QEMU 10 (${q.why}); sudo bash scripts/install-qemu.sh --bench`);
-  const src = `/dev/shm/iohelper-bench-ram-${process.pid}`;
+  const ramDir = o.ramDir ?? '/dev/shm';
+  const src = path.join(ramDir, `iohelper-bench-ram-${process.pid}`);
   const dst = `${src}-restored`;
-  const stats = await prepareProfile(o.profile, src, o.size);
-  const notes = [`Memory profile ${describeStats(stats)}.`];
+  const stats = await prepareProfile(o.profile, src, o.size, o.hugetlbfs);
+  const variant = `${o.profile}${o.hugetlbfs ? '-hugetlbfs' : ''}`;
+  const notes = [`Memory profile ${describeStats(stats)}${o.hugetlbfs ? ', on hugetlbfs (2 MiB pages)' : ''}.`];
   const rows: Row[] = [];
-  const label = (direction: string) => `${o.set}-${direction} ${o.profile}`;
+  const label = (direction: string) => `${o.set}-${direction} ${variant}`;
   const missing = (method: string, note: string) => {
     for (const scenario of [label('save'), label('restore')]) rows.push({ scenario, method, bytes: o.size, wall: summarize([]), cpuS: summarize([]), maxRssMiB: summarize([]), note });
   };
@@ -259,7 +267,7 @@ export async function benchParallel(o: ParallelBenchOptions): Promise<{ rows: Ro
       const depth = Math.max(...o.jobs);
       methods.push(fioLimit(`fio O_DIRECT, our I/O (8 MiB, QD${depth})`, MAX_IO, depth, o.dir, facts), fioLimit('fio O_DIRECT, 4 MiB QD16', 4 << 20, 16, o.dir, facts));
     } else missing('fio', 'not installed (apt-get install fio)');
-    methods.push(fillRamLimit(2, dst, facts, o.size));
+    methods.push(fillRamLimit(2, dst, facts, o.size, !!o.hugetlbfs));
   } else {
     methods.push(classicStream('iohelper', ourHelper(), src, dst, o.dir, o.size));
     if (commandExists(LIBVIRT_IOHELPER)) methods.push(classicStream('libvirt_iohelper', { cmd: LIBVIRT_IOHELPER, args: [] }, src, dst, o.dir, o.size));
@@ -292,7 +300,7 @@ export async function benchParallel(o: ParallelBenchOptions): Promise<{ rows: Ro
           parts.push(`restore ${r.wallS.toFixed(2)} s`);
           if (run === 0 && o.verify && m.verify && !(await m.verify())) throw new Error(`${m.name}: restored RAM differs from the original`);
         }
-        console.error(`  ${o.profile} ${m.name}: ${parts.join(', ')}`);
+        console.error(`  ${variant} ${m.name}: ${parts.join(', ')}`);
       }
     }
   } finally {
@@ -308,9 +316,10 @@ export async function benchParallel(o: ParallelBenchOptions): Promise<{ rows: Ro
     rows.push(...summaryRows(label(direction), o.size, names, asRuns(data), best ? { method: best, label: 'QEMU best' } : undefined));
     const limit = direction === 'save' ? names.find((n) => n.startsWith('fio O_DIRECT, our I/O')) : names.find((n) => n.startsWith('read into fresh RAM'));
     for (const n of names.filter((x) => x.startsWith('iohelper image'))) {
-      const parts = [`${o.profile} ${direction}, ${n}: ${median(n).toFixed(2)} s`];
+      const parts = [`${variant} ${direction}, ${n}: ${median(n).toFixed(2)} s`];
       if (limit) parts.push(`${(median(n) / median(limit)).toFixed(2)}x the limit (${limit}, ${median(limit).toFixed(2)} s)`);
-      if (best) parts.push(`${(median(best) / median(n)).toFixed(2)}x faster than QEMU best (${best}, ${median(best).toFixed(2)} s)`);
+      const r = median(best) / median(n);
+      if (best) parts.push(`${r >= 1 ? `${r.toFixed(2)}x faster than` : `SLOWER than (${r.toFixed(2)}x the speed of)`} QEMU best (${best}, ${median(best).toFixed(2)} s)`);
       notes.push(parts.join('; '));
     }
   }

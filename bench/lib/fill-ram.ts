@@ -21,6 +21,8 @@ export function fillRamTool(): string {
 
 export interface FillRamOptions {
   direct?: boolean;
+  /** Read into a shared mapping of the destination (hugetlbfs has no write()). */
+  mapped?: boolean;
   threads?: number;
   ioSize?: number;
   /** Copy only [base, base + length) of the source, to offset 0 of the destination. */
@@ -31,6 +33,7 @@ export interface FillRamOptions {
 export function fillRamArgs(src: string, dst: string, o: FillRamOptions = {}): string[] {
   return [
     ...(o.direct ? ['-d'] : []),
+    ...(o.mapped ? ['-m'] : []),
     '-t', String(o.threads ?? 2),
     '-s', String(o.ioSize ?? 8 << 20),
     ...(o.base !== undefined ? ['-b', String(o.base)] : []),

@@ -10,13 +10,13 @@
  *   skippers: every zero page splits a write).
  * The `hugetlbfs` flag of a run puts the same bytes on hugetlbfs instead of tmpfs.
  */
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { packageRoot } from '../../src/package-root';
 import { createRamFile, fillPattern } from '../../src/synthetic/ram-file';
 import { startQemu } from '../../src/vm/qemu-launch';
 import { copyExtents, fillRamArgs, fillRamTool } from './fill-ram';
-import { execFileSync } from 'child_process';
 
 export const PROFILES = ['real', 'dense', 'clustered', 'scattered'] as const;
 export type Profile = (typeof PROFILES)[number];
@@ -35,17 +35,27 @@ export function describeStats(s: ProfileStats): string {
   return `${s.profile}: ${pct(s.touchedBytes)} of RAM touched, ${pct(s.zeroTouchedBytes)} touched but zero, ${pct(s.size - s.touchedBytes + s.zeroTouchedBytes)} zero in all`;
 }
 
-/** Writes `profile`'s RAM of `size` bytes into `file` (created or replaced) and measures it. */
-export async function prepareProfile(profile: Profile, file: string, size: number): Promise<ProfileStats> {
-  if (profile === 'real') {
-    const cached = await realGuestRam(size);
-    const [touchedBytes, zeroPages] = execFileSync(fillRamTool(), ['-z', ...fillRamArgs(cached, file)], { encoding: 'utf8' }).trim().split(/\s+/).map(Number);
-    return { profile, size, touchedBytes, zeroTouchedBytes: zeroPages * 4096 };
+/**
+ * Writes `profile`'s RAM of `size` bytes into `file` (created or replaced) and measures it.
+ * With `mapped` (a hugetlbfs file, which has no write()) the bytes are made on /dev/shm first
+ * and read into a mapping of `file`.
+ */
+export async function prepareProfile(profile: Profile, file: string, size: number, mapped = false): Promise<ProfileStats> {
+  let source: string;
+  let temporary: string | undefined;
+  if (profile === 'real') source = await realGuestRam(size);
+  else {
+    source = temporary = `/dev/shm/iohelper-bench-profile-${process.pid}`;
+    createRamFile(source, size);
+    const options = profile === 'dense' ? { zeroFraction: 0 } : profile === 'clustered' ? { zeroFraction: 0.25, zeroRunPages: 512 } : { zeroFraction: 0.25 };
+    fillPattern(source, 7, options);
   }
-  createRamFile(file, size);
-  const options = profile === 'dense' ? { zeroFraction: 0 } : profile === 'clustered' ? { zeroFraction: 0.25, zeroRunPages: 512 } : { zeroFraction: 0.25 };
-  const { zeroPages } = fillPattern(file, 7, options);
-  return { profile, size, touchedBytes: size, zeroTouchedBytes: zeroPages * 4096 };
+  try {
+    const [touchedBytes, zeroPages] = execFileSync(fillRamTool(), ['-z', ...fillRamArgs(source, file, { mapped })], { encoding: 'utf8' }).trim().split(/\s+/).map(Number);
+    return { profile, size, touchedBytes, zeroTouchedBytes: zeroPages * 4096 };
+  } finally {
+    if (temporary) fs.rmSync(temporary, { force: true });
+  }
 }
 
 const GUEST = () => path.join(packageRoot(), '.cache', 'guest');

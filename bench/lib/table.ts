@@ -23,7 +23,7 @@ export function markdownTable(rows: Row[]): string {
     const size = `${+gib.toFixed(2)} GiB`;
     if (r.note) return `| ${r.scenario} | ${size} | ${r.method} | ${r.note} | | | | |`;
     const speed = r.speedup !== undefined ? `${fmt(r.speedup)}× ${r.baseline}` : '—';
-    if (r.scenario === 'clone') return `| ${r.scenario} | ${size} | ${r.method} | ${fmt(r.wall.median, 3)} (${fmt(r.wall.min, 3)}–${fmt(r.wall.max, 3)}) | — | — | — | — |`;
+    if (r.scenario === 'clone' || r.scenario === 'startup') return `| ${r.scenario} | ${size} | ${r.method} | ${fmt(r.wall.median, 3)} (${fmt(r.wall.min, 3)}–${fmt(r.wall.max, 3)}) | — | — | — | — |`;
     return `| ${r.scenario} | ${size} | ${r.method} | ${fmt(r.wall.median)} (${fmt(r.wall.min)}–${fmt(r.wall.max)}) | ${fmt(gib / r.wall.median)} | ${fmt(r.cpuS.median / gib)} | ${fmt(r.maxRssMiB.median, 0)} | ${speed} |`;
   });
   return [head, ...lines].join('\n');

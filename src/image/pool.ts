@@ -2,13 +2,21 @@
  * The worker pool: Piscina threads that each run one copy job at a time through the addon.
  * Stops handing out jobs at the first failure or abort, waits for the jobs in flight, then
  * reports the first error.
+ *
+ * A copy of at most INLINE_BYTES runs on the calling thread instead: starting threads (a V8
+ * isolate each, then the worker module and the addon) costs more than such a copy, and Piscina
+ * itself is then never loaded.
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 import { systemError } from '../errors';
 import { packageRoot } from '../package-root';
+import runTask = require('./range-worker');
 import { WorkerResult, WorkerTask } from './worker-types';
+
+/** Copies up to this many bytes of RAM on the calling thread (it blocks for a few ms). */
+export const INLINE_BYTES = 32 * 1024 * 1024;
 
 function workerFile(): string {
   const file = path.join(packageRoot(), 'dist', 'src', 'image', 'range-worker.js');
@@ -33,7 +41,9 @@ const pools = new Map<number, Piscina>();
 function poolFor(threads: number, warm = false): Piscina {
   let pool = pools.get(threads);
   if (!pool) {
-    pool = new Piscina({ filename: workerFile(), minThreads: warm ? threads : 0, maxThreads: threads, idleTimeout: 1000 });
+    // Loaded on first use only: the inline path never needs it.
+    const { Piscina: PiscinaClass } = require('piscina') as typeof import('piscina');
+    pool = new PiscinaClass({ filename: workerFile(), minThreads: warm ? threads : 0, maxThreads: threads, idleTimeout: 1000 });
     pools.set(threads, pool);
   }
   return pool;
@@ -42,13 +52,17 @@ function poolFor(threads: number, warm = false): Piscina {
 /**
  * Starts the pool's threads now, so that their start-up (a V8 isolate each, then the worker
  * module and the addon: ~50 ms here) overlaps the checks of the plan phase instead of
- * following them. Starting threads changes nothing outside this process.
+ * following them. Starting threads changes nothing outside this process. `ramBytes` small
+ * enough to be copied inline starts nothing.
  */
-export function warmPool(threads: number): void {
-  poolFor(threads, true);
+export function warmPool(threads: number, ramBytes: number): void {
+  if (ramBytes > INLINE_BYTES) poolFor(threads, true);
 }
 
+const bytesOf = (tasks: WorkerTask[]) => tasks.reduce((sum, t) => sum + t.job.length, 0);
+
 export async function runPool(o: PoolRun): Promise<WorkerResult[]> {
+  if (bytesOf(o.tasks) <= INLINE_BYTES) return runInline(o);
   const pool = poolFor(o.threads);
   const results: WorkerResult[] = new Array(o.tasks.length);
   let next = 0;
@@ -75,4 +89,18 @@ function toError(e: NonNullable<WorkerResult['error']>): Error {
   const err = new Error(e.message) as Error & Record<string, unknown>;
   for (const k of ['code', 'errno', 'syscall', 'side'] as const) if (e[k] !== undefined) err[k] = e[k];
   return err;
+}
+
+/** The same contract as the pool's, one job after another on this thread. */
+async function runInline(o: PoolRun): Promise<WorkerResult[]> {
+  const results: WorkerResult[] = [];
+  for (const [i, task] of o.tasks.entries()) {
+    if (o.signal?.aborted) throw systemError('ECANCELED', 'interrupted');
+    const r = runTask(task);
+    results.push(r);
+    if (r.error) throw toError(r.error);
+    o.onResult?.(i, r);
+    await new Promise((resolve) => setImmediate(resolve)); // let signals and progress through
+  }
+  return results;
 }

@@ -54,11 +54,11 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
 
   // Plan: every check of the image and of every target, nothing written.
   checkJobs(jobs);
-  warmPool(jobs);
   checkUniqueNames(o.ram);
   const { direct, unit } = prepareImageFd(o.imageFd, name, 'read', !!o.direct);
   const meta = describeImageErrors(name, () => readImageMetadata(o.imageFd, name, { skipChecksums: true }));
   const { header, entries } = meta;
+  warmPool(jobs, entries.reduce((sum, e) => sum + e.size, 0));
   matchNames(entries.map((e) => e.name), o.ram);
   const plans = planTargets(entries, o.ram, idOfFd(o.imageFd, name), !!o.force);
   // Read only now that names and targets match (their size is bounded by the format: 64 MiB).

@@ -55,7 +55,6 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   const jobs = o.jobs ?? DEFAULT_JOBS;
   const chunkSize = o.chunkSize ?? DEFAULT_CHUNK;
   checkJobs(jobs);
-  warmPool(jobs);
   if (chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0) {
     throw systemError('EINVAL', `chunk size ${chunkSize} is not a power of two in 4K..1G`);
   }
@@ -64,6 +63,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   const rams: OpenRam[] = [];
   try {
     for (const s of o.ram) rams.push(openRamForSave(s));
+    warmPool(jobs, rams.reduce((sum, r) => sum + r.size, 0));
     const pageSize = Math.max(...rams.map((r) => r.pageSize));
     if (rams.some((r) => r.size % pageSize !== 0)) throw systemError('EINVAL', `RAM sizes must be multiples of the largest page size ${pageSize}`);
     if (chunkSize < pageSize) throw systemError('EINVAL', `chunk size ${chunkSize} is smaller than the page size ${pageSize}`);
