@@ -32,7 +32,7 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
                    [--jobs J] [--chunk SIZE] [--min-hole SIZE] [--job-size SIZE]
                    [--no-checksums] [--no-stream-check] [--progress[=FD]]
       Reads QEMU's device-state stream on stdin; the RAM files are copied by J worker
-      threads (default 2) from an mmap straight to fixed 1 MiB-aligned offsets of the image
+      threads (default twice the CPUs, 2 to 8) from an mmap straight to fixed 1 MiB-aligned offsets of the image
       (O_DIRECT with --direct). The image is truncated first and marked complete only after
       all data is synced: a save that fails or is interrupted leaves an image that every
       reader refuses. So does a device-state stream that is not a complete QEMU stream

@@ -5,7 +5,16 @@ import { directAlignment } from '../fs/alignment';
 import { describeFd, setDirect } from '../fs/fd-info';
 import { ProgressListener } from '../progress';
 import * as fs from 'fs';
+import * as os from 'os';
 import { RamSource } from './ram-files';
+
+/**
+ * Worker threads: twice the CPUs, at least 2 and at most 8. Each worker's copy is synchronous
+ * (scan or populate, then one 8 MiB O_DIRECT I/O), so threads beyond the cores keep I/O in
+ * flight while others compute. Measured on the 2-core dev box, restore of a 4 GiB real-guest
+ * image, 6 alternating runs: 1.91 s with 2 jobs, 1.68 s with 4; save 1.50 s vs 1.45 s.
+ */
+export const DEFAULT_JOBS = Math.min(8, Math.max(2, 2 * os.availableParallelism()));
 
 /** What save and restore both take. */
 export interface ImageCopyOptions {
@@ -19,7 +28,7 @@ export interface ImageCopyOptions {
   deviceStateFd?: number;
   /** O_DIRECT on the image. */
   direct?: boolean;
-  /** Worker threads (default 2). */
+  /** Worker threads (default: twice the CPUs, 2 to 8). */
   jobs?: number;
   /** Bytes of RAM per job (default 64 MiB). */
   jobSize?: number;

@@ -6,7 +6,7 @@
  * only once every chunk verified (src/image/restore-targets.ts).
  */
 import { systemError, UsageError } from '../errors';
-import { checkJobs, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
+import { checkJobs, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { CopyProgress } from './copy-progress';
 import { copyDeviceState } from './device-state';
 import { ImageFormatError } from './format';
@@ -50,7 +50,7 @@ function matchNames(imageNames: string[], given: RamSource[]): void {
 export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const t0 = Date.now();
   const name = o.imageName ?? `fd ${o.imageFd}`;
-  const jobs = o.jobs ?? 2;
+  const jobs = o.jobs ?? DEFAULT_JOBS;
 
   // Plan: every check of the image and of every target, nothing written.
   checkJobs(jobs);

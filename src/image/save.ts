@@ -11,7 +11,7 @@ import { CopyProgress } from './copy-progress';
 import { writeAligned } from './aligned-io';
 import { copyDeviceState } from './device-state';
 import { checkQemuStream } from './qemu-stream-check';
-import { checkJobs, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
+import { checkJobs, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { DEFAULT_ALIGNMENT, DEFAULT_CHUNK, encodeBlockTable, encodeChecksums, encodeHeader, HEADER_SIZE, ImageFormatError, Layout, LayoutInput, planLayout } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool, warmPool } from './pool';
@@ -40,7 +40,7 @@ export interface SaveResult {
   elapsedMs: number;
 }
 
-export const DEFAULT_JOBS = 2;
+export { DEFAULT_JOBS } from './image-fd';
 /**
  * Zero runs shorter than this are written, longer ones left as holes. Measured on the dev box
  * (1 GiB guest, 25 % scattered zero pages, O_DIRECT, 2 jobs): 4 KiB holes 4.2 s, 64 KiB 0.73 s
