@@ -17,8 +17,7 @@ import * as path from 'path';
 import { createRamFile, filesEqual } from '../src/synthetic/ram-file';
 import { QemuInstance, qemuAvailable, startQemu } from '../src/vm/qemu-launch';
 import { finishImageRestore, saveVmToImage, startImageRestore } from '../src/vm/image-migration';
-import { enableMappedRam } from '../src/vm/mapped-ram';
-import { waitForMigration } from '../src/qmp/client';
+import { restoreMappedRam, saveMappedRam } from '../src/vm/mapped-ram';
 import { inspect } from '../src/image/inspect';
 import { commandExists, dropCaches } from './lib/host';
 import { HelperCommand, ourHelper, restoreThroughHelper, saveThroughHelper } from '../src/vm/stream-migration';
@@ -118,11 +117,6 @@ export const mappedRamName = (channels: number, directIo: boolean) => `QEMU mapp
 
 function mappedRam(src: string, dst: string, dir: string, size: number, channels: number, directIo: boolean): Method {
   const image = path.join(dir, `bench-mapped-ram-${channels}${directIo ? '-direct' : ''}.img`);
-  const migrate = async (vm: QemuInstance, command: 'migrate' | 'migrate-incoming') => {
-    await enableMappedRam(vm.qmp, channels, directIo);
-    await vm.qmp.execute(command, { uri: `file:${image}` });
-    await waitForMigration(vm.qmp, { pollMs: 20 });
-  };
   return {
     name: mappedRamName(channels, directIo),
     async save() {
@@ -131,7 +125,7 @@ function mappedRam(src: string, dst: string, dir: string, size: number, channels
         fs.rmSync(image, { force: true });
         const s = sampleProcess(qemuPid(vm));
         const t0 = process.hrtime.bigint();
-        await migrate(vm, 'migrate');
+        await saveMappedRam(vm.qmp, image, directIo, channels);
         const wallS = secondsSince(t0);
         return { wallS, ...s.stop(), peakAnonMiB: NaN };
       } finally {
@@ -141,7 +135,7 @@ function mappedRam(src: string, dst: string, dir: string, size: number, channels
     restore: () =>
       incomingRestore(dst, size, async (vm) => {
         const s = sampleProcess(qemuPid(vm));
-        await migrate(vm, 'migrate-incoming');
+        await restoreMappedRam(vm.qmp, image, directIo, channels);
         return s.stop().cpuS;
       }),
     verify: async () => (await filesEqual(src, dst)).equal,

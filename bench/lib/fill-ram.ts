@@ -43,7 +43,11 @@ export function fillRamArgs(src: string, dst: string, o: FillRamOptions = {}): s
   ];
 }
 
-/** Copies src's data extents into dst (holes stay holes, written zeros stay written); returns the bytes copied. */
-export function copyExtents(src: string, dst: string, o: FillRamOptions = {}): number {
-  return Number(execFileSync(fillRamTool(), fillRamArgs(src, dst, o), { encoding: 'utf8' }).trim());
+/**
+ * Copies src's data extents into dst (holes stay holes, written zeros stay written); returns
+ * the bytes copied and how many of their 4 KiB pages were all zero.
+ */
+export function copyExtents(src: string, dst: string, o: FillRamOptions = {}): { bytes: number; zeroPages: number } {
+  const [bytes, zeroPages] = execFileSync(fillRamTool(), ['-z', ...fillRamArgs(src, dst, o)], { encoding: 'utf8' }).trim().split(/\s+/).map(Number);
+  return { bytes, zeroPages };
 }

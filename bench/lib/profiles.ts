@@ -10,13 +10,12 @@
  *   skippers: every zero page splits a write).
  * The `hugetlbfs` flag of a run puts the same bytes on hugetlbfs instead of tmpfs.
  */
-import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { packageRoot } from '../../src/package-root';
 import { createRamFile, fillPattern } from '../../src/synthetic/ram-file';
 import { startQemu } from '../../src/vm/qemu-launch';
-import { copyExtents, fillRamArgs, fillRamTool } from './fill-ram';
+import { copyExtents } from './fill-ram';
 
 export const PROFILES = ['real', 'dense', 'clustered', 'scattered'] as const;
 export type Profile = (typeof PROFILES)[number];
@@ -51,8 +50,8 @@ export async function prepareProfile(profile: Profile, file: string, size: numbe
     fillPattern(source, 7, options);
   }
   try {
-    const [touchedBytes, zeroPages] = execFileSync(fillRamTool(), ['-z', ...fillRamArgs(source, file, { mapped })], { encoding: 'utf8' }).trim().split(/\s+/).map(Number);
-    return { profile, size, touchedBytes, zeroTouchedBytes: zeroPages * 4096 };
+    const { bytes, zeroPages } = copyExtents(source, file, { mapped });
+    return { profile, size, touchedBytes: bytes, zeroTouchedBytes: zeroPages * 4096 };
   } finally {
     if (temporary) fs.rmSync(temporary, { force: true });
   }

@@ -16,7 +16,7 @@ import runTask = require('./range-worker');
 import { WorkerResult, WorkerTask } from './worker-types';
 
 /** Copies up to this many bytes of RAM on the calling thread (it blocks for a few ms). */
-export const INLINE_BYTES = 32 * 1024 * 1024;
+const INLINE_BYTES = 32 * 1024 * 1024;
 
 function workerFile(): string {
   const file = path.join(packageRoot(), 'dist', 'src', 'image', 'range-worker.js');

@@ -12,15 +12,15 @@ export async function enableMappedRam(qmp: QmpClient, channels = 2, directIo = t
 }
 
 /** The guest must be stopped. */
-export async function saveMappedRam(qmp: QmpClient, file: string, directIo = true): Promise<void> {
-  await enableMappedRam(qmp, 2, directIo);
+export async function saveMappedRam(qmp: QmpClient, file: string, directIo = true, channels = 2): Promise<void> {
+  await enableMappedRam(qmp, channels, directIo);
   await qmp.execute('migrate', { uri: `file:${file}` });
   await waitForMigration(qmp, { pollMs: 20 });
 }
 
 /** QEMU must have been started with -incoming defer. */
-export async function restoreMappedRam(qmp: QmpClient, file: string, directIo = true): Promise<void> {
-  await enableMappedRam(qmp, 2, directIo);
+export async function restoreMappedRam(qmp: QmpClient, file: string, directIo = true, channels = 2): Promise<void> {
+  await enableMappedRam(qmp, channels, directIo);
   await qmp.execute('migrate-incoming', { uri: `file:${file}` });
   await waitForMigration(qmp, { pollMs: 20 });
 }
