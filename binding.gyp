@@ -1,4 +1,7 @@
 {
+  "variables": {
+    "have_zstd%": "<!(sh native/has-zstd.sh)"
+  },
   "targets": [
     {
       "target_name": "iohelper",
@@ -12,12 +15,17 @@
         "native/stream_copy.cc",
         "native/crc32c.cc",
         "native/ram_copy.cc",
+        "native/ram_map.cc",
+        "native/chunk_codec.cc",
         "native/fd_passing.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE", "_FILE_OFFSET_BITS=64"],
       "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "libraries": ["-lpthread"]
+      "libraries": ["-lpthread"],
+      "conditions": [
+        ["have_zstd==1", {"defines": ["IOHELPER_ZSTD"], "libraries": ["-lzstd"]}]
+      ]
     }
   ]
 }

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include "aligned_buffer.h"
+#include "chunk_codec.h"
 #include "fd_passing.h"
 #include "file_syscalls.h"
 #include "ram_copy.h"
@@ -15,6 +16,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFileSyscalls(env, exports);
   InitStreamCopy(env, exports);
   InitRamCopy(env, exports);
+  InitChunkCodec(env, exports);
   InitFdPassing(env, exports);
   return exports;
 }

@@ -67,6 +67,32 @@ export interface RangeResult {
   badCrc: number;
 }
 
+/** One range of a RAM file to or from the chunk area of a compressed image (docs/FORMAT.md, version 2). */
+export interface ChunkJob {
+  ramFd: number;
+  /** A multiple of chunkSize. */
+  ramOffset: number;
+  length: number;
+  imageFd: number;
+  /** Power of two, 4 KiB .. 64 MiB. */
+  chunkSize: number;
+  /** The image's O_DIRECT unit: stored chunks start on and are padded to it. */
+  unit: number;
+  /** The range's chunk index entries, 24 bytes each: filled by saveChunks, read by restoreChunks. */
+  index: Uint8Array;
+  /** saveChunks: zstd level (0: store every chunk raw). */
+  level?: number;
+  /** saveChunks: [0] = next free byte of the chunk area, advanced atomically by every worker (on a SharedArrayBuffer). */
+  cursor?: BigInt64Array;
+  /** restoreChunks: check each chunk's CRC (default true). */
+  verify?: boolean;
+}
+
+export interface ChunkResult extends RangeResult {
+  /** restoreChunks: why chunk badChunk's stored bytes do not decode (then badCrc is 0). */
+  badFrame?: string;
+}
+
 export interface NativeBinding {
   allocAligned(size: number, alignment: number): ArrayBuffer;
   pread(fd: number, buf: Bytes, offset: U64): number;
@@ -87,6 +113,10 @@ export interface NativeBinding {
   sendWithFds(socketFd: number, bytes: Bytes, fds: number[]): number;
   saveRange(job: RangeJob): RangeResult;
   restoreRange(job: RangeJob): RangeResult;
+  saveChunks(job: ChunkJob): ChunkResult;
+  restoreChunks(job: ChunkJob): ChunkResult;
+  /** The linked libzstd's version, or null when the addon was built without it. */
+  zstd: string | null;
   crc32c(bytes: Bytes): number;
   /** progress[0] counts bytes moved; set progress[1] = 1n to cancel. */
   streamCopy(options: StreamCopyOptions, progress: BigUint64Array): Promise<StreamCopyResult>;

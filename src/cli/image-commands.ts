@@ -11,7 +11,7 @@ import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
 import { MAX_JOBS } from '../image/image-fd';
 import { restore } from '../image/restore';
-import { save } from '../image/save';
+import { DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, save } from '../image/save';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
 import { parseFlags, parseInteger, parseSize, ParsedFlags } from '../util/flags';
 import { commandName, stderrLine, stdoutText } from './report';
@@ -61,9 +61,27 @@ function copyArgs(p: ParsedFlags) {
 
 const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs', 'job-size'], repeated: ['ram'], optionalValue: ['progress'] };
 
+/** --compress[=zstd[:LEVEL]]: the zstd level, or undefined for a mappable image. */
+export function parseCompress(value: string | true | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (value === true || value === 'zstd') return DEFAULT_LEVEL;
+  const m = /^zstd:(-?\d{1,3})$/.exec(value);
+  if (!m) throw new UsageError(`--compress=${value}: expected zstd or zstd:LEVEL (LEVEL ${MIN_LEVEL}..${MAX_LEVEL})`);
+  const level = Number(m[1]);
+  if (level < MIN_LEVEL || level > MAX_LEVEL) throw new UsageError(`--compress=${value}: level ${level} is out of range (${MIN_LEVEL}..${MAX_LEVEL}; 0 stores chunks raw)`);
+  return level;
+}
+
 export async function saveCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-checksums', 'no-stream-check'], values: [...common.values, 'chunk', 'min-hole'] });
+  const p = parseFlags(args, {
+    ...common,
+    booleans: [...common.booleans, 'no-checksums', 'no-stream-check'],
+    values: [...common.values, 'chunk', 'min-hole'],
+    optionalValue: [...common.optionalValue, 'compress'],
+  });
   const shared = copyArgs(p);
+  const compressLevel = parseCompress(p.flags.get('compress'));
+  if (compressLevel !== undefined && p.flags.has('no-checksums')) throw new UsageError('--compress: a compressed image always has chunk checksums; drop --no-checksums');
   const chunkSize = p.flags.has('chunk') ? parseSize(String(p.flags.get('chunk')), '--chunk') : undefined;
   if (chunkSize !== undefined && (chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0)) {
     throw new UsageError(`--chunk: chunk size ${chunkSize} is not a power of two in 4K..1G`);
@@ -81,6 +99,7 @@ export async function saveCommand(args: string[]): Promise<number> {
         checksums: !p.flags.has('no-checksums'),
         checkDeviceState: !p.flags.has('no-stream-check'),
         minHole,
+        compressLevel,
         onProgress: progressOf(p.flags.get('progress'), img.name),
         signal,
       }),
@@ -151,7 +170,15 @@ function describe(r: InspectResult): string {
     if (r.invalid) lines.push(`iohelper image, REFUSED: ${printable(r.invalid.message)} (${r.invalid.code})`);
     else {
       lines.push(`iohelper image v${r.version}, ${r.committed ? 'committed' : 'INCOMPLETE (the save never finished)'}, page ${formatBytes(r.pageSize!)}, alignment ${formatBytes(r.alignment!)}, checksums ${r.checksums ? 'CRC-32C per chunk' : 'none'}, by ${printable(r.creator)} at ${r.createdAt}`);
-      for (const b of r.blocks ?? []) lines.push(`  block ${printable(b.name)}: ${formatBytes(b.size)} at offset ${b.offset}, ${formatBytes(b.dataBytes)} data (${((100 * b.dataBytes) / b.size).toFixed(0)}%), ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}`);
+      if (r.compressed) lines.push('  compressed (version 2): restore reads it; clones and --lazy need a mappable copy (iohelper convert)');
+      for (const b of r.blocks ?? []) {
+        const c = b.chunks;
+        lines.push(
+          c
+            ? `  block ${printable(b.name)}: ${formatBytes(b.size)} stored in ${formatBytes(b.dataBytes)}, ratio ${Number.isFinite(c.ratio) ? c.ratio.toFixed(2) : 'all zero'}; ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}: ${c.zstd} zstd, ${c.raw} raw, ${c.zero} zero`
+            : `  block ${printable(b.name)}: ${formatBytes(b.size)} at offset ${b.offset}, ${formatBytes(b.dataBytes)} data (${((100 * b.dataBytes) / b.size).toFixed(0)}%), ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}`,
+        );
+      }
       if (r.deviceStateBytes !== undefined) lines.push(`  device state: ${r.deviceStateBytes} bytes`);
     }
   } else lines.push('not an iohelper image, libvirt save image or QEMU stream');

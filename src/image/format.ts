@@ -1,11 +1,15 @@
 /**
- * Encoder and validating decoder of the image format, version 1 (docs/FORMAT.md). Pure: bytes
- * in, bytes out. Every u64 is read as a BigInt and range-checked before it becomes a Number.
+ * Encoder and validating decoder of the image format, versions 1 (mappable) and 2 (compressed)
+ * (docs/FORMAT.md). Pure: bytes in, bytes out. Every u64 is read as a BigInt and range-checked
+ * before it becomes a Number.
  */
 import { native } from '../native';
 
 export const MAGIC = 'IOHIMG01';
+/** Version 1: every block whole at a fixed offset (mappable). */
 export const VERSION = 1;
+/** Version 2: blocks stored chunk by chunk, compressed, packed (docs/FORMAT.md). */
+export const VERSION_COMPRESSED = 2;
 export const HEADER_SIZE = 4096;
 export const ENTRY_SIZE = 320;
 export const NAME_SIZE = 256;
@@ -14,6 +18,16 @@ export const META_ALIGN = 4096;
 export const DEFAULT_ALIGNMENT = 1 << 20;
 export const DEFAULT_CHUNK = 8 << 20;
 export const FLAG_CHECKSUMS = 1;
+export const FLAG_COMPRESSED = 2;
+/** Version 2: bytes of one chunk index entry. */
+export const INDEX_ENTRY = 24;
+export const CHUNK_ZERO = 0;
+export const CHUNK_RAW = 1;
+export const CHUNK_ZSTD = 2;
+/** Version 2: a reader holds one stored chunk per worker, so chunks are at most 64 MiB. */
+export const MAX_COMPRESSED_CHUNK = 64 << 20;
+/** Version 2: chunk index entries in all blocks (48 MiB of index in memory). */
+export const MAX_INDEX_ENTRIES = 2 ** 21;
 const MAX_BLOCK_SIZE = 2n ** 50n;
 const MAX_DEVICE_STATE = 2n ** 48n;
 /** Readers hold checksum tables in memory: 16 Mi entries (128 TiB of RAM at 8 MiB chunks) at most. */
@@ -30,7 +44,11 @@ export type ImageErrorCode =
   | 'EIMG_RESERVED'
   | 'EIMG_BOUNDS'
   | 'EIMG_OVERLAP'
-  | 'EIMG_NAME';
+  | 'EIMG_NAME'
+  /** A stored chunk of a compressed image does not decode. */
+  | 'EIMG_CHUNK'
+  /** A compressed image where only a mappable one will do (clones, --lazy). */
+  | 'EIMG_COMPRESSED';
 
 export class ImageFormatError extends Error {
   constructor(
@@ -57,6 +75,8 @@ export interface ImageHeader {
   imageSize: number;
   createdMs: number;
   creator: string;
+  /** Version 2: start of the chunk area (0 in version 1). */
+  dataOffset: number;
 }
 
 export interface BlockEntry {
@@ -67,7 +87,10 @@ export interface BlockEntry {
   checksumOffset: number;
   checksumCount: number;
   pageSize: number;
+  /** Version 2: stored bytes of the block (its compressed size); version 1: bytes written. */
   dataBytes: number;
+  /** 1 in version 2 (stored as chunks), 0 in version 1. */
+  flags: number;
 }
 
 const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
@@ -106,6 +129,7 @@ export function encodeHeader(h: ImageHeader): Buffer {
   b.writeBigUInt64LE(BigInt(h.imageSize), 72);
   b.writeBigUInt64LE(BigInt(h.createdMs), 80);
   creatorBytes(h.creator).copy(b, 88);
+  if (h.version === VERSION_COMPRESSED) b.writeBigUInt64LE(BigInt(h.dataOffset), 120);
   b.writeUInt32LE(native.crc32c(b.subarray(0, CRC_AT)), CRC_AT);
   return b;
 }
@@ -131,16 +155,19 @@ export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowU
   const magic = b.subarray(0, 8).toString('latin1');
   if (magic !== MAGIC) fail('EIMG_MAGIC', `magic is ${JSON.stringify(magic)}, not ${MAGIC}: not an iohelper image`);
   const version = b.readUInt32LE(8);
-  if (version !== VERSION) fail('EIMG_VERSION', `format version ${version} is not supported (this reader knows ${VERSION})`);
+  if (version !== VERSION && version !== VERSION_COMPRESSED) fail('EIMG_VERSION', `format version ${version} is not supported (this reader knows ${VERSION} and ${VERSION_COMPRESSED})`);
+  const v2 = version === VERSION_COMPRESSED;
   const crc = b.readUInt32LE(CRC_AT);
   const actual = native.crc32c(b.subarray(0, CRC_AT));
   if (crc !== actual) fail('EIMG_CHECKSUM', `header checksum mismatch (stored ${hex(crc)}, computed ${hex(actual)})`);
   if (b.readUInt32LE(16) !== HEADER_SIZE) fail('EIMG_VERSION', `headerSize ${b.readUInt32LE(16)} is not ${HEADER_SIZE}`);
   const flags = b.readUInt32LE(12);
-  if (flags & ~FLAG_CHECKSUMS) fail('EIMG_RESERVED', `unknown flag bits ${hex(flags & ~FLAG_CHECKSUMS)}`);
+  if (v2 && flags !== (FLAG_CHECKSUMS | FLAG_COMPRESSED)) fail('EIMG_RESERVED', `flags ${hex(flags)} of a version 2 image are not 0x00000003`);
+  if (!v2 && flags & ~FLAG_CHECKSUMS) fail('EIMG_RESERVED', `unknown flag bits ${hex(flags & ~FLAG_CHECKSUMS)}`);
   const state = b.readUInt32LE(20);
   if (state > 1) fail('EIMG_RESERVED', `state ${state} is neither 0 (incomplete) nor 1 (committed)`);
-  if (b.subarray(120, CRC_AT).some((x) => x !== 0)) fail('EIMG_RESERVED', 'reserved header bytes 120..4091 are not zero');
+  const reservedFrom = v2 ? 128 : 120;
+  if (b.subarray(reservedFrom, CRC_AT).some((x) => x !== 0)) fail('EIMG_RESERVED', `reserved header bytes ${reservedFrom}..4091 are not zero`);
   const h: ImageHeader = {
     version,
     flags,
@@ -156,11 +183,12 @@ export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowU
     imageSize: u64(b, 72, 'imageSize'),
     createdMs: u64(b, 80, 'createdMs'),
     creator: decodeCreator(b.subarray(88, 120)),
+    dataOffset: v2 ? u64(b, 120, 'dataOffset') : 0,
   };
   if (!h.committed && !opts.allowUncommitted) fail('EIMG_UNCOMMITTED', 'the image is incomplete: its save never finished (state 0)');
   if (!isPow2(h.pageSize) || h.pageSize < 4096 || h.pageSize > GiB) fail('EIMG_BOUNDS', `pageSize ${h.pageSize} is not a power of two in 4096..1 GiB`);
-  if (!isPow2(h.alignment) || h.alignment < 4096 || h.alignment > GiB || h.alignment < h.pageSize) {
-    fail('EIMG_BOUNDS', `alignment ${h.alignment} is not a power of two in 4096..1 GiB and >= pageSize`);
+  if (!isPow2(h.alignment) || h.alignment < 4096 || h.alignment > GiB || (!v2 && h.alignment < h.pageSize)) {
+    fail('EIMG_BOUNDS', `alignment ${h.alignment} is not a power of two in 4096..1 GiB${v2 ? '' : ' and >= pageSize'}`);
   }
   if (h.blockCount < 1 || h.blockCount > MAX_BLOCKS) fail('EIMG_BOUNDS', `blockCount ${h.blockCount} is not in 1..${MAX_BLOCKS}`);
   if (h.tableOffset !== HEADER_SIZE) fail('EIMG_BOUNDS', `tableOffset ${h.tableOffset} is not ${HEADER_SIZE}`);
@@ -168,6 +196,9 @@ export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowU
   if (h.deviceStateOffset % h.alignment !== 0) fail('EIMG_BOUNDS', `deviceStateOffset ${h.deviceStateOffset} is not a multiple of the alignment`);
   if (h.imageSize !== h.deviceStateOffset + h.deviceStateLength) {
     fail('EIMG_BOUNDS', `imageSize ${h.imageSize} is not deviceStateOffset + deviceStateLength`);
+  }
+  if (v2 && (h.dataOffset % h.alignment !== 0 || h.dataOffset > h.deviceStateOffset)) {
+    fail('EIMG_BOUNDS', `dataOffset ${h.dataOffset} is not a multiple of the alignment at or before deviceStateOffset ${h.deviceStateOffset}`);
   }
   if (h.committed && fileSize < h.imageSize) fail('EIMG_TRUNCATED', `file has ${fileSize} bytes, the image needs ${h.imageSize}: truncated`);
   if (h.committed && fileSize > h.imageSize) fail('EIMG_BOUNDS', `file has ${fileSize} bytes, more than the image's ${h.imageSize}`);
@@ -188,6 +219,7 @@ export function encodeBlockTable(entries: BlockEntry[]): Buffer {
     b.writeBigUInt64LE(BigInt(e.checksumOffset), at + 280);
     b.writeBigUInt64LE(BigInt(e.checksumCount), at + 288);
     b.writeUInt32LE(e.pageSize, at + 296);
+    b.writeUInt32LE(e.flags, at + 300);
     b.writeBigUInt64LE(BigInt(e.dataBytes), at + 304);
   });
   return b;
@@ -224,6 +256,9 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
   const crc = native.crc32c(b);
   if (crc !== h.tableCrc) fail('EIMG_CHECKSUM', `block table checksum mismatch (stored ${hex(h.tableCrc)}, computed ${hex(crc)})`);
   const withSums = (h.flags & FLAG_CHECKSUMS) !== 0;
+  const v2 = h.version === VERSION_COMPRESSED;
+  const perEntry = v2 ? INDEX_ENTRY : 4;
+  const maxEntries = v2 ? MAX_INDEX_ENTRIES : MAX_CHECKSUMS;
   const entries: BlockEntry[] = [];
   const names = new Set<string>();
   for (let i = 0; i < h.blockCount; i++) {
@@ -241,18 +276,21 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
       checksumCount: u64(b, at + 288, `${where} checksumCount`),
       pageSize: b.readUInt32LE(at + 296),
       dataBytes: u64(b, at + 304, `${where} dataBytes`),
+      flags: b.readUInt32LE(at + 300),
     };
-    if (b.readUInt32LE(at + 300) !== 0 || b.readBigUInt64LE(at + 312) !== 0n) fail('EIMG_RESERVED', `${where}: flags/reserved are not zero`);
+    if (e.flags !== (v2 ? 1 : 0) || b.readBigUInt64LE(at + 312) !== 0n) fail('EIMG_RESERVED', `${where}: flags ${e.flags} are not ${v2 ? 1 : 0} or reserved bytes are not zero`);
     if (!isPow2(e.pageSize) || e.pageSize < 4096 || e.pageSize > h.pageSize) {
       fail('EIMG_BOUNDS', `${where}: pageSize ${e.pageSize} is not a power of two in 4096..${h.pageSize} (the header's)`);
     }
     if (e.size === 0 || e.size % e.pageSize !== 0) fail('EIMG_BOUNDS', `${where}: size ${e.size} is not a positive multiple of its page size ${e.pageSize}`);
-    if (e.offset % h.alignment !== 0) fail('EIMG_BOUNDS', `${where}: offset ${e.offset} is not a multiple of the alignment ${h.alignment}`);
-    if (!isPow2(e.chunkSize) || e.chunkSize < 4096 || e.chunkSize < h.pageSize) fail('EIMG_BOUNDS', `${where}: chunkSize ${e.chunkSize} is not a power of two >= 4096 and >= pageSize`);
+    if (v2 ? e.offset !== 0 : e.offset % h.alignment !== 0) fail('EIMG_BOUNDS', `${where}: offset ${e.offset} is not ${v2 ? '0 (a compressed block has no single place)' : `a multiple of the alignment ${h.alignment}`}`);
+    if (!isPow2(e.chunkSize) || e.chunkSize < 4096 || e.chunkSize < h.pageSize || (v2 && e.chunkSize > MAX_COMPRESSED_CHUNK)) {
+      fail('EIMG_BOUNDS', `${where}: chunkSize ${e.chunkSize} is not a power of two >= 4096 and >= pageSize${v2 ? ' and <= 64 MiB' : ''}`);
+    }
     if (e.dataBytes > e.size) fail('EIMG_BOUNDS', `${where}: dataBytes ${e.dataBytes} exceeds size ${e.size}`);
     if (withSums) {
       const want = Math.ceil(e.size / e.chunkSize);
-      if (want > MAX_CHECKSUMS) fail('EIMG_BOUNDS', `${where}: ${want} checksums exceed the reader's limit of ${MAX_CHECKSUMS}`);
+      if (want > maxEntries) fail('EIMG_BOUNDS', `${where}: ${want} checksums exceed the reader's limit of ${maxEntries}`);
       if (e.checksumCount !== want) fail('EIMG_BOUNDS', `${where}: checksumCount ${e.checksumCount}, expected ${want}`);
       if (e.checksumOffset === 0 || e.checksumOffset % META_ALIGN !== 0) fail('EIMG_BOUNDS', `${where}: checksumOffset ${e.checksumOffset} is not a non-zero multiple of ${META_ALIGN}`);
     } else if (e.checksumCount !== 0 || e.checksumOffset !== 0) {
@@ -261,7 +299,7 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
     entries.push(e);
   }
   const total = entries.reduce((n, e) => n + e.checksumCount, 0);
-  if (total > MAX_CHECKSUMS) fail('EIMG_BOUNDS', `${total} checksums in all blocks exceed the reader's limit of ${MAX_CHECKSUMS} (64 MiB of tables in memory)`);
+  if (total > maxEntries) fail('EIMG_BOUNDS', `${total} checksums in all blocks exceed the reader's limit of ${maxEntries} (${(maxEntries * perEntry) / 2 ** 20} MiB of tables in memory)`);
   checkRegions(h, entries);
   return entries;
 }
@@ -270,6 +308,16 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
 function checkRegions(h: ImageHeader, entries: BlockEntry[]): void {
   const metaEnd = alignUp(h.tableOffset + h.tableLength, META_ALIGN);
   const regions: Array<{ what: string; start: number; end: number }> = [{ what: 'header and block table', start: 0, end: metaEnd }];
+  if (h.version === VERSION_COMPRESSED) {
+    for (const e of entries) {
+      const end = e.checksumOffset + e.checksumCount * INDEX_ENTRY;
+      if (e.checksumOffset < metaEnd || end > h.dataOffset) fail('EIMG_OVERLAP', `chunk index of '${e.name}' is not in the metadata area before the chunk area at ${h.dataOffset}`);
+      regions.push({ what: `chunk index of '${e.name}'`, start: e.checksumOffset, end });
+    }
+    regions.push({ what: 'device state', start: h.deviceStateOffset, end: h.deviceStateOffset + h.deviceStateLength });
+    checkDisjoint(regions);
+    return;
+  }
   let firstBlock = Infinity;
   for (const e of entries) {
     const end = e.offset + e.size;
@@ -284,10 +332,21 @@ function checkRegions(h: ImageHeader, entries: BlockEntry[]): void {
     }
   }
   regions.push({ what: 'device state', start: h.deviceStateOffset, end: h.deviceStateOffset + h.deviceStateLength });
+  checkDisjoint(regions);
+}
+
+function checkDisjoint(regions: Array<{ what: string; start: number; end: number }>): void {
   regions.sort((a, b) => a.start - b.start || a.end - b.end);
   for (let i = 1; i < regions.length; i++) {
     if (regions[i].start < regions[i - 1].end) fail('EIMG_OVERLAP', `${regions[i].what} overlaps ${regions[i - 1].what}`);
   }
+}
+
+/** Pads a chunk index (or any metadata) to whole 4096-byte pages. */
+export function padToPages(bytes: Uint8Array): Buffer {
+  const b = Buffer.alloc(alignUp(bytes.length, META_ALIGN));
+  b.set(bytes);
+  return b;
 }
 
 export function encodeChecksums(crcs: Uint32Array): Buffer {
@@ -304,6 +363,56 @@ export function decodeChecksums(bytes: Uint8Array, count: number): Uint32Array {
   return out;
 }
 
+/**
+ * Checks one block's chunk index (version 2, rules I1–I5) and returns its bytes (24 per chunk),
+ * as the addon reads them. `zeroCrc(n)` is the CRC-32C of n zero bytes.
+ */
+export function decodeChunkIndex(bytes: Uint8Array, e: BlockEntry, h: ImageHeader, zeroCrc: (n: number) => number): Buffer {
+  const need = e.checksumCount * INDEX_ENTRY;
+  if (bytes.length < need) fail('EIMG_TRUNCATED', `chunk index of '${e.name}' has ${bytes.length} bytes, expected ${need}`);
+  const b = Buffer.from(view(bytes).subarray(0, need)); // a copy: it outlives the read buffer
+  for (let i = 0; i < e.checksumCount; i++) {
+    const at = i * INDEX_ENTRY;
+    const where = `block '${e.name}' chunk ${i}`;
+    const length = Math.min(e.chunkSize, e.size - i * e.chunkSize);
+    const offset = u64(b, at, `${where} offset`);
+    const stored = b.readUInt32LE(at + 8);
+    const kind = b.readUInt32LE(at + 16);
+    if (kind > CHUNK_ZSTD || b.readUInt32LE(at + 20) !== 0) fail('EIMG_RESERVED', `${where}: kind ${kind} is not 0, 1 or 2, or reserved bytes are not zero`);
+    if (kind === CHUNK_ZERO) {
+      if (offset !== 0 || stored !== 0) fail('EIMG_BOUNDS', `${where}: a zero chunk with offset ${offset} and ${stored} stored bytes`);
+      const crc = b.readUInt32LE(at + 12);
+      if (h.committed && crc !== zeroCrc(length)) fail('EIMG_CHECKSUM', `${where}: a zero chunk whose CRC-32C ${hex(crc)} is not that of zeros`);
+      continue;
+    }
+    if (kind === CHUNK_RAW ? stored !== length : stored < 1 || stored >= length) {
+      fail('EIMG_BOUNDS', `${where}: ${stored} stored bytes for a ${kind === CHUNK_RAW ? 'raw' : 'zstd'} chunk of ${length}`);
+    }
+    if (offset % h.alignment !== 0 || offset < h.dataOffset || offset + stored > h.deviceStateOffset) {
+      fail('EIMG_BOUNDS', `${where}: stored at ${offset}..${offset + stored}, outside the chunk area ${h.dataOffset}..${h.deviceStateOffset} or not aligned`);
+    }
+  }
+  return b;
+}
+
+/** Rule I6: no two stored chunks of any blocks share a byte. */
+export function checkChunksDisjoint(indexes: Buffer[], entries: BlockEntry[]): void {
+  const spans: Array<{ start: number; end: number; block: number; chunk: number }> = [];
+  indexes.forEach((b, block) => {
+    for (let i = 0; i * INDEX_ENTRY < b.length; i++) {
+      const stored = b.readUInt32LE(i * INDEX_ENTRY + 8);
+      if (stored === 0) continue;
+      const start = Number(b.readBigUInt64LE(i * INDEX_ENTRY));
+      spans.push({ start, end: start + stored, block, chunk: i });
+    }
+  });
+  spans.sort((a, b) => a.start - b.start);
+  for (let i = 1; i < spans.length; i++) {
+    const [p, q] = [spans[i - 1], spans[i]];
+    if (q.start < p.end) fail('EIMG_OVERLAP', `block '${entries[q.block].name}' chunk ${q.chunk} overlaps block '${entries[p.block].name}' chunk ${p.chunk}`);
+  }
+}
+
 export interface LayoutInput {
   blocks: Array<{ name: string; size: number }>;
   pageSize: number;
@@ -311,6 +420,8 @@ export interface LayoutInput {
   chunkSize: number;
   checksums: boolean;
   creator: string;
+  /** Version 2: blocks stored as compressed chunks (checksums always on). */
+  compressed?: boolean;
 }
 
 export interface Layout {
@@ -335,21 +446,27 @@ export function planLayout(o: LayoutInput): Layout {
 
 function placeRegions(o: LayoutInput): Layout {
   let pos = alignUp(HEADER_SIZE + o.blocks.length * ENTRY_SIZE, META_ALIGN);
+  const v2 = !!o.compressed;
   const entries: BlockEntry[] = o.blocks.map((b) => {
-    const count = o.checksums ? Math.ceil(b.size / o.chunkSize) : 0;
-    const e: BlockEntry = { name: b.name, size: b.size, offset: 0, chunkSize: o.chunkSize, checksumOffset: count ? pos : 0, checksumCount: count, pageSize: o.pageSize, dataBytes: 0 };
-    pos += alignUp(count * 4, META_ALIGN);
+    const count = o.checksums || v2 ? Math.ceil(b.size / o.chunkSize) : 0;
+    const e: BlockEntry = { name: b.name, size: b.size, offset: 0, chunkSize: o.chunkSize, checksumOffset: count ? pos : 0, checksumCount: count, pageSize: o.pageSize, dataBytes: 0, flags: v2 ? 1 : 0 };
+    pos += alignUp(count * (v2 ? INDEX_ENTRY : 4), META_ALIGN);
     return e;
   });
-  for (const e of entries) {
-    e.offset = alignUp(pos, o.alignment);
-    pos = e.offset + e.size;
+  // Version 2: the chunk area starts after the indexes and the device state's place is known
+  // only when it is full; until then the header says the chunk area is empty.
+  const dataOffset = v2 ? alignUp(pos, o.alignment) : 0;
+  if (!v2) {
+    for (const e of entries) {
+      e.offset = alignUp(pos, o.alignment);
+      pos = e.offset + e.size;
+    }
   }
-  const deviceStateOffset = alignUp(pos, o.alignment);
+  const deviceStateOffset = v2 ? dataOffset : alignUp(pos, o.alignment);
   const tableLength = entries.length * ENTRY_SIZE;
   const header: ImageHeader = {
-    version: VERSION,
-    flags: o.checksums ? FLAG_CHECKSUMS : 0,
+    version: v2 ? VERSION_COMPRESSED : VERSION,
+    flags: v2 ? FLAG_CHECKSUMS | FLAG_COMPRESSED : o.checksums ? FLAG_CHECKSUMS : 0,
     committed: false,
     pageSize: o.pageSize,
     alignment: o.alignment,
@@ -362,6 +479,7 @@ function placeRegions(o: LayoutInput): Layout {
     imageSize: deviceStateOffset,
     createdMs: Date.now(),
     creator: o.creator,
+    dataOffset,
   };
   return { header, entries };
 }

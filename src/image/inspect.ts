@@ -1,7 +1,7 @@
 /** inspect(): what a file is (our image, a libvirt save image, a raw QEMU stream) and its facts. */
 import * as fs from 'fs';
-import { ImageFormatError } from './format';
-import { readImageMetadata } from './read-image';
+import { CHUNK_RAW, CHUNK_ZERO, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
+import { readChunkIndexes, readImageMetadata } from './read-image';
 import { SNIFF_BYTES, sniffImage } from './sniff';
 
 export interface InspectResult {
@@ -17,7 +17,18 @@ export interface InspectResult {
   checksums?: boolean;
   creator?: string;
   createdAt?: string;
-  blocks?: Array<{ name: string; size: number; offset: number; dataBytes: number; chunkSize: number; checksumCount: number }>;
+  /** Version 2: RAM stored as compressed chunks (not mappable by clones or --lazy). */
+  compressed?: boolean;
+  blocks?: Array<{
+    name: string;
+    size: number;
+    offset: number;
+    dataBytes: number;
+    chunkSize: number;
+    checksumCount: number;
+    /** Compressed images: the chunks by kind and size / stored bytes. */
+    chunks?: { zero: number; raw: number; zstd: number; ratio: number };
+  }>;
   deviceStateBytes?: number;
   /** Why a file that looks like our image is refused. */
   invalid?: { code: string; message: string };
@@ -50,7 +61,10 @@ export function inspect(path: string): InspectResult {
 function describeImage(fd: number): Partial<InspectResult> {
   try {
     const { header: h, entries } = readImageMetadata(fd, '', { allowUncommitted: true, skipChecksums: true });
+    const compressed = h.version === VERSION_COMPRESSED;
+    const indexes = compressed ? readChunkIndexes(fd, '', h, entries) : [];
     return {
+      compressed,
       kind: 'iohelper',
       committed: h.committed,
       version: h.version,
@@ -59,13 +73,32 @@ function describeImage(fd: number): Partial<InspectResult> {
       checksums: h.flags !== 0,
       creator: h.creator,
       createdAt: isoTime(h.createdMs),
-      blocks: entries.map((e) => ({ name: e.name, size: e.size, offset: e.offset, dataBytes: e.dataBytes, chunkSize: e.chunkSize, checksumCount: e.checksumCount })),
+      blocks: entries.map((e, i) => ({
+        name: e.name,
+        size: e.size,
+        offset: e.offset,
+        dataBytes: e.dataBytes,
+        chunkSize: e.chunkSize,
+        checksumCount: e.checksumCount,
+        chunks: compressed ? chunkKinds(indexes[i], e.size, e.dataBytes) : undefined,
+      })),
       deviceStateBytes: h.committed ? h.deviceStateLength : undefined,
     };
   } catch (e) {
     if (!(e instanceof ImageFormatError)) throw e;
     return { kind: 'iohelper', committed: false, invalid: { code: e.code, message: e.message } };
   }
+}
+
+function chunkKinds(index: Buffer, size: number, stored: number) {
+  const counts = { zero: 0, raw: 0, zstd: 0, ratio: stored ? Number((size / stored).toFixed(2)) : Infinity };
+  for (let at = 0; at < index.length; at += INDEX_ENTRY) {
+    const kind = index.readUInt32LE(at + 16);
+    if (kind === CHUNK_ZERO) counts.zero++;
+    else if (kind === CHUNK_RAW) counts.raw++;
+    else counts.zstd++;
+  }
+  return counts;
 }
 
 /** The header's timestamp as ISO text; a value no Date can hold (a hostile image) says so instead of throwing. */

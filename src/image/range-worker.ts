@@ -7,8 +7,16 @@ import { WorkerResult, WorkerTask } from './worker-types';
 
 function run(task: WorkerTask): WorkerResult {
   try {
-    const r = task.op === 'save' ? native.saveRange(task.job) : native.restoreRange(task.job);
-    return { ...r, checksums: task.op === 'save' ? (task.job.checksums ?? undefined) : undefined };
+    switch (task.op) {
+      case 'save':
+        return { ...native.saveRange(task.job), checksums: task.job.checksums ?? undefined };
+      case 'restore':
+        return native.restoreRange(task.job);
+      case 'saveChunks':
+        return { ...native.saveChunks(task.job), index: task.job.index };
+      case 'restoreChunks':
+        return native.restoreChunks(task.job);
+    }
   } catch (e) {
     const err = e as Error & { code?: string; errno?: number; syscall?: string; side?: string };
     return { dataBytes: 0, badChunk: -1, badCrc: 0, error: { message: err.message, code: err.code, errno: err.errno, syscall: err.syscall, side: err.side } };

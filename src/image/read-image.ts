@@ -1,7 +1,8 @@
-/** Reads and validates an image's metadata from an fd: header, block table, checksum tables. */
+/** Reads and validates an image's metadata from an fd: header, block table, checksum tables or chunk indexes. */
 import * as fs from 'fs';
+import { native } from '../native';
 import { readAligned } from './aligned-io';
-import { BlockEntry, decodeBlockTable, decodeChecksums, decodeHeader, HEADER_SIZE, ImageHeader } from './format';
+import { BlockEntry, checkChunksDisjoint, decodeBlockTable, decodeChecksums, decodeChunkIndex, decodeHeader, HEADER_SIZE, ImageHeader, INDEX_ENTRY } from './format';
 
 export interface ImageMetadata {
   header: ImageHeader;
@@ -14,6 +15,22 @@ export interface ImageMetadata {
 /** The per-chunk checksum tables (bounded by the format: 2^24 values in all). */
 export function readChecksums(fd: number, name: string, entries: BlockEntry[]): Uint32Array[] {
   return entries.map((e) => (e.checksumCount ? decodeChecksums(readAligned(fd, e.checksumOffset, e.checksumCount * 4, name), e.checksumCount) : new Uint32Array(0)));
+}
+
+/**
+ * The chunk indexes of a compressed (version 2) image, each checked (FORMAT.md I1–I6); bounded
+ * by the format (2^21 entries of 24 bytes in all).
+ */
+export function readChunkIndexes(fd: number, name: string, header: ImageHeader, entries: BlockEntry[]): Buffer[] {
+  const zeros = new Map<number, number>();
+  const zeroCrc = (n: number) => {
+    let crc = zeros.get(n);
+    if (crc === undefined) zeros.set(n, (crc = native.crc32c(Buffer.alloc(n))));
+    return crc;
+  };
+  const indexes = entries.map((e) => decodeChunkIndex(readAligned(fd, e.checksumOffset, e.checksumCount * INDEX_ENTRY, name), e, header, zeroCrc));
+  if (header.committed) checkChunksDisjoint(indexes, entries);
+  return indexes;
 }
 
 /** `skipChecksums` leaves the per-chunk tables unread (inspect does not need them). */

@@ -9,10 +9,11 @@ import { systemError, UsageError } from '../errors';
 import { checkJobs, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { CopyProgress } from './copy-progress';
 import { copyDeviceState } from './device-state';
-import { ImageFormatError } from './format';
+import { ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool, warmPool } from './pool';
-import { readChecksums, readImageMetadata } from './read-image';
+import { readChecksums, readChunkIndexes, readImageMetadata } from './read-image';
+import { native } from '../native';
 import { checkUniqueNames, RamSource } from './ram-files';
 import { commit, discard, planTargets, stageTargets } from './restore-targets';
 import { idOfFd } from './identity';
@@ -62,8 +63,14 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   matchNames(entries.map((e) => e.name), o.ram);
   const plans = planTargets(entries, o.ram, idOfFd(o.imageFd, name), !!o.force);
   // Read only now that names and targets match (their size is bounded by the format: 64 MiB).
+  const compressed = header.version === VERSION_COMPRESSED;
+  if (compressed && native.zstd === null) {
+    throw systemError('ENOTSUP', `${name} is a compressed image and this iohelper was built without libzstd: install libzstd-dev (Debian, Ubuntu) or libzstd-devel (RHEL, Fedora) and reinstall iohelper`, { path: name });
+  }
   const verify = !o.noVerify && header.flags !== 0;
-  const checksums = verify ? describeImageErrors(name, () => readChecksums(o.imageFd, name, entries)) : [];
+  // Compressed: the chunk indexes are read even without verifying, they say where chunks are.
+  const indexes = compressed ? describeImageErrors(name, () => readChunkIndexes(o.imageFd, name, header, entries)) : [];
+  const checksums = verify && !compressed ? describeImageErrors(name, () => readChecksums(o.imageFd, name, entries)) : [];
 
   // Execute: fill temporaries (fd targets in place), verify, then replace the targets.
   const staged = stageTargets(plans);
@@ -72,13 +79,17 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
     const plan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);
     const tasks: WorkerTask[] = plan.map((j) => {
       const e = entries[j.block];
+      if (compressed) {
+        const index = new Uint8Array(indexes[j.block].subarray(j.firstChunk * INDEX_ENTRY, (j.firstChunk + chunksOf(j, e)) * INDEX_ENTRY));
+        return { op: 'restoreChunks', job: { ramFd: staged[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit, index, verify } };
+      }
       const expected = verify ? checksums[j.block].slice(j.firstChunk, j.firstChunk + chunksOf(j, e)) : null;
       return { op: 'restore', job: { ...rangeJob(j, e, staged[j.block].fd, o.imageFd, unit), checksums: expected } };
     });
     const progress = new CopyProgress(entries.reduce((s, e) => s + e.size, 0) + header.deviceStateLength, o.onProgress, o.signal);
     let deviceStateBytes: number;
     try {
-      let bad: string | undefined;
+      let bad: { code: 'EIMG_CHUNK' | 'EIMG_CHECKSUM'; text: string } | undefined;
       await runPool({
         tasks,
         threads: jobs,
@@ -89,11 +100,15 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
           progress.ramDone += j.end - j.start;
           if (r.badChunk >= 0 && !bad) {
             const chunk = j.firstChunk + r.badChunk;
-            bad = `block '${e.name}' chunk ${chunk} (bytes ${chunk * e.chunkSize}..${Math.min(e.size, (chunk + 1) * e.chunkSize)}) has CRC-32C 0x${r.badCrc.toString(16).padStart(8, '0')}, the image recorded 0x${checksums[j.block][chunk].toString(16).padStart(8, '0')}`;
+            const where = `block '${e.name}' chunk ${chunk} (bytes ${chunk * e.chunkSize}..${Math.min(e.size, (chunk + 1) * e.chunkSize)})`;
+            const recorded = compressed ? indexes[j.block].readUInt32LE(chunk * INDEX_ENTRY + 12) : checksums[j.block][chunk];
+            bad = r.badFrame
+              ? { code: 'EIMG_CHUNK', text: `${where} does not decode: ${r.badFrame}` }
+              : { code: 'EIMG_CHECKSUM', text: `${where} has CRC-32C ${hex(r.badCrc)}, the image recorded ${hex(recorded)}` };
           }
         },
       });
-      if (bad) throw new ImageFormatError('EIMG_CHECKSUM', `${name}: corrupted: ${bad}; no RAM file was replaced`);
+      if (bad) throw new ImageFormatError(bad.code, `${name}: corrupted: ${bad.text}; no RAM file was replaced`);
       commit(staged);
       committed = true;
       o.onRamFilled?.();
@@ -125,6 +140,8 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
     if (!committed) discard(staged);
   }
 }
+
+const hex = (n: number) => `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
 
 /** Image format errors name the image. */
 function describeImageErrors<T>(name: string, fn: () => T): T {

@@ -1,8 +1,10 @@
 /**
  * save(): one image from guest RAM files plus QEMU's device-state stream (docs/FORMAT.md).
- * RAM blocks are copied by the worker pool straight from an mmap of each RAM file to their
- * fixed offsets (O_DIRECT when asked), holes and zero pages skipped; the device state streams
- * in at the same time. The image is committed only after everything is durable.
+ * Mappable (version 1): RAM blocks are copied by the worker pool straight from an mmap of each
+ * RAM file to their fixed offsets (O_DIRECT when asked), holes and zero pages skipped; the
+ * device state streams in at the same time. Compressed (version 2): the workers compress chunk
+ * by chunk into a packed chunk area; the device state follows once its place is known. The
+ * image is committed only after everything is durable.
  */
 import { systemError, withPath } from '../errors';
 import { native } from '../native';
@@ -12,7 +14,21 @@ import { writeAligned } from './aligned-io';
 import { copyDeviceState } from './device-state';
 import { checkQemuStream } from './qemu-stream-check';
 import { checkJobs, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
-import { DEFAULT_ALIGNMENT, DEFAULT_CHUNK, encodeBlockTable, encodeChecksums, encodeHeader, HEADER_SIZE, ImageFormatError, Layout, LayoutInput, planLayout } from './format';
+import {
+  DEFAULT_ALIGNMENT,
+  DEFAULT_CHUNK,
+  encodeBlockTable,
+  encodeChecksums,
+  encodeHeader,
+  HEADER_SIZE,
+  ImageFormatError,
+  INDEX_ENTRY,
+  Layout,
+  LayoutInput,
+  MAX_COMPRESSED_CHUNK,
+  padToPages,
+  planLayout,
+} from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool, warmPool } from './pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
@@ -31,6 +47,11 @@ export interface SaveOptions extends ImageCopyOptions {
   checkDeviceState?: boolean;
   /** Zero runs shorter than this are written rather than left as holes (default 64 KiB; 4 KiB makes every zero page a hole). */
   minHole?: number;
+  /**
+   * Writes a compressed (version 2) image with this zstd level (1..19, or negative for faster
+   * and larger; 0 stores every chunk raw). Undefined: a mappable version 1 image.
+   */
+  compressLevel?: number;
 }
 
 export interface SaveResult {
@@ -59,6 +80,8 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     throw systemError('EINVAL', `chunk size ${chunkSize} is not a power of two in 4K..1G`);
   }
   checkUniqueNames(o.ram);
+  const compressed = o.compressLevel !== undefined;
+  if (compressed) checkCompression(o.compressLevel!, chunkSize, o.checksums);
 
   const rams: OpenRam[] = [];
   try {
@@ -72,9 +95,11 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     const layout = planImage(name, {
       blocks: rams.map((r) => ({ name: r.name, size: r.size })),
       pageSize,
-      alignment: Math.max(DEFAULT_ALIGNMENT, pageSize, zeroUnit),
+      // Compressed chunks are never mapped: they only need the O_DIRECT unit.
+      alignment: compressed ? Math.max(4096, zeroUnit) : Math.max(DEFAULT_ALIGNMENT, pageSize, zeroUnit),
       chunkSize,
       checksums: o.checksums ?? true,
+      compressed,
       creator: `iohelper ${packageVersion()}`,
     });
     const { header, entries } = layout;
@@ -94,10 +119,18 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     writeAligned(o.imageFd, encodeHeader(header), 0, name);
 
     const jobsPlan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);
-    const checksums = entries.map((e) => new Uint32Array(e.checksumCount));
+    const checksums = entries.map((e) => new Uint32Array(compressed ? 0 : e.checksumCount));
+    const indexes = entries.map((e) => Buffer.alloc(compressed ? e.checksumCount * INDEX_ENTRY : 0));
     const minHole = Math.max(o.minHole ?? DEFAULT_MIN_HOLE, zeroUnit);
+    // Compressed: the next free byte of the chunk area, advanced atomically by every worker.
+    const cursor = new BigInt64Array(new SharedArrayBuffer(8));
+    cursor[0] = BigInt(header.dataOffset);
     const tasks: WorkerTask[] = jobsPlan.map((j) => {
       const e = entries[j.block];
+      if (compressed) {
+        const job = { ramFd: rams[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit: zeroUnit };
+        return { op: 'saveChunks', job: { ...job, level: o.compressLevel!, cursor, index: new Uint8Array(chunksOf(j, e) * INDEX_ENTRY) } };
+      }
       const sums = header.flags ? new Uint32Array(chunksOf(j, e)) : null;
       return { op: 'save', job: { ...rangeJob(j, e, rams[j.block].fd, o.imageFd, zeroUnit), minHole, checksums: sums } };
     });
@@ -115,8 +148,8 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       stop.abort();
     };
     let deviceStateBytes = 0;
-    try {
-      const deviceState = copyDeviceState({
+    const copyState = () =>
+      copyDeviceState({
         toImage: true,
         pipeFd: o.deviceStateFd ?? 0,
         imageFd: o.imageFd,
@@ -125,6 +158,9 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
         align: zeroUnit,
         progress: progress.counters,
       }).then((n) => (deviceStateBytes = n), fail);
+    try {
+      // Mappable: the device state's place is fixed, so it streams in while RAM is copied.
+      const deviceState = compressed ? undefined : copyState();
       await runPool({
         tasks,
         threads: jobs,
@@ -133,10 +169,16 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
           const j = jobsPlan[i];
           entries[j.block].dataBytes += r.dataBytes;
           if (r.checksums) checksums[j.block].set(r.checksums, j.firstChunk);
+          if (r.index) indexes[j.block].set(r.index, j.firstChunk * INDEX_ENTRY);
           progress.ramDone += j.end - j.start;
         },
       }).catch(fail);
       await deviceState;
+      // Compressed: the device state goes after the last stored chunk, known only now.
+      if (compressed && first === undefined) {
+        header.deviceStateOffset = alignUp(Number(cursor[0]), header.alignment);
+        await copyState();
+      }
     } finally {
       o.signal?.removeEventListener('abort', onAbort);
       progress.finish();
@@ -148,7 +190,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     header.imageSize = header.deviceStateOffset + deviceStateBytes;
     onImage(() => native.ftruncate(o.imageFd, header.imageSize));
     entries.forEach((e, i) => {
-      if (e.checksumCount) writeAligned(o.imageFd, encodeChecksums(checksums[i]), e.checksumOffset, name);
+      if (e.checksumCount) writeAligned(o.imageFd, compressed ? padToPages(indexes[i]) : encodeChecksums(checksums[i]), e.checksumOffset, name);
     });
     const table = encodeBlockTable(entries);
     header.tableCrc = native.crc32c(table);
@@ -166,6 +208,26 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   } finally {
     for (const r of rams) r.close();
   }
+}
+
+const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
+
+/** zstd levels the library accepts at every version we support (1.4+): -7 (fastest) .. 19. */
+export const MIN_LEVEL = -7;
+/**
+ * --compress without a level: zstd 1, the fastest of the regular levels; on slow storage
+ * (the case compression is for) the disk, not the CPU, is what a save waits for.
+ */
+export const DEFAULT_LEVEL = 1;
+export const MAX_LEVEL = 19;
+
+function checkCompression(level: number, chunkSize: number, checksums: boolean | undefined): void {
+  if (!Number.isInteger(level) || level < MIN_LEVEL || level > MAX_LEVEL) throw systemError('EINVAL', `zstd level ${level} is out of range (${MIN_LEVEL}..${MAX_LEVEL}; 0 stores chunks raw)`);
+  if (level !== 0 && native.zstd === null) {
+    throw systemError('ENOTSUP', 'this iohelper was built without libzstd, so it cannot compress: install libzstd-dev (Debian, Ubuntu) or libzstd-devel (RHEL, Fedora) and reinstall iohelper');
+  }
+  if (chunkSize > MAX_COMPRESSED_CHUNK) throw systemError('EINVAL', `chunk size ${chunkSize} is above ${MAX_COMPRESSED_CHUNK} (64 MiB), the largest a compressed image allows`);
+  if (checksums === false) throw systemError('EINVAL', 'a compressed image always has chunk checksums');
 }
 
 /** The layout, or why the reader would refuse it, before the image is touched. */

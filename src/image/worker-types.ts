@@ -1,15 +1,17 @@
 /** Messages between the main thread and the range workers (src/image/range-worker.ts). */
-import { RangeJob } from '../native';
+import { ChunkJob, RangeJob } from '../native';
 
-export interface WorkerTask {
-  op: 'save' | 'restore';
-  job: RangeJob;
-}
+/** save/restore: a range at its fixed place in a mappable image; saveChunks/restoreChunks: a range of a compressed image's chunks. */
+export type WorkerTask = { op: 'save' | 'restore'; job: RangeJob } | { op: 'saveChunks' | 'restoreChunks'; job: ChunkJob };
 
 export interface WorkerResult {
   dataBytes: number;
   checksums?: Uint32Array;
+  /** saveChunks: the range's chunk index entries, filled. */
+  index?: Uint8Array;
   badChunk: number;
   badCrc: number;
+  /** restoreChunks: why chunk badChunk does not decode. */
+  badFrame?: string;
   error?: { message: string; code?: string; errno?: number; syscall?: string; side?: string };
 }

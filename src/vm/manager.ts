@@ -14,6 +14,7 @@ import { native } from '../native';
 import { QmpClient, waitForMigration } from '../qmp/client';
 import { copyDeviceState } from '../image/device-state';
 import { readImageMetadata } from '../image/read-image';
+import { ImageFormatError, VERSION_COMPRESSED } from '../image/format';
 import { BlockEntry } from '../image/format';
 import { parseSize } from '../util/flags';
 import { ProgressListener } from '../progress';
@@ -133,6 +134,12 @@ export async function cloneVm(o: StartOptions & { image: string; count: number }
     meta = readImageMetadata(imageFd, o.image, { skipChecksums: true });
   } finally {
     fs.closeSync(imageFd);
+  }
+  if (meta.header.version === VERSION_COMPRESSED) {
+    throw new ImageFormatError(
+      'EIMG_COMPRESSED',
+      `${o.image} is a compressed image: clones and lazy restores map RAM straight from a mappable image; make one with 'iohelper convert ${o.image} OUT' or restore it eagerly`,
+    );
   }
   const byName = new Map(meta.entries.map((e) => [e.name, e]));
   matchBackends(meta.entries, o.qemuArgs);

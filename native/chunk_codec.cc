@@ -1,0 +1,419 @@
+#include "chunk_codec.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#ifdef IOHELPER_ZSTD
+#include <zstd.h>
+#include <zstd_errors.h>
+#endif
+
+#include "crc32c.h"
+#include "errno_error.h"
+#include "ram_map.h"
+#include "retry.h"
+
+namespace iohelper {
+namespace {
+
+constexpr size_t kIndexEntry = 24;
+constexpr uint32_t kZero = 0, kRaw = 1, kZstd = 2;
+// Largest chunk the format allows (FORMAT.md, T9'): bounds every buffer below.
+constexpr uint64_t kMaxChunk = 64ull << 20;
+
+struct ChunkJob {
+  int ramFd = -1;
+  uint64_t ramOffset = 0;
+  uint64_t length = 0;
+  int imageFd = -1;
+  uint64_t chunkSize = 8 << 20;
+  uint64_t unit = 4096;  // O_DIRECT unit of the image and alignment of stored chunks
+  int level = 1;
+  int64_t* cursor = nullptr;  // save: next free byte of the chunk area, shared by all workers
+  uint8_t* index = nullptr;   // kIndexEntry bytes per chunk: filled (save) or read (restore)
+  size_t indexBytes = 0;
+  bool verify = true;
+};
+
+struct Outcome {
+  int err = 0;
+  const char* syscall = "";
+  const char* side = "";
+  uint64_t dataBytes = 0;
+  int64_t badChunk = -1;
+  uint32_t badCrc = 0;
+  std::string badFrame;  // why a stored chunk does not decode
+  void Fail(int e, const char* call, const char* where) {
+    err = e;
+    syscall = call;
+    side = where;
+  }
+};
+
+uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+void PutU32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+void PutU64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint32_t GetU32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+uint64_t GetU64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
+void PutEntry(uint8_t* e, uint64_t offset, uint32_t stored, uint32_t crc, uint32_t kind) {
+  PutU64(e, offset);
+  PutU32(e + 8, stored);
+  PutU32(e + 12, crc);
+  PutU32(e + 16, kind);
+  PutU32(e + 20, 0);
+}
+
+#ifdef IOHELPER_ZSTD
+// One compression and one decompression context per thread, reused by every job it runs and
+// freed when the thread ends (a context holds about a MiB of tables at low levels).
+struct Contexts {
+  ZSTD_CCtx* c = nullptr;
+  ZSTD_DCtx* d = nullptr;
+  ~Contexts() {
+    ZSTD_freeCCtx(c);
+    ZSTD_freeDCtx(d);
+  }
+};
+thread_local Contexts contexts;
+#endif
+
+// RAM -> chunk area. Touches only the RAM file's data extents (reading a tmpfs hole through a
+// shared mapping would allocate it in the source VM's memory): a chunk with holes inside is
+// assembled in a zero-filled buffer first.
+void SaveChunks(const ChunkJob& j, Outcome* o) {
+  std::vector<Extent> extents;
+  if (int e = DataExtents(j.ramFd, j.ramOffset, j.length, &extents)) {
+    o->Fail(e, "lseek", "ram");
+    return;
+  }
+  Mapping map(j.ramFd, j.ramOffset, j.length, false);
+  if (map.err()) {
+    o->Fail(map.err(), "mmap", "ram");
+    return;
+  }
+  const uint8_t* base = map.data();
+  Scratch assembled(j.unit), out(j.unit);
+  uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
+  size_t ext = 0;
+  for (uint64_t c = 0; c < chunks; c++) {
+    uint64_t cs = c * j.chunkSize, ce = std::min(j.length, cs + j.chunkSize), len = ce - cs;
+    uint8_t* entry = j.index + c * kIndexEntry;
+    while (ext < extents.size() && extents[ext].end <= cs) ext++;
+    uint64_t covered = 0;
+    bool zero = true;
+    for (size_t k = ext; k < extents.size() && extents[k].start < ce; k++) {
+      uint64_t s = std::max(extents[k].start, cs), e = std::min(extents[k].end, ce);
+      covered += e - s;
+      Populate(const_cast<uint8_t*>(base) + s, e - s, false);
+      if (zero && !IsZero(base + s, e - s)) zero = false;
+    }
+    if (zero) {
+      PutEntry(entry, 0, 0, ~Crc32cZeros(~0u, len), kZero);
+      continue;
+    }
+    const uint8_t* src = base + cs;
+    if (covered < len) {
+      uint8_t* buf = assembled.get(len);
+      if (!buf) {
+        o->Fail(ENOMEM, "posix_memalign", "ram");
+        return;
+      }
+      memset(buf, 0, len);
+      for (size_t k = ext; k < extents.size() && extents[k].start < ce; k++) {
+        uint64_t s = std::max(extents[k].start, cs), e = std::min(extents[k].end, ce);
+        memcpy(buf + (s - cs), base + s, e - s);
+      }
+      src = buf;
+    }
+    uint32_t crc = Crc32c(src, len);
+    uint8_t* dst = out.get(AlignUp(len, j.unit));
+    if (!dst) {
+      o->Fail(ENOMEM, "posix_memalign", "image");
+      return;
+    }
+    uint32_t kind = kRaw;
+    uint64_t stored = len;
+    const uint8_t* payload = src;
+#ifdef IOHELPER_ZSTD
+    if (j.level != 0) {
+      if (!contexts.c && !(contexts.c = ZSTD_createCCtx())) {
+        o->Fail(ENOMEM, "ZSTD_createCCtx", "image");
+        return;
+      }
+      ZSTD_CCtx_reset(contexts.c, ZSTD_reset_session_and_parameters);
+      ZSTD_CCtx_setParameter(contexts.c, ZSTD_c_compressionLevel, j.level);
+      ZSTD_CCtx_setParameter(contexts.c, ZSTD_c_contentSizeFlag, 1);
+      // Capacity one byte short of the chunk: a frame that does not make it smaller fails with
+      // dstSize_tooSmall and the chunk is stored raw (FORMAT.md, I4).
+      size_t r = ZSTD_compress2(contexts.c, dst, len - 1, src, len);
+      if (!ZSTD_isError(r)) {
+        kind = kZstd;
+        stored = r;
+        payload = dst;
+      } else if (ZSTD_getErrorCode(r) != ZSTD_error_dstSize_tooSmall) {
+        o->Fail(ENOMEM, "ZSTD_compress2", "image");
+        return;
+      }
+    }
+#endif
+    uint64_t span = AlignUp(stored, j.unit);
+    if (kind == kRaw && span != stored) {  // a unit larger than the chunk's tail: pad a copy
+      memcpy(dst, src, stored);
+      payload = dst;
+    }
+    if (payload == dst) memset(dst + stored, 0, span - stored);
+    // Otherwise a raw chunk is written from the mapping (page-aligned) or the assembled buffer.
+    int64_t at = __atomic_fetch_add(j.cursor, static_cast<int64_t>(span), __ATOMIC_SEQ_CST);
+    ssize_t n = PwriteAll(j.imageFd, payload, span, static_cast<uint64_t>(at));
+    if (n < 0) {
+      o->Fail(static_cast<int>(-n), "pwrite", "image");
+      return;
+    }
+    PutEntry(entry, static_cast<uint64_t>(at), static_cast<uint32_t>(stored), crc, kind);
+    o->dataBytes += stored;
+  }
+}
+
+// Reads [off, off + len) of the image into buf, whole units at a time (O_DIRECT); buf holds
+// AlignUp(len + (off % unit), unit) bytes. Returns where the wanted bytes start in buf, or
+// -errno (-EIO when the image ends first).
+int64_t ReadStored(const ChunkJob& j, uint64_t off, uint64_t len, uint8_t* buf) {
+  uint64_t head = off % j.unit, start = off - head, want = AlignUp(head + len, j.unit);
+  uint64_t got = 0;
+  while (got < head + len) {
+    ssize_t n = PreadOnce(j.imageFd, buf + got, want - got, start + got);
+    if (n < 0) return n;
+    if (n == 0) return -EIO;
+    got += static_cast<uint64_t>(n);
+  }
+  return static_cast<int64_t>(head);
+}
+
+// Reads a stored chunk into a bounce buffer and decodes it into dst (len bytes): a raw copy,
+// or one zstd frame that must declare and produce exactly len bytes. Returns false with
+// o->badFrame set (a chunk that does not decode) or o->err set (an I/O failure).
+bool DecodeInto(const ChunkJob& j, uint64_t off, uint32_t stored, uint32_t kind, uint8_t* dst, uint64_t len, Scratch* in, Outcome* o) {
+  uint8_t* buf = in->get(AlignUp(stored + j.unit, j.unit));
+  if (!buf) {
+    o->Fail(ENOMEM, "posix_memalign", "ram");
+    return false;
+  }
+  int64_t at = ReadStored(j, off, stored, buf);
+  if (at < 0) {
+    o->Fail(static_cast<int>(-at), "pread", "image");
+    return false;
+  }
+  const uint8_t* src = buf + at;
+  if (kind == kRaw) {
+    memcpy(dst, src, len);
+    return true;
+  }
+#ifdef IOHELPER_ZSTD
+  unsigned long long declared = ZSTD_getFrameContentSize(src, stored);
+  if (declared != len) {
+    o->badFrame = declared == ZSTD_CONTENTSIZE_ERROR     ? "not a zstd frame"
+                  : declared == ZSTD_CONTENTSIZE_UNKNOWN ? "the zstd frame does not declare its size"
+                                                         : "the zstd frame declares " + std::to_string(declared) + " bytes, the chunk has " + std::to_string(len);
+    return false;
+  }
+  size_t frame = ZSTD_findFrameCompressedSize(src, stored);
+  if (ZSTD_isError(frame) || frame != stored) {
+    o->badFrame = ZSTD_isError(frame) ? std::string("the zstd frame is cut short (") + ZSTD_getErrorName(frame) + ")" : "bytes follow the zstd frame";
+    return false;
+  }
+  if (!contexts.d && !(contexts.d = ZSTD_createDCtx())) {
+    o->Fail(ENOMEM, "ZSTD_createDCtx", "ram");
+    return false;
+  }
+  size_t r = ZSTD_decompressDCtx(contexts.d, dst, len, src, stored);
+  if (ZSTD_isError(r) || r != len) {
+    o->badFrame = ZSTD_isError(r) ? std::string("zstd: ") + ZSTD_getErrorName(r) : "the zstd frame gave " + std::to_string(r) + " bytes, the chunk has " + std::to_string(len);
+    return false;
+  }
+  return true;
+#else
+  o->Fail(ENOTSUP, "zstd", "image");
+  return false;
+#endif
+}
+
+// Chunk area -> RAM, straight into a shared mapping of the (fresh) RAM file: zero chunks are
+// left as holes, raw chunks read into place, zstd frames decompressed into place (the output
+// can never exceed the chunk's place), then each chunk's CRC checked.
+void RestoreChunks(const ChunkJob& j, Outcome* o) {
+  Mapping map(j.ramFd, j.ramOffset, j.length, true);
+  if (map.err()) {
+    o->Fail(map.err(), "mmap", "ram");
+    return;
+  }
+  uint8_t* base = map.data();
+  Scratch in(j.unit);
+  uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
+  for (uint64_t c = 0; c < chunks; c++) {
+    uint64_t cs = c * j.chunkSize, len = std::min(j.length, cs + j.chunkSize) - cs;
+    const uint8_t* entry = j.index + c * kIndexEntry;
+    uint64_t off = GetU64(entry);
+    uint32_t stored = GetU32(entry + 8), crc = GetU32(entry + 12), kind = GetU32(entry + 16);
+    if (kind == kZero) continue;  // the fresh file reads as zeros; the plan checked the CRC
+    if ((kind != kRaw && kind != kZstd) || stored == 0 || stored > len || (kind == kRaw && stored != len)) {
+      o->badChunk = static_cast<int64_t>(c);
+      o->badFrame = "index entry out of bounds";
+      return;
+    }
+    if (int err = Populate(base + cs, len, true)) {
+      o->Fail(err, "madvise", "ram");
+      return;
+    }
+    if (kind == kRaw && off % j.unit == 0 && len % j.unit == 0) {
+      // Straight into place: no bounce buffer, no copy.
+      int64_t at = ReadStored(j, off, len, base + cs);
+      if (at < 0) {
+        o->Fail(static_cast<int>(-at), "pread", -at == EFAULT ? "ram" : "image");
+        return;
+      }
+    } else if (!DecodeInto(j, off, stored, kind, base + cs, len, &in, o)) {
+      if (!o->err) o->badChunk = static_cast<int64_t>(c);
+      return;
+    }
+    o->dataBytes += stored;
+    if (j.verify) {
+      uint32_t got = Crc32c(base + cs, len);
+      if (got != crc) {
+        o->badChunk = static_cast<int64_t>(c);
+        o->badCrc = got;
+        return;
+      }
+    }
+  }
+}
+
+bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    Napi::TypeError::New(env, "expected a job object").ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto num = [&](const char* key, uint64_t* out) -> bool {
+    Napi::Value v = o.Get(key);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
+      Napi::TypeError::New(env, std::string("job.") + key + " must be a non-negative safe integer").ThrowAsJavaScriptException();
+      return false;
+    }
+    *out = static_cast<uint64_t>(d);
+    return true;
+  };
+  uint64_t ramFd, imageFd;
+  if (!num("ramFd", &ramFd) || !num("ramOffset", &j->ramOffset) || !num("length", &j->length) || !num("imageFd", &imageFd) ||
+      !num("chunkSize", &j->chunkSize) || !num("unit", &j->unit))
+    return false;
+  j->ramFd = static_cast<int>(ramFd);
+  j->imageFd = static_cast<int>(imageFd);
+  auto pow2 = [](uint64_t v) { return v && !(v & (v - 1)); };
+  if (!pow2(j->unit) || j->unit < 512 || !pow2(j->chunkSize) || j->chunkSize < 4096 || j->chunkSize > kMaxChunk || j->length == 0 ||
+      j->length % 4096 || j->ramOffset % j->chunkSize) {
+    Napi::RangeError::New(env, "job: unit and chunkSize must be powers of two (4 KiB <= chunkSize <= 64 MiB), length a positive "
+                               "multiple of 4096, ramOffset a multiple of chunkSize")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  uint64_t chunks = (j->length + j->chunkSize - 1) / j->chunkSize;
+  Napi::Value idx = o.Get("index");
+  if (!idx.IsTypedArray() || idx.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    Napi::TypeError::New(env, "job.index must be a Uint8Array").ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::Uint8Array a = idx.As<Napi::Uint8Array>();
+  j->index = a.Data();
+  j->indexBytes = a.ByteLength();
+  if (j->indexBytes < chunks * kIndexEntry) {
+    Napi::RangeError::New(env, "job.index has fewer entries than the range has chunks").ThrowAsJavaScriptException();
+    return false;
+  }
+  if (save) {
+    Napi::Value lv = o.Get("level");
+    if (!lv.IsNumber() || lv.As<Napi::Number>().Int32Value() < -131072 || lv.As<Napi::Number>().Int32Value() > 22) {
+      Napi::TypeError::New(env, "job.level must be an integer in -131072..22 (0: store raw)").ThrowAsJavaScriptException();
+      return false;
+    }
+    j->level = lv.As<Napi::Number>().Int32Value();
+    Napi::Value cur = o.Get("cursor");
+    if (!cur.IsTypedArray() || cur.As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array ||
+        cur.As<Napi::TypedArray>().ElementLength() < 1) {
+      Napi::TypeError::New(env, "job.cursor must be a BigInt64Array (on a SharedArrayBuffer) of at least one element").ThrowAsJavaScriptException();
+      return false;
+    }
+    j->cursor = cur.As<Napi::TypedArrayOf<int64_t>>().Data();
+    if (*j->cursor < 0 || static_cast<uint64_t>(*j->cursor) % j->unit) {
+      Napi::RangeError::New(env, "job.cursor must be a non-negative multiple of unit").ThrowAsJavaScriptException();
+      return false;
+    }
+  } else {
+    Napi::Value v = o.Get("verify");
+    j->verify = !v.IsBoolean() || v.As<Napi::Boolean>().Value();
+  }
+  return true;
+}
+
+Napi::Value Result(Napi::Env env, const Outcome& o) {
+  if (o.err) {
+    Napi::Error e = ErrnoError(env, o.err, o.syscall);
+    e.Set("side", Napi::String::New(env, o.side));
+    e.ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("dataBytes", Napi::Number::New(env, static_cast<double>(o.dataBytes)));
+  r.Set("badChunk", Napi::Number::New(env, static_cast<double>(o.badChunk)));
+  r.Set("badCrc", Napi::Number::New(env, o.badCrc));
+  if (!o.badFrame.empty()) r.Set("badFrame", Napi::String::New(env, o.badFrame));
+  return r;
+}
+
+Napi::Value SaveChunksJs(const Napi::CallbackInfo& info) {
+  ChunkJob j;
+  if (!ReadJob(info, &j, true)) return info.Env().Undefined();
+  Outcome o;
+  SaveChunks(j, &o);
+  return Result(info.Env(), o);
+}
+
+Napi::Value RestoreChunksJs(const Napi::CallbackInfo& info) {
+  ChunkJob j;
+  if (!ReadJob(info, &j, false)) return info.Env().Undefined();
+  Outcome o;
+  RestoreChunks(j, &o);
+  return Result(info.Env(), o);
+}
+
+}  // namespace
+
+void InitChunkCodec(Napi::Env env, Napi::Object exports) {
+  exports.Set("saveChunks", Napi::Function::New(env, SaveChunksJs, "saveChunks"));
+  exports.Set("restoreChunks", Napi::Function::New(env, RestoreChunksJs, "restoreChunks"));
+#ifdef IOHELPER_ZSTD
+  exports.Set("zstd", Napi::String::New(env, ZSTD_versionString()));
+#else
+  exports.Set("zstd", env.Null());
+#endif
+}
+
+}  // namespace iohelper
