@@ -30,7 +30,7 @@ and the exit status is 1. A reader that goes away (EPIPE) is such a failure, not
 Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shared):
   ${argv0} save    --fd N | --image PATH  --ram NAME=PATH|NAME=fd:K ... [--direct]
                    [--jobs J] [--chunk SIZE] [--min-hole SIZE] [--job-size SIZE]
-                   [--no-checksums] [--no-stream-check] [--progress[=FD]]
+                   [--no-checksums] [--no-stream-check] [--compress[=zstd[:LEVEL]]] [--progress[=FD]]
       Reads QEMU's device-state stream on stdin; the RAM files are copied by J worker
       threads (default twice the CPUs, 2 to 8) from an mmap straight to fixed 1 MiB-aligned offsets of the image
       (O_DIRECT with --direct). The image is truncated first and marked complete only after
@@ -39,6 +39,11 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       (QEVM … vmdesc): QEMU dying mid-migration only closes the pipe (--no-stream-check for
       other producers). Zero runs of at least --min-hole (default 64K) stay holes; --chunk
       (default 8M) is the CRC-32C granularity.
+      --compress writes a compressed image (format version 2): each --chunk of RAM is stored
+      as one zstd frame at LEVEL (default 1; -7 fastest .. 19 smallest; 0 stores raw), raw
+      when zstd does not shrink it, or not at all when it is zero, packed one after another;
+      the device state follows the last chunk. Smaller and, on slow storage, faster; but
+      clones and --lazy cannot map it (see convert). Needs an addon built with libzstd.
   ${argv0} restore --fd N | --image PATH  --ram NAME=PATH|NAME=fd:K ... [--direct]
                    [--jobs J] [--no-verify] [--force] [--progress[=FD]]
       Validates the image and the RAM targets before writing anything: names and sizes must
@@ -49,12 +54,20 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       only then are the temporaries renamed over the targets, so a refused, corrupted or
       interrupted restore leaves them as they were. fd:K targets (open read-write) are
       written in place. Then the device state goes to stdout for QEMU's migrate-incoming.
+      A compressed image is decompressed by the J workers straight into the RAM files; a chunk
+      that does not decode to exactly its size, or whose CRC differs, fails the restore.
   ${argv0} inspect IMAGE [--json]
-      Describes an iohelper image (exit 2 if incomplete), a libvirt save image or a raw
-      QEMU stream. The format is docs/FORMAT.md.
+      Describes an iohelper image (exit 2 if incomplete; for a compressed one the ratio and
+      chunk kinds per block), a libvirt save image or a raw QEMU stream. The format is
+      docs/FORMAT.md.
+  ${argv0} convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct]
+      Writes TARGET (which must not exist) as a mappable image, or with --compress as a
+      compressed one, from any valid SOURCE image. The RAM passes through sparse scratch
+      files beside TARGET (room for the RAM's data is needed there) and every chunk's CRC is
+      checked; TARGET appears only when complete.
 
 Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/shm/F,share=on):
-  ${argv0} vm save --qmp SOCKET --out IMAGE [--direct] [--jobs J] [--stream]
+  ${argv0} vm save --qmp SOCKET --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--stream]
       Stops the guest (it stays paused), checks its RAM backends are shared files, and saves
       through the parallel image (x-ignore-shared). --stream uses the classic stream path,
       which works with any RAM.

@@ -3,15 +3,18 @@
  *   save    --fd N [--direct] --ram NAME=PATH… [--jobs J] [--chunk SIZE]   device state on stdin
  *   restore --fd N [--direct] --ram NAME=PATH… [--jobs J] [--no-verify]    device state to stdout
  *   inspect IMAGE [--json]
+ *   convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct]
  */
 import * as fs from 'fs';
 import * as tty from 'tty';
 import { errorText, UsageError } from '../errors';
+import { convert } from '../image/convert';
 import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
 import { MAX_JOBS } from '../image/image-fd';
 import { restore } from '../image/restore';
-import { DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, save } from '../image/save';
+import { save } from '../image/save';
+import { parseCompress } from '../image/compression';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
 import { parseFlags, parseInteger, parseSize, ParsedFlags } from '../util/flags';
 import { commandName, stderrLine, stdoutText } from './report';
@@ -60,17 +63,6 @@ function copyArgs(p: ParsedFlags) {
 }
 
 const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs', 'job-size'], repeated: ['ram'], optionalValue: ['progress'] };
-
-/** --compress[=zstd[:LEVEL]]: the zstd level, or undefined for a mappable image. */
-export function parseCompress(value: string | true | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  if (value === true || value === 'zstd') return DEFAULT_LEVEL;
-  const m = /^zstd:(-?\d{1,3})$/.exec(value);
-  if (!m) throw new UsageError(`--compress=${value}: expected zstd or zstd:LEVEL (LEVEL ${MIN_LEVEL}..${MAX_LEVEL})`);
-  const level = Number(m[1]);
-  if (level < MIN_LEVEL || level > MAX_LEVEL) throw new UsageError(`--compress=${value}: level ${level} is out of range (${MIN_LEVEL}..${MAX_LEVEL}; 0 stores chunks raw)`);
-  return level;
-}
 
 export async function saveCommand(args: string[]): Promise<number> {
   const p = parseFlags(args, {
@@ -183,4 +175,17 @@ function describe(r: InspectResult): string {
     }
   } else lines.push('not an iohelper image, libvirt save image or QEMU stream');
   return lines.join('\n') + '\n';
+}
+
+export async function convertCommand(args: string[]): Promise<number> {
+  const p = parseFlags(args, { booleans: ['direct'], values: ['jobs'], optionalValue: ['compress', 'progress'] });
+  if (p.positionals.length !== 2) throw new UsageError('convert takes SOURCE and TARGET image paths');
+  const [source, target] = p.positionals;
+  const compressLevel = parseCompress(p.flags.get('compress'));
+  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined;
+  const r = await withInterrupts(commandName(), (signal) =>
+    convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), onProgress: progressOf(p.flags.get('progress'), source), signal }),
+  );
+  stderrLine(`${commandName()}: ${target}: ${r.version === 1 ? 'mappable (version 1)' : 'compressed (version 2)'}, ${formatBytes(r.targetBytes)} from ${formatBytes(r.sourceBytes)} in ${(r.elapsedMs / 1000).toFixed(2)} s`);
+  return 0;
 }

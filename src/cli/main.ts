@@ -50,6 +50,7 @@ const IMAGE_COMMANDS: Record<string, (args: string[]) => Promise<number> | numbe
   save: (a) => import('./image-commands').then((m) => m.saveCommand(a)),
   restore: (a) => import('./image-commands').then((m) => m.restoreCommand(a)),
   inspect: (a) => import('./image-commands').then((m) => m.inspectCommand(a)),
+  convert: (a) => import('./image-commands').then((m) => m.convertCommand(a)),
   vm: (a) => import('./vm-commands').then((m) => m.vmCommand(a)),
   'libvirt-install': (a) => import('./libvirt-install-command').then((m) => m.libvirtInstallCommand(a)),
 };

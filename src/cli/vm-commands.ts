@@ -1,6 +1,6 @@
 /**
  * iohelper vm save | restore | clone: whole-VM flows over QMP (src/vm/manager.ts).
- *   vm save    --qmp SOCK --out IMAGE [--direct] [--jobs J] [--stream]
+ *   vm save    --qmp SOCK --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--stream]
  *   vm restore --image IMAGE [--direct] [--jobs J] [--lazy] [--cont] [--log-dir DIR] -- QEMU ARGS…
  *   vm clone   --image IMAGE --count N [--cont] [--log-dir DIR] -- QEMU ARGS…
  * Restored and cloned QEMUs keep running after this command exits; it prints their QMP sockets.
@@ -10,6 +10,7 @@ import * as path from 'path';
 import { UsageError } from '../errors';
 import { QmpClient } from '../qmp/client';
 import { MAX_JOBS } from '../image/image-fd';
+import { parseCompress } from '../image/compression';
 import { cloneVm, restoreVm, saveVm } from '../vm/manager';
 import { QemuInstance } from '../vm/qemu-launch';
 import { saveThroughHelper } from '../vm/stream-migration';
@@ -24,7 +25,9 @@ const bar = (label: string) => (tty.isatty(2) ? ttyBarProgress(2, label) : undef
 const elapsed = (t0: number) => `${((Date.now() - t0) / 1000).toFixed(2)} s`;
 
 async function vmSave(args: string[]): Promise<number> {
-  const p = parseFlags(args, { booleans: ['direct', 'stream'], values: ['qmp', 'out', 'jobs'] });
+  const p = parseFlags(args, { booleans: ['direct', 'stream'], values: ['qmp', 'out', 'jobs'], optionalValue: ['compress'] });
+  const compressLevel = parseCompress(p.flags.get('compress'));
+  if (compressLevel !== undefined && p.flags.has('stream')) throw new UsageError('--compress applies to the parallel image, not --stream');
   const sock = p.flags.get('qmp');
   const out = p.flags.get('out');
   if (typeof sock !== 'string' || typeof out !== 'string') throw new UsageError('vm save needs --qmp SOCKET and --out IMAGE');
@@ -38,7 +41,7 @@ async function vmSave(args: string[]): Promise<number> {
       await saveThroughHelper({ qmp, image: out, direct: p.flags.has('direct') });
       stdoutText(`saved ${out} through the stream helper in ${elapsed(t0)}\n`);
     } else {
-      const { blocks } = await saveVm(qmp, { image: out, direct: p.flags.has('direct'), jobs, onProgress: bar(`save ${out}`) });
+      const { blocks } = await saveVm(qmp, { image: out, direct: p.flags.has('direct'), jobs, compressLevel, onProgress: bar(`save ${out}`) });
       stdoutText(`saved ${blocks.map((b) => b.name).join(', ')} to ${out} in ${elapsed(t0)} (the guest stays paused)\n`);
     }
   } finally {

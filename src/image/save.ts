@@ -13,6 +13,7 @@ import { CopyProgress } from './copy-progress';
 import { writeAligned } from './aligned-io';
 import { copyDeviceState } from './device-state';
 import { checkQemuStream } from './qemu-stream-check';
+import { MAX_LEVEL, MIN_LEVEL } from './compression';
 import { checkJobs, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import {
   DEFAULT_ALIGNMENT,
@@ -52,6 +53,8 @@ export interface SaveOptions extends ImageCopyOptions {
    * and larger; 0 stores every chunk raw). Undefined: a mappable version 1 image.
    */
   compressLevel?: number;
+  /** Records at least this page size (convert keeps a hugetlbfs image's page size when its RAM passes through ordinary files). */
+  minPageSize?: number;
 }
 
 export interface SaveResult {
@@ -87,7 +90,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   try {
     for (const s of o.ram) rams.push(openRamForSave(s));
     warmPool(jobs, rams.reduce((sum, r) => sum + r.size, 0));
-    const pageSize = Math.max(...rams.map((r) => r.pageSize));
+    const pageSize = Math.max(o.minPageSize ?? 4096, ...rams.map((r) => r.pageSize));
     if (rams.some((r) => r.size % pageSize !== 0)) throw systemError('EINVAL', `RAM sizes must be multiples of the largest page size ${pageSize}`);
     if (chunkSize < pageSize) throw systemError('EINVAL', `chunk size ${chunkSize} is smaller than the page size ${pageSize}`);
     const { direct, unit: zeroUnit } = prepareImageFd(o.imageFd, name, 'write', !!o.direct);
@@ -211,15 +214,6 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
 }
 
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
-
-/** zstd levels the library accepts at every version we support (1.4+): -7 (fastest) .. 19. */
-export const MIN_LEVEL = -7;
-/**
- * --compress without a level: zstd 1, the fastest of the regular levels; on slow storage
- * (the case compression is for) the disk, not the CPU, is what a save waits for.
- */
-export const DEFAULT_LEVEL = 1;
-export const MAX_LEVEL = 19;
 
 function checkCompression(level: number, chunkSize: number, checksums: boolean | undefined): void {
   if (!Number.isInteger(level) || level < MIN_LEVEL || level > MAX_LEVEL) throw systemError('EINVAL', `zstd level ${level} is out of range (${MIN_LEVEL}..${MAX_LEVEL}; 0 stores chunks raw)`);

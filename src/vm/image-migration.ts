@@ -22,6 +22,8 @@ export interface ImageMigrationOptions {
   ram: RamBlockFile[];
   direct?: boolean;
   jobs?: number;
+  /** Save: zstd level of a compressed image. */
+  compressLevel?: number;
   /** Extra arguments for the helper (e.g. --chunk). */
   helperArgs?: string[];
   /** Progress of the helper's copy (RAM + device state). */
@@ -71,7 +73,7 @@ function spawnHelper(args: string[], stdio: Array<number | 'ignore'>, onProgress
 }
 
 function helperArgs(verb: 'save' | 'restore', o: ImageMigrationOptions): string[] {
-  return [verb, '--fd', '3', '--name', o.image, ...(o.direct ? ['--direct'] : []), ...(o.jobs ? ['--jobs', String(o.jobs)] : []), ...o.ram.flatMap((r) => ['--ram', `${r.name}=${r.path}`]), ...(o.helperArgs ?? [])];
+  return [verb, '--fd', '3', '--name', o.image, ...(o.direct ? ['--direct'] : []), ...(o.jobs ? ['--jobs', String(o.jobs)] : []), ...(o.compressLevel !== undefined ? [`--compress=zstd:${o.compressLevel}`] : []), ...o.ram.flatMap((r) => ['--ram', `${r.name}=${r.path}`]), ...(o.helperArgs ?? [])];
 }
 
 /** Waits for QEMU and the helper; when both fail, the helper's error (the cause) wins. */

@@ -30,6 +30,8 @@ export interface SaveVmOptions {
   direct?: boolean;
   jobs?: number;
   timeoutMs?: number;
+  /** zstd level: write a compressed image (restorable, not clonable). */
+  compressLevel?: number;
 }
 
 /** Stops the guest and saves it into `image` through the parallel path. */
@@ -38,7 +40,7 @@ export async function saveVm(qmp: QmpClient, o: SaveVmOptions): Promise<{ blocks
   await refuseRamAsImage(qmp, o.image); // before the guest is stopped: nothing changes
   const status = await qmp.execute('query-status');
   if (status.running) await qmp.execute('stop');
-  await saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress });
+  await saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress, compressLevel: o.compressLevel });
   return { blocks };
 }
 
