@@ -12,13 +12,15 @@ repo=$PWD
 root=$repo/.cache/bullseye-root
 [ "$(id -u)" = 0 ] || { echo "prebuild-old-glibc: must run as root (debootstrap, chroot)" >&2; exit 1; }
 
-if [ ! -x "$root/usr/bin/g++" ]; then
+# libzstd-dev: the prebuild links the system libzstd (libzstd1, which every Debian and Ubuntu
+# has: dpkg itself needs it) for compressed images.
+if [ ! -x "$root/usr/bin/g++" ] || [ ! -f "$root/usr/include/zstd.h" ]; then
   command -v debootstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
   # The mirror comes from the machine's own apt sources: no host name lives in this repository.
   uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
   [ -n "$uri" ] || { echo "prebuild-old-glibc: no URIs: line in /etc/apt/sources.list.d/debian.sources" >&2; exit 1; }
   rm -rf "$root"
-  debootstrap --variant=minbase --include=g++,make,python3 bullseye "$root" "$uri" >/dev/null
+  debootstrap --variant=minbase --include=g++,make,python3,libzstd-dev bullseye "$root" "$uri" >/dev/null
 fi
 
 node_bin=$(command -v node)

@@ -17,5 +17,7 @@ as_root() {
 }
 
 as_root bash scripts/install-qemu.sh --libvirt
+# The addon links the system libzstd for compressed images (without it, it builds without them).
+dpkg -s libzstd-dev >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libzstd-dev >/dev/null
 as_root bash scripts/build-test-guest.sh "$PWD/.cache/guest"
 npm ci --no-audit --no-fund
