@@ -28,7 +28,7 @@ export interface LibvirtBenchOptions {
 
 const NAME = `iohelper-bench-${process.pid}`;
 
-function kvmUsable(): boolean {
+export function kvmUsable(): boolean {
   try {
     fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
     return true;
@@ -38,9 +38,9 @@ function kvmUsable(): boolean {
 }
 
 /** A domain with no disks and no kernel: it is only ever run paused, its RAM filled by us. */
-function domainXml(size: number): string {
+export function domainXml(size: number, name = NAME): string {
   return `<domain type='${kvmUsable() ? 'kvm' : 'qemu'}'>
-  <name>${NAME}</name>
+  <name>${name}</name>
   <memory unit='KiB'>${size / 1024}</memory>
   <memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>
   <vcpu>2</vcpu>
@@ -49,12 +49,13 @@ function domainXml(size: number): string {
 </domain>`;
 }
 
-function ramFile(): string {
-  const id = virsh('domid', NAME).trim();
-  return path.join('/var/lib/libvirt/qemu/ram', `${id}-${NAME}`, 'pc.ram');
+/** The running domain's RAM file in libvirt's memory_backing_dir. */
+export function ramFile(name = NAME): string {
+  const id = virsh('domid', name).trim();
+  return path.join('/var/lib/libvirt/qemu/ram', `${id}-${name}`, 'pc.ram');
 }
 
-function timed(...args: string[]): number {
+export function timed(...args: string[]): number {
   const t0 = process.hrtime.bigint();
   const r = spawnSync('virsh', ['-c', 'qemu:///system', ...args], { encoding: 'utf8' });
   const s = Number(process.hrtime.bigint() - t0) / 1e9;

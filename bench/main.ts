@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [stream parallel vm-e2e clone libvirt startup] [--profile real,dense,clustered,scattered] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--no-record]
+ * npm run bench -- [stream parallel vm-e2e clone libvirt startup compress] [--profile real,dense,clustered,scattered] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--throttle 200M] [--dir PATH] [--quick] [--no-record]
  * Runs the chosen scenarios side by side, alternating methods, and appends a markdown table
  * (with the exact command, host and date) to bench/RESULTS.md and JSON to bench/results/.
  */
@@ -12,6 +12,8 @@ import { describeHost } from './lib/host';
 import { chartSvg } from './lib/svg';
 import { markdownTable, Row } from './lib/table';
 import { benchClone } from './clone';
+import { benchCompress } from './compress';
+import { DEFAULT_JOBS } from '../src/image/image-fd';
 import { benchLibvirt } from './libvirt';
 import { benchParallel } from './parallel';
 import { benchStream } from './stream';
@@ -19,16 +21,19 @@ import { benchStartup } from './startup';
 import { Profile, PROFILES } from './lib/profiles';
 import { withHugetlbfs } from './lib/hugetlbfs';
 
-const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone', 'libvirt', 'startup'] as const;
+/** `compress` runs only when named: it needs libvirtd stopped and reconfigures it for the run. */
+const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone', 'libvirt', 'startup', 'compress'] as const;
+const DEFAULT_SCENARIOS = SCENARIOS.filter((s) => s !== 'compress');
 
 async function main(): Promise<void> {
-  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json', 'profile', 'ram-fs'] });
+  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json', 'profile', 'ram-fs', 'throttle'] });
   if (p.flags.get('help')) {
     console.log(
       `usage: npm run bench -- [${SCENARIOS.join(' ')}] [--profile ${PROFILES.join(',')}] [--ram-fs tmpfs,hugetlbfs] [--size 4G|1G,4G,16G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--json FILE] [--no-record]\n` +
         '  --profile: guest RAM for parallel and vm-e2e (default real: a real Linux guest after a memory workload, built once into .cache/bench)\n' +
         '  --ram-fs: where parallel keeps guest RAM (default tmpfs; hugetlbfs: 2 MiB pages, root, reserves 2 x size of huge pages)\n' +
-        '  --quick: 256 MiB, 1 run, jobs 1,2, scattered profile (a smoke test)',
+        '  --quick: 256 MiB, 1 run, jobs 1,2, scattered profile (a smoke test)\n' +
+        '  compress: the real profile, ours uncompressed vs compressed vs libvirt zstd vs zstd -T0, on the local disk and throttled to --throttle bytes/s each way (default 200M = 200 MB/s; 0: local only); jobs: the last --jobs value (default ' + DEFAULT_JOBS + ')',
     );
     return;
   }
@@ -42,7 +47,8 @@ async function main(): Promise<void> {
   for (const pr of profiles) if (!PROFILES.includes(pr)) throw new Error(`unknown profile '${pr}' (known: ${PROFILES.join(', ')})`);
   const ramFs = String(p.flags.get('ram-fs') ?? 'tmpfs').split(',');
   for (const f of ramFs) if (f !== 'tmpfs' && f !== 'hugetlbfs') throw new Error(`unknown --ram-fs '${f}' (tmpfs, hugetlbfs)`);
-  const scenarios = p.positionals.length ? p.positionals : [...SCENARIOS];
+  const scenarios = p.positionals.length ? p.positionals : [...DEFAULT_SCENARIOS];
+  const throttle = p.flags.has('throttle') ? parseThrottle(String(p.flags.get('throttle'))) : 200e6;
   const rows: Row[] = [];
   const notes: string[] = [];
   for (const s of scenarios) if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`unknown scenario '${s}' (known: ${SCENARIOS.join(', ')})`);
@@ -53,6 +59,10 @@ async function main(): Promise<void> {
       else if (s === 'stream') rows.push(...(await benchStream({ size, runs, dir, srcDir: '/dev/shm' })));
       else if (s === 'clone') {
         const r = await benchClone({ size, runs, dir, count: 4 });
+        rows.push(...r.rows);
+        notes.push(...r.notes);
+      } else if (s === 'compress') {
+        const r = await benchCompress({ size, runs, dir, jobs: p.flags.has('jobs') ? jobs[jobs.length - 1] : DEFAULT_JOBS, throttle });
         rows.push(...r.rows);
         notes.push(...r.notes);
       } else if (s === 'libvirt') {
@@ -89,6 +99,13 @@ async function main(): Promise<void> {
   const jsonDir = path.join(packageRoot(), 'bench', 'results');
   fs.mkdirSync(jsonDir, { recursive: true });
   fs.writeFileSync(path.join(jsonDir, `${stamp.replace(/[:.]/g, '-')}.json`), JSON.stringify({ command, host: describeHost(dir), os: os.release(), rows }, null, 2));
+}
+
+/** --throttle: bytes per second in decimal units (200M = 200 MB/s, the unit disks and networks are sold in); 0 turns it off. */
+function parseThrottle(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(text);
+  if (!m) throw new Error(`--throttle '${text}': expected bytes per second such as 200M`);
+  return Math.round(Number(m[1]) * { '': 1, K: 1e3, M: 1e6, G: 1e9 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G']);
 }
 
 /**

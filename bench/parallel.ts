@@ -42,15 +42,17 @@ export interface ParallelBenchOptions {
   verify: boolean;
 }
 
-interface Sample {
+export interface Sample {
   wallS: number;
   cpuS: number;
   peakAnonMiB: number;
 }
 
 /** A method times a save, a restore, or both (a limit may have only one side). */
-interface Method {
+export interface Method {
   name: string;
+  /** The file a save writes, when there is one (its size is reported). */
+  image?: string;
   save?(): Promise<Sample>;
   restore?(): Promise<Sample>;
   /** Whether the restored RAM equals the source (methods that restore into the guest's RAM). */
@@ -59,7 +61,7 @@ interface Method {
 }
 
 /** What the first save of our image tells the limits: how many data bytes it holds, and where. */
-interface ImageFacts {
+export interface ImageFacts {
   image: string;
   dataBytes: number;
   blockOffset: number;
@@ -68,17 +70,19 @@ interface ImageFacts {
 const MAX_IO = 8 << 20; // the addon's I/O size for image data (native/ram_copy.cc)
 const secondsSince = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;
 
-function ours(jobs: number, src: string, dst: string, dir: string, size: number, facts: { current?: ImageFacts }): Method {
-  const image = path.join(dir, `bench-ours-${jobs}.img`);
+/** Our image through `iohelper save/restore --direct` with a real QEMU; compressed (format v2) with a zstd level. */
+export function ours(jobs: number, src: string, dst: string, dir: string, size: number, facts: { current?: ImageFacts }, compressLevel?: number): Method {
+  const image = path.join(dir, `bench-ours-${jobs}${compressLevel === undefined ? '' : `-zstd${compressLevel}`}.img`);
   return {
-    name: `iohelper image, jobs ${jobs}`,
+    name: `iohelper image${compressLevel === undefined ? '' : ` zstd:${compressLevel}`}, jobs ${jobs}`,
+    image,
     async save() {
       const vm = await startQemu({ ram: [{ id: 'ram0', path: src, size }] });
       try {
         fs.rmSync(image, { force: true });
         let sampler: ReturnType<typeof sampleProcess> | undefined;
         const t0 = process.hrtime.bigint();
-        await saveVmToImage(vm.qmp, { image, ram: [{ name: 'ram0', path: src }], direct: true, jobs }, (h) => (sampler = sampleProcess(h.proc.pid!)));
+        await saveVmToImage(vm.qmp, { image, ram: [{ name: 'ram0', path: src }], direct: true, jobs, compressLevel }, (h) => (sampler = sampleProcess(h.proc.pid!)));
         const wallS = secondsSince(t0);
         if (!facts.current) {
           const block = inspect(image).blocks?.[0];
@@ -185,7 +189,7 @@ function classicStream(name: string, helper: HelperCommand, src: string, dst: st
   };
 }
 
-function runTool(cmd: string, args: string[]): Promise<Sample> {
+export function runTool(cmd: string, args: string[]): Promise<Sample> {
   const t0 = process.hrtime.bigint();
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const s = sampleProcess(child.pid!);

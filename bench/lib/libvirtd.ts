@@ -72,6 +72,32 @@ export async function ensureLibvirtd(): Promise<Libvirtd> {
   };
 }
 
+export const QEMU_CONF = '/etc/libvirt/qemu.conf';
+
+/**
+ * Sets qemu.conf keys (e.g. save_image_format = "zstd") for a libvirtd this process starts;
+ * returns the undo, which puts the file back byte for byte. libvirtd reads qemu.conf only when
+ * it starts, so one already running is refused.
+ */
+export function withQemuConf(settings: Record<string, string>): () => void {
+  if (daemonRunning('/run/libvirtd.pid')) throw new Error(`libvirtd is running: stop it first (it must start with ${Object.keys(settings).join(', ')} set in ${QEMU_CONF})`);
+  const original = fs.readFileSync(QEMU_CONF);
+  const lines = Object.entries(settings).map(([k, v]) => `${k} = "${v}"`);
+  fs.writeFileSync(QEMU_CONF, Buffer.concat([original, Buffer.from(`\n# iohelper bench (removed afterwards)\n${lines.join('\n')}\n`)]));
+  return () => fs.writeFileSync(QEMU_CONF, original);
+}
+
+/** libvirtd's pid, when it runs. */
+export function libvirtdPid(): number | undefined {
+  try {
+    const pid = Number(fs.readFileSync('/run/libvirtd.pid', 'utf8').trim());
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return undefined;
+  }
+}
+
 /** libvirt's default memory_backing_dir, where file-backed guest RAM lives (<id>-<name>/pc.ram). */
 export const MEMORY_BACKING_DIR = '/var/lib/libvirt/qemu/ram';
 
