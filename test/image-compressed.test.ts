@@ -15,6 +15,7 @@ import { native } from '../src/native';
 import { createRamFile, fillPattern, filesEqual, sha256File } from '../src/synthetic/ram-file';
 import { lastLine, runHelper } from './support/cli';
 import { machineArgs } from './support/qemu';
+import { describeAsRoot, mountFs } from './support/mounts';
 
 const K = 1024;
 const M = 1024 * K;
@@ -281,6 +282,26 @@ describe('hostile compressed chunks are refused and the RAM targets are left as 
   test('an image cut inside its chunk area is truncated (EIMG_TRUNCATED)', async () => {
     const { line } = await refused((image) => fs.truncateSync(image, fs.statSync(image).size - DEVICE_STATE.length - 4096));
     expect(line).toMatch(/truncated|EIMG_TRUNCATED/);
+  });
+});
+
+describeAsRoot('restore of a compressed image into a RAM filesystem without room', () => {
+  test('the room needed is the decompressed RAM, not the stored bytes: refused before any write', async () => {
+    const image = path.join(dir, 'room.img');
+    await saveCompressed(image, ['--compress']);
+    const j = JSON.parse((await runHelper(['inspect', '--json', image], ['ignore', 'pipe'])).stdout.toString());
+    const stored = j.blocks.reduce((n: number, b: { dataBytes: number }) => n + b.dataBytes, 0);
+    // 32 MiB of RAM data (three 8 MiB chunks of a, all of b), about 17 MiB stored: 24 MiB holds the latter only.
+    expect(stored).toBeLessThan(20 * M);
+    const m = mountFs('tmpfs', 'size=24m');
+    try {
+      const r = await restoreInto(image, path.join(m.dir, 'a'), path.join(m.dir, 'b'));
+      expect(r.code).toBe(1);
+      expect(lastLine(r.stderr)).toMatch(/no space left for the RAM of .*: the blocks hold 33554432 bytes of data, the filesystem has \d+ free \(ENOSPC\)/);
+      expect(fs.readdirSync(m.dir)).toEqual([]);
+    } finally {
+      m.unmount();
+    }
   });
 });
 

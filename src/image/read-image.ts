@@ -17,17 +17,22 @@ export function readChecksums(fd: number, name: string, entries: BlockEntry[]): 
   return entries.map((e) => (e.checksumCount ? decodeChecksums(readAligned(fd, e.checksumOffset, e.checksumCount * 4, name), e.checksumCount) : new Uint32Array(0)));
 }
 
+/** CRC-32C of n zero bytes, computed once per length (a block has at most two chunk lengths). */
+export function zeroCrcs(): (n: number) => number {
+  const known = new Map<number, number>();
+  return (n) => {
+    let crc = known.get(n);
+    if (crc === undefined) known.set(n, (crc = native.crc32c(Buffer.alloc(n))));
+    return crc;
+  };
+}
+
 /**
  * The chunk indexes of a compressed (version 2) image, each checked (FORMAT.md I1–I6); bounded
  * by the format (2^21 entries of 24 bytes in all).
  */
 export function readChunkIndexes(fd: number, name: string, header: ImageHeader, entries: BlockEntry[]): Buffer[] {
-  const zeros = new Map<number, number>();
-  const zeroCrc = (n: number) => {
-    let crc = zeros.get(n);
-    if (crc === undefined) zeros.set(n, (crc = native.crc32c(Buffer.alloc(n))));
-    return crc;
-  };
+  const zeroCrc = zeroCrcs();
   const indexes = entries.map((e) => decodeChunkIndex(readAligned(fd, e.checksumOffset, e.checksumCount * INDEX_ENTRY, name), e, header, zeroCrc));
   if (header.committed) checkChunksDisjoint(indexes, entries);
   return indexes;

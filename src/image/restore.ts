@@ -9,7 +9,7 @@ import { systemError, UsageError } from '../errors';
 import { checkJobs, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { CopyProgress } from './copy-progress';
 import { copyDeviceState } from './device-state';
-import { ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
+import { BlockEntry, CHUNK_ZERO, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool, warmPool } from './pool';
 import { readChecksums, readChunkIndexes, readImageMetadata } from './read-image';
@@ -61,15 +61,17 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const { header, entries } = meta;
   warmPool(jobs, entries.reduce((sum, e) => sum + e.size, 0));
   matchNames(entries.map((e) => e.name), o.ram);
-  const plans = planTargets(entries, o.ram, idOfFd(o.imageFd, name), !!o.force);
-  // Read only now that names and targets match (their size is bounded by the format: 64 MiB).
   const compressed = header.version === VERSION_COMPRESSED;
   if (compressed && native.zstd === null) {
     throw systemError('ENOTSUP', `${name} is a compressed image and this iohelper was built without libzstd: install libzstd-dev (Debian, Ubuntu) or libzstd-devel (RHEL, Fedora) and reinstall iohelper`, { path: name });
   }
-  const verify = !o.noVerify && header.flags !== 0;
-  // Compressed: the chunk indexes are read even without verifying, they say where chunks are.
+  // Compressed: the chunk indexes say where chunks are (read even without verifying) and how
+  // much RAM their data fills once decompressed, which the targets' filesystems must hold.
   const indexes = compressed ? describeImageErrors(name, () => readChunkIndexes(o.imageFd, name, header, entries)) : [];
+  const ramNeeds = compressed ? entries.map((e, i) => ({ ...e, dataBytes: ramBytesOf(indexes[i], e) })) : entries;
+  const plans = planTargets(ramNeeds, o.ram, idOfFd(o.imageFd, name), !!o.force);
+  // Read only now that names and targets match (their size is bounded by the format: 64 MiB).
+  const verify = !o.noVerify && header.flags !== 0;
   const checksums = verify && !compressed ? describeImageErrors(name, () => readChecksums(o.imageFd, name, entries)) : [];
 
   // Execute: fill temporaries (fd targets in place), verify, then replace the targets.
@@ -139,6 +141,15 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   } finally {
     if (!committed) discard(staged);
   }
+}
+
+/** The RAM a compressed block's stored (non-zero) chunks fill when decompressed. */
+function ramBytesOf(index: Buffer, e: BlockEntry): number {
+  let bytes = 0;
+  for (let i = 0; i < e.checksumCount; i++) {
+    if (index.readUInt32LE(i * INDEX_ENTRY + 16) !== CHUNK_ZERO) bytes += Math.min(e.chunkSize, e.size - i * e.chunkSize);
+  }
+  return bytes;
 }
 
 const hex = (n: number) => `0x${(n >>> 0).toString(16).padStart(8, '0')}`;

@@ -16,6 +16,9 @@ import { checkQemuStream } from './qemu-stream-check';
 import { MAX_LEVEL, MIN_LEVEL } from './compression';
 import { checkJobs, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import {
+  BlockEntry,
+  checkChunksDisjoint,
+  decodeChunkIndex,
   DEFAULT_ALIGNMENT,
   DEFAULT_CHUNK,
   encodeBlockTable,
@@ -23,6 +26,7 @@ import {
   encodeHeader,
   HEADER_SIZE,
   ImageFormatError,
+  ImageHeader,
   INDEX_ENTRY,
   Layout,
   LayoutInput,
@@ -35,6 +39,7 @@ import { runPool, warmPool } from './pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { checkDistinct, idOfFd } from './identity';
 import { WorkerTask } from './worker-types';
+import { zeroCrcs } from './read-image';
 
 export interface SaveOptions extends ImageCopyOptions {
   /** Checksum granularity (default 8 MiB). */
@@ -195,6 +200,9 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     entries.forEach((e, i) => {
       if (e.checksumCount) writeAligned(o.imageFd, compressed ? padToPages(indexes[i]) : encodeChecksums(checksums[i]), e.checksumOffset, name);
     });
+    // Compressed: the indexes the workers filled must pass the reader's rules before the
+    // image is committed (a save never commits what restore would refuse).
+    if (compressed) checkIndexes(name, { ...header, committed: true }, entries, indexes);
     const table = encodeBlockTable(entries);
     header.tableCrc = native.crc32c(table);
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
@@ -222,6 +230,17 @@ function checkCompression(level: number, chunkSize: number, checksums: boolean |
   }
   if (chunkSize > MAX_COMPRESSED_CHUNK) throw systemError('EINVAL', `chunk size ${chunkSize} is above ${MAX_COMPRESSED_CHUNK} (64 MiB), the largest a compressed image allows`);
   if (checksums === false) throw systemError('EINVAL', 'a compressed image always has chunk checksums');
+}
+
+function checkIndexes(name: string, header: ImageHeader, entries: BlockEntry[], indexes: Buffer[]): void {
+  try {
+    const zeroCrc = zeroCrcs();
+    entries.forEach((e, i) => decodeChunkIndex(indexes[i], e, header, zeroCrc));
+    checkChunksDisjoint(indexes, entries);
+  } catch (e) {
+    if (e instanceof ImageFormatError) throw systemError('EIO', `cannot commit ${name}: its chunk index breaks a reader rule: ${e.message}`, { path: name });
+    throw e;
+  }
 }
 
 /** The layout, or why the reader would refuse it, before the image is touched. */
