@@ -44,8 +44,12 @@ function rawZstd(src: string, dst: string, dir: string): Method {
   return {
     name: `zstd -${LEVEL} -T0 of the raw RAM file (dd O_DIRECT)`,
     image,
-    save: () => runTool('sh', ['-c', `zstd -${LEVEL} -T0 -q -c "$1" | dd of="$2" oflag=direct bs=1M iflag=fullblock conv=fsync status=none`, 'sh', src, image]),
-    restore: () => (fs.rmSync(dst, { force: true }), runTool('sh', ['-c', 'dd if="$1" iflag=direct bs=1M status=none | zstd -d -T0 -q -o "$2"', 'sh', image, dst])),
+    // Only the shell is sampled, not the pipeline under it: no CPU figure.
+    save: async () => ({ ...(await runTool('sh', ['-c', `zstd -${LEVEL} -T0 -q -c "$1" | dd of="$2" oflag=direct bs=1M iflag=fullblock conv=fsync status=none`, 'sh', src, image])), cpuS: NaN }),
+    restore: async () => {
+      fs.rmSync(dst, { force: true });
+      return { ...(await runTool('sh', ['-c', 'dd if="$1" iflag=direct bs=1M status=none | zstd -d -T0 -q -o "$2"', 'sh', image, dst])), cpuS: NaN };
+    },
     verify: async () => (await filesEqual(src, dst)).equal,
     cleanup: () => fs.rmSync(image, { force: true }),
   };
