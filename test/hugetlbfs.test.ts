@@ -84,6 +84,27 @@ describeAsRoot('hugetlbfs guest RAM', () => {
       expect(fs.readdirSync(huge).filter((f) => f.includes('.iohelper-'))).toEqual([]);
     });
 
+    test('compressed: vm save --compress of the hugetlbfs guest, eager restore into hugetlbfs, RAM identical; convert keeps the 2 MiB page size', async () => {
+      const zimage = path.join(dir, 'vm.zimg');
+      const vm0 = await startQemu({ ram: [{ id: 'ram0', path: `${huge}/template`, size: SIZE }] });
+      try {
+        await saveVm(vm0.qmp, { image: zimage, direct: true, compressLevel: 1 });
+      } finally {
+        await vm0.stop();
+      }
+      const vm = await restoreVm({ image: zimage, direct: true, qemuArgs: machineArgs([{ id: 'ram0', path: `${huge}/zrestored`, size: SIZE }]) });
+      running.push(vm);
+      expect((await vm.qmp.execute('query-migrate')).status).toBe('completed');
+      expect(await filesEqual(src, `${huge}/zrestored`)).toEqual({ equal: true });
+      const mappable = path.join(dir, 'vm-from-z.img');
+      const c = await runHelper(['convert', zimage, mappable], ['ignore', 'ignore']);
+      expect(c.code).toBe(0);
+      const info = JSON.parse((await runHelper(['inspect', mappable, '--json'], ['ignore', 'pipe'])).stdout.toString());
+      expect(info.pageSize).toBe(2 * M);
+      expect(info.blocks[0].offset % (2 * M)).toBe(0);
+      fs.rmSync(`${huge}/zrestored`, { force: true });
+    });
+
     test('clone and lazy restore map the image: loaded, guest memory equal to the template', async () => {
       const args = machineArgs([{ id: 'ram0', path: `${huge}/unused`, size: SIZE }]);
       const [clone] = await cloneVm({ image, qemuArgs: args, count: 1 });
