@@ -17,6 +17,7 @@
         "native/ram_copy.cc",
         "native/ram_map.cc",
         "native/chunk_codec.cc",
+        "native/prefetch.cc",
         "native/fd_passing.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -4,6 +4,7 @@
 
 #include "aligned_buffer.h"
 #include "chunk_codec.h"
+#include "prefetch.h"
 #include "fd_passing.h"
 #include "file_syscalls.h"
 #include "ram_copy.h"
@@ -17,6 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitStreamCopy(env, exports);
   InitRamCopy(env, exports);
   InitChunkCodec(env, exports);
+  InitPrefetch(env, exports);
   InitFdPassing(env, exports);
   return exports;
 }

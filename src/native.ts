@@ -117,6 +117,8 @@ export interface NativeBinding {
   restoreChunks(job: ChunkJob): ChunkResult;
   /** The linked libzstd's version, or null when the addon was built without it. */
   zstd: string | null;
+  /** Reads [offset, offset + length) pairs of fd through the page cache (prefetch); returns bytes read. Stops at EOF. */
+  readRanges(fd: number, ranges: Float64Array): number;
   crc32c(bytes: Bytes): number;
   /** progress[0] counts bytes moved; set progress[1] = 1n to cancel. */
   streamCopy(options: StreamCopyOptions, progress: BigUint64Array): Promise<StreamCopyResult>;

@@ -71,14 +71,20 @@ Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/s
       Stops the guest (it stays paused), checks its RAM backends are shared files, and saves
       through the parallel image (x-ignore-shared). --stream uses the classic stream path,
       which works with any RAM.
-  ${argv0} vm restore --image IMAGE [--direct] [--jobs J] [--lazy] [--cont] [--log-dir D] -- QEMU ARGS
+  ${argv0} vm restore --image IMAGE [--direct] [--jobs J] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir D] -- QEMU ARGS
       Fills the RAM files named by the memory-backend-file objects in QEMU ARGS (ids = the
       image's block names, share=on), starts QEMU with -incoming defer and loads the device
       state. --lazy maps the image's RAM instead (ready at once, pages read on demand): that
       VM's RAM is then private, not a shared file, so its next save takes the --stream path.
-  ${argv0} vm clone --image IMAGE --count N [--cont] [--log-dir D] -- QEMU ARGS
+      --record-ws SECONDS resumes the guest and records which image pages it touches in that
+      window, in first-touch order (from QEMU's /proc/PID/pagemap), into IMAGE.ws beside the
+      image. A lazy restore or clone of an image with IMAGE.ws reads those pages into the page
+      cache in large parallel reads while QEMU starts and the guest runs (the guest never
+      waits on it; the command exits when it is done); --no-prefetch skips that. A damaged
+      or stale IMAGE.ws (recorded from another image) is ignored with a warning.
+  ${argv0} vm clone --image IMAGE --count N [--no-prefetch] [--cont] [--log-dir D] -- QEMU ARGS
       Starts N QEMUs whose RAM maps the image copy-on-write (read-only file, share=off): no RAM
-      is copied and the clones share the image's page cache.
+      is copied and the clones share the image's page cache (and its prefetched working set).
   Restored and cloned QEMUs keep running after the command exits (their output goes to the
   log dir); it prints each one's pid and QMP socket. Without --cont they are paused.
 

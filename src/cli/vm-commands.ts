@@ -1,8 +1,8 @@
 /**
  * iohelper vm save | restore | clone: whole-VM flows over QMP (src/vm/manager.ts).
  *   vm save    --qmp SOCK --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--stream]
- *   vm restore --image IMAGE [--direct] [--jobs J] [--lazy] [--cont] [--log-dir DIR] -- QEMU ARGS…
- *   vm clone   --image IMAGE --count N [--cont] [--log-dir DIR] -- QEMU ARGS…
+ *   vm restore --image IMAGE [--direct] [--jobs J] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir DIR] -- QEMU ARGS…
+ *   vm clone   --image IMAGE --count N [--no-prefetch] [--cont] [--log-dir DIR] -- QEMU ARGS…
  * Restored and cloned QEMUs keep running after this command exits; it prints their QMP sockets.
  */
 import * as os from 'os';
@@ -15,7 +15,11 @@ import { cloneVm, restoreVm, saveVm } from '../vm/manager';
 import { QemuInstance } from '../vm/qemu-launch';
 import { saveThroughHelper } from '../vm/stream-migration';
 import { parseFlags, parseInteger } from '../util/flags';
-import { stdoutText } from './report';
+import { commandName, stderrLine, stdoutText } from './report';
+import { withInterrupts } from './signals';
+import { formatBytes } from '../progress';
+import { PrefetchPlan, PrefetchReport } from '../image/prefetch';
+import { recordWorkingSet } from '../vm/working-set-record';
 import * as tty from 'tty';
 import { ttyBarProgress } from '../progress';
 
@@ -66,27 +70,60 @@ function startFlags(args: string[], extra: { booleans?: string[]; values?: strin
 }
 
 async function vmRestore(args: string[]): Promise<number> {
-  const { p, image, logDir } = startFlags(args, { booleans: ['direct', 'lazy'], values: ['jobs'] });
+  const { p, image, logDir } = startFlags(args, { booleans: ['direct', 'lazy', 'no-prefetch'], values: ['jobs', 'record-ws'] });
+  const lazy = p.flags.has('lazy');
+  if (!lazy && (p.flags.has('no-prefetch') || p.flags.has('record-ws'))) throw new UsageError('--no-prefetch and --record-ws go with --lazy (an eager restore reads all RAM anyway)');
+  const recordSeconds = p.flags.has('record-ws') ? parseInteger(String(p.flags.get('record-ws')), '--record-ws', 1, 3600) : undefined;
   const t0 = Date.now();
+  const prefetch = prefetchOptions(p.flags.has('no-prefetch'));
   const vm = await restoreVm({
     image,
     qemuArgs: p.rest,
     direct: p.flags.has('direct'),
     jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined,
-    lazy: p.flags.has('lazy'),
+    lazy,
     detachedLogDir: logDir,
     onProgress: bar(`restore ${image}`),
+    ...prefetch.options,
   });
-  await report([vm], p.flags.has('lazy') ? 'restored lazily (RAM mapped from the image, private)' : 'restored', t0, p.flags.has('cont'));
+  // Recording watches the guest run: --record-ws resumes it.
+  const pid = vm.proc.pid!;
+  await report([vm], lazy ? 'restored lazily (RAM mapped from the image, private)' : 'restored', t0, p.flags.has('cont') || recordSeconds !== undefined);
+  await prefetch.finished();
+  if (recordSeconds !== undefined) {
+    const r = await withInterrupts(commandName(), (signal) => recordWorkingSet({ pid, image, seconds: recordSeconds, signal }));
+    stdoutText(`working set: ${r.ranges} ranges, ${formatBytes(r.bytes)} touched in ${recordSeconds} s, written to ${r.file}${r.note ? ` (${r.note})` : ''}\n`);
+  }
   return 0;
 }
 
+/** --no-prefetch, warnings on stderr, and waiting for the prefetch before the command exits. */
+function prefetchOptions(off: boolean) {
+  let running: Promise<void> | undefined;
+  const warn = (m: string) => stderrLine(`${commandName()}: warning: ${m}`);
+  return {
+    options: {
+      prefetch: !off,
+      onWarning: warn,
+      onPrefetch: (done: Promise<PrefetchReport>, plan: PrefetchPlan) => {
+        running = done.then(
+          (r) => stdoutText(`prefetched the working set (${formatBytes(r.bytes)} of ${formatBytes(plan.bytes)} in ${plan.reads.length} reads) in ${(r.elapsedMs / 1000).toFixed(2)} s\n`),
+          () => undefined, // reported through onWarning
+        );
+      },
+    },
+    finished: async () => running,
+  };
+}
+
 async function vmClone(args: string[]): Promise<number> {
-  const { p, image, logDir } = startFlags(args, { values: ['count'] });
+  const { p, image, logDir } = startFlags(args, { booleans: ['no-prefetch'], values: ['count'] });
   const count = parseInteger(String(p.flags.get('count') ?? '1'), '--count', 1, 1000);
   const t0 = Date.now();
-  const vms = await cloneVm({ image, qemuArgs: p.rest, count, detachedLogDir: logDir });
+  const prefetch = prefetchOptions(p.flags.has('no-prefetch'));
+  const vms = await cloneVm({ image, qemuArgs: p.rest, count, detachedLogDir: logDir, ...prefetch.options });
   await report(vms, `${count} clone(s) started`, t0, p.flags.has('cont'));
+  await prefetch.finished();
   return 0;
 }
 

@@ -28,6 +28,8 @@ export interface PoolRun {
   tasks: WorkerTask[];
   threads: number;
   signal?: AbortSignal;
+  /** false: always on pool threads, even when the jobs are small (default: small ones inline). */
+  inline?: boolean;
   /** Called on the main thread as each job finishes. */
   onResult?: (index: number, result: WorkerResult) => void;
 }
@@ -62,7 +64,7 @@ export function warmPool(threads: number, ramBytes: number): void {
 const bytesOf = (tasks: WorkerTask[]) => tasks.reduce((sum, t) => sum + t.job.length, 0);
 
 export async function runPool(o: PoolRun): Promise<WorkerResult[]> {
-  if (bytesOf(o.tasks) <= INLINE_BYTES) return runInline(o);
+  if (o.inline !== false && bytesOf(o.tasks) <= INLINE_BYTES) return runInline(o);
   const pool = poolFor(o.threads);
   const results: WorkerResult[] = new Array(o.tasks.length);
   let next = 0;

@@ -16,6 +16,8 @@ function run(task: WorkerTask): WorkerResult {
         return { ...native.saveChunks(task.job), index: task.job.index };
       case 'restoreChunks':
         return native.restoreChunks(task.job);
+      case 'prefetch':
+        return { dataBytes: native.readRanges(task.job.fd, task.job.ranges), badChunk: -1, badCrc: 0 };
     }
   } catch (e) {
     const err = e as Error & { code?: string; errno?: number; syscall?: string; side?: string };

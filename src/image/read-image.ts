@@ -10,6 +10,8 @@ export interface ImageMetadata {
   /** Per block; empty when the image has no checksums. */
   checksums: Uint32Array[];
   fileSize: number;
+  /** The header's own CRC-32C (bytes 4092..4095): what a working-set file binds to. */
+  headerCrc: number;
 }
 
 /** The per-chunk checksum tables (bounded by the format: 2^24 values in all). */
@@ -41,8 +43,9 @@ export function readChunkIndexes(fd: number, name: string, header: ImageHeader, 
 /** `skipChecksums` leaves the per-chunk tables unread (inspect does not need them). */
 export function readImageMetadata(fd: number, name: string, opts: { allowUncommitted?: boolean; skipChecksums?: boolean } = {}): ImageMetadata {
   const fileSize = fs.fstatSync(fd).size;
-  const header = decodeHeader(readAligned(fd, 0, HEADER_SIZE, name), fileSize, opts);
+  const headerBytes = readAligned(fd, 0, HEADER_SIZE, name);
+  const header = decodeHeader(headerBytes, fileSize, opts);
   const entries = decodeBlockTable(readAligned(fd, header.tableOffset, header.tableLength, name), header);
   const checksums = opts.skipChecksums ? entries.map(() => new Uint32Array(0)) : readChecksums(fd, name, entries);
-  return { header, entries, checksums, fileSize };
+  return { header, entries, checksums, fileSize, headerCrc: Buffer.from(headerBytes.buffer, headerBytes.byteOffset, HEADER_SIZE).readUInt32LE(HEADER_SIZE - 4) };
 }

@@ -2,7 +2,11 @@
 import { ChunkJob, RangeJob } from '../native';
 
 /** save/restore: a range at its fixed place in a mappable image; saveChunks/restoreChunks: a range of a compressed image's chunks. */
-export type WorkerTask = { op: 'save' | 'restore'; job: RangeJob } | { op: 'saveChunks' | 'restoreChunks'; job: ChunkJob };
+export type WorkerTask =
+  | { op: 'save' | 'restore'; job: RangeJob }
+  | { op: 'saveChunks' | 'restoreChunks'; job: ChunkJob }
+  /** prefetch: read [offset, length) pairs of fd through the page cache; length is their sum. */
+  | { op: 'prefetch'; job: { fd: number; ranges: Float64Array; length: number } };
 
 export interface WorkerResult {
   dataBytes: number;

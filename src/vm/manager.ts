@@ -14,8 +14,9 @@ import { native } from '../native';
 import { QmpClient, waitForMigration } from '../qmp/client';
 import { copyDeviceState } from '../image/device-state';
 import { readImageMetadata } from '../image/read-image';
-import { ImageFormatError, VERSION_COMPRESSED } from '../image/format';
-import { BlockEntry } from '../image/format';
+import { BlockEntry, ImageFormatError, VERSION_COMPRESSED } from '../image/format';
+import { planPrefetch, PrefetchPlan, PrefetchReport, runPrefetch } from '../image/prefetch';
+import { DEFAULT_JOBS } from '../image/image-fd';
 import { parseSize } from '../util/flags';
 import { ProgressListener } from '../progress';
 import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
@@ -124,12 +125,26 @@ function logFile(o: StartOptions, name: string): { logFile: string } | undefined
   return { logFile: path.join(o.detachedLogDir, `${name}.log`) };
 }
 
+/** How clones and lazy restores use the image's recorded working set (IMAGE.ws). */
+export interface PrefetchOptions {
+  /** Read the recorded working set into the page cache while QEMU starts (default true). */
+  prefetch?: boolean;
+  /** Worker threads of the prefetch (default: the copy default). */
+  jobs?: number;
+  /** Why a working-set file was ignored. */
+  onWarning?: (message: string) => void;
+  /** Called with the running prefetch, which goes on after the QEMUs are handed back. */
+  onPrefetch?: (done: Promise<PrefetchReport>, plan: PrefetchPlan) => void;
+}
+
 /**
  * Starts `count` clones of the image: each QEMU maps the image's RAM blocks privately
  * (copy-on-write, the image opened read-only) and loads the device state. No RAM is copied;
- * all clones share the image's page cache. Resolves with the loaded, paused QEMUs.
+ * all clones share the image's page cache. When the image has a recorded working set, it is
+ * read into the page cache from before the first QEMU starts, in first-touch order, while the
+ * QEMUs start and run (see src/image/prefetch.ts). Resolves with the loaded, paused QEMUs.
  */
-export async function cloneVm(o: StartOptions & { image: string; count: number }): Promise<QemuInstance[]> {
+export async function cloneVm(o: StartOptions & PrefetchOptions & { image: string; count: number }): Promise<QemuInstance[]> {
   const imageFd = fs.openSync(o.image, fs.constants.O_RDONLY);
   let meta;
   try {
@@ -145,6 +160,15 @@ export async function cloneVm(o: StartOptions & { image: string; count: number }
   }
   const byName = new Map(meta.entries.map((e) => [e.name, e]));
   matchBackends(meta.entries, o.qemuArgs);
+  if (o.prefetch ?? true) {
+    const plan = planPrefetch(o.image, meta, o.onWarning ?? (() => undefined));
+    if (plan) {
+      const done = runPrefetch(o.image, plan, o.jobs ?? DEFAULT_JOBS);
+      // Never a reason to fail the restore: the guest reads what it needs itself.
+      done.catch((e) => o.onWarning?.(`prefetch of ${plan.file} failed: ${e instanceof Error ? e.message : e}`));
+      o.onPrefetch?.(done, plan);
+    }
+  }
   const args = rewriteBackends(o.qemuArgs, (b) => {
     const props = new Map(b.props);
     props.set('mem-path', path.resolve(o.image));
@@ -176,7 +200,7 @@ export async function cloneVm(o: StartOptions & { image: string; count: number }
  * saved again the fast way. Lazy: a clone of one — ready at once, pages come from the image on
  * demand, but its RAM is private afterwards (its next save takes the stream path).
  */
-export async function restoreVm(o: StartOptions & { image: string; direct?: boolean; jobs?: number; lazy?: boolean; onProgress?: ProgressListener }): Promise<QemuInstance> {
+export async function restoreVm(o: StartOptions & PrefetchOptions & { image: string; direct?: boolean; jobs?: number; lazy?: boolean; onProgress?: ProgressListener }): Promise<QemuInstance> {
   if (o.lazy) return (await cloneVm({ ...o, count: 1 }))[0];
   const backends = fileBackends(o.qemuArgs);
   const notShared = backends.filter((b) => b.props.get('share') !== 'on' || !b.props.get('mem-path'));
