@@ -1,0 +1,278 @@
+/**
+ * The working-set file (docs/FORMAT.md, "Working-set file"): the codec against every reader
+ * rule (W1–W7) and fuzzing, coalescing, and with real QEMU 10 and the test guest: a working set
+ * recorded by `vm restore --lazy --record-ws` round-trips through the image, a lazy restore and
+ * a clone prefetch it and the guest runs on, and damaged or stale files are ignored with a
+ * warning.
+ */
+import fc from 'fast-check';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { crc32c } from '../src/image/crc32c';
+import { encodeBlockTable, encodeHeader, planLayout } from '../src/image/format';
+import { readImageMetadata } from '../src/image/read-image';
+import { coalesce, decodeWorkingSet, encodeWorkingSet, WorkingSet, WorkingSetError } from '../src/image/working-set';
+import { saveVm } from '../src/vm/manager';
+import { QemuInstance } from '../src/vm/qemu-launch';
+import { lastLine, runHelper } from './support/cli';
+import { describeQemu, requireQemu, shmPath, startQemu } from './support/qemu';
+
+const M = 1024 * 1024;
+
+/** A committed two-block image's metadata as readImageMetadata gives it. */
+function imageMeta() {
+  const { header, entries } = planLayout({
+    blocks: [
+      { name: 'pc.ram', size: 64 * M },
+      { name: 'ram1', size: 16 * M },
+    ],
+    pageSize: 4096,
+    alignment: M,
+    chunkSize: 8 * M,
+    checksums: true,
+    creator: 't',
+  });
+  header.committed = true;
+  header.deviceStateLength = 1000;
+  header.imageSize = header.deviceStateOffset + 1000;
+  header.tableCrc = crc32c(encodeBlockTable(entries));
+  const headerCrc = encodeHeader(header).readUInt32LE(4092);
+  return { header, entries, headerCrc, checksums: [], fileSize: header.imageSize };
+}
+
+function ws(meta: ReturnType<typeof imageMeta>, ranges: WorkingSet['ranges']): WorkingSet {
+  return { imageSize: meta.header.imageSize, imageHeaderCrc: meta.headerCrc, recordedMs: 1, windowMs: 2000, ranges };
+}
+
+const fixCrc = (b: Buffer) => b.writeUInt32LE(crc32c(b.subarray(0, b.length - 4)), b.length - 4);
+
+function refused(b: Buffer, meta: ReturnType<typeof imageMeta>, why: RegExp): void {
+  let thrown: unknown;
+  try {
+    decodeWorkingSet(b, meta);
+  } catch (e) {
+    thrown = e;
+  }
+  expect(thrown).toBeInstanceOf(WorkingSetError);
+  expect((thrown as Error).message).toMatch(why);
+}
+
+describe('working-set codec', () => {
+  const meta = imageMeta();
+  const [a, b] = meta.entries;
+  const good = ws(meta, [
+    { offset: a.offset + 8 * M, length: 4096 },
+    { offset: b.offset, length: 2 * M },
+    { offset: a.offset, length: 64 * 1024 },
+  ]);
+
+  test('round trip, ranges in first-touch order', () => {
+    expect(decodeWorkingSet(encodeWorkingSet(good), meta)).toEqual(good);
+  });
+
+  test.each([
+    ['W1 too short', (x: Buffer) => x.subarray(0, 40), /shorter than a working-set file's header/],
+    ['W2 magic', (x: Buffer) => (x.write('IOHWS999', 0, 'latin1'), x), /magic/],
+    ['W2 version', (x: Buffer) => (x.writeUInt32LE(2, 8), fixCrc(x), x), /version 2/],
+    ['W2 count and length disagree', (x: Buffer) => (x.writeUInt32LE(4, 12), x), /but 4 ranges need/],
+    ['W2 count above the limit', (x: Buffer) => (x.writeUInt32LE(2 ** 20 + 1, 12), x), /more than 1048576/],
+    ['W3 checksum', (x: Buffer) => ((x[50] ^= 1), x), /checksum mismatch/],
+    ['W4 page size', (x: Buffer) => (x.writeUInt32LE(8192, 28), fixCrc(x), x), /page size/],
+    ['W5 another image (size)', (x: Buffer) => (x.writeBigUInt64LE(x.readBigUInt64LE(16) + 4096n, 16), fixCrc(x), x), /another image/],
+    ['W5 another image (header CRC)', (x: Buffer) => (x.writeUInt32LE(x.readUInt32LE(24) ^ 1, 24), fixCrc(x), x), /another image/],
+    ['W6 empty range', (x: Buffer) => (x.writeBigUInt64LE(0n, 48 + 8), fixCrc(x), x), /empty, unaligned or out of range/],
+    ['W6 unaligned range', (x: Buffer) => (x.writeBigUInt64LE(x.readBigUInt64LE(48) + 512n, 48), fixCrc(x), x), /unaligned/],
+    ['W6 past 2^53', (x: Buffer) => (x.writeBigUInt64LE(2n ** 63n, 48), fixCrc(x), x), /out of range/],
+    ['W7 in the metadata, not a block', (x: Buffer) => (x.writeBigUInt64LE(0n, 48), fixCrc(x), x), /not inside one RAM block/],
+    ['W7 across two blocks', (x: Buffer) => (x.writeBigUInt64LE(BigInt(a.offset + a.size - 4096), 48), x.writeBigUInt64LE(BigInt(b.offset - (a.offset + a.size) + 8192), 56), fixCrc(x), x), /not inside one RAM block/],
+  ] as Array<[string, (x: Buffer) => Buffer, RegExp]>)('%s', (_n, damage, why) => refused(damage(encodeWorkingSet(good)), meta, why));
+
+  test('coalesce keeps first-touch order, merges ranges that follow within 256 KiB, reads at most 8 MiB', () => {
+    expect(
+      coalesce([
+        { offset: 100 * M, length: 4096 },
+        { offset: 100 * M + 128 * 1024, length: 4096 },
+        { offset: 10 * M, length: 20 * M },
+        { offset: 50 * M, length: 4096 },
+        { offset: 40 * M, length: 4096 },
+      ]),
+    ).toEqual([
+      { offset: 100 * M, length: 128 * 1024 + 4096 },
+      { offset: 10 * M, length: 8 * M },
+      { offset: 18 * M, length: 8 * M },
+      { offset: 26 * M, length: 4 * M },
+      { offset: 50 * M, length: 4096 },
+      { offset: 40 * M, length: 4096 },
+    ]);
+  });
+
+  test('fuzzing: damaged files give only WorkingSetError, and what decodes lies inside the blocks', () => {
+    let decoded = 0;
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ block: fc.nat(1), page: fc.nat(4095), pages: fc.integer({ min: 1, max: 64 }) }), { maxLength: 40 }),
+        fc.array(fc.record({ at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }), { minLength: 1, maxLength: 4 }),
+        fc.boolean(),
+        (rs, edits, fix) => {
+          const ranges = rs.map((r) => {
+            const e = meta.entries[r.block];
+            const first = r.page % (e.size / 4096);
+            return { offset: e.offset + first * 4096, length: Math.min(r.pages, e.size / 4096 - first) * 4096 };
+          });
+          const bytes = encodeWorkingSet(ws(meta, ranges));
+          for (const e of edits) bytes[e.at % bytes.length] = e.value;
+          if (fix) fixCrc(bytes);
+          try {
+            const got = decodeWorkingSet(bytes, meta);
+            for (const r of got.ranges) {
+              if (!meta.entries.some((e) => r.offset >= e.offset && r.offset + r.length <= e.offset + e.size)) throw new Error('a range outside the blocks decoded');
+            }
+            decoded++;
+          } catch (e) {
+            if (!(e instanceof WorkingSetError)) throw e;
+          }
+        },
+      ),
+      { numRuns: 2000 },
+    );
+    expect(decoded).toBeGreaterThan(10); // edits of recordedMs/windowMs with a fixed CRC decode
+  });
+});
+
+const GUEST = path.join(__dirname, '..', '.cache', 'guest');
+const haveGuest = fs.existsSync(path.join(GUEST, 'vmlinuz')) && fs.existsSync(path.join(GUEST, 'initrd.gz'));
+
+function guestArgs(ram: string, serial: string): string[] {
+  return [
+    '-accel', 'tcg',
+    '-nodefaults', '-display', 'none',
+    '-machine', 'q35,memory-backend=ram0', '-m', '256M',
+    '-object', `memory-backend-file,id=ram0,size=${256 * M},mem-path=${ram},share=on`,
+    '-kernel', path.join(GUEST, 'vmlinuz'), '-initrd', path.join(GUEST, 'initrd.gz'),
+    '-append', 'console=ttyS0 quiet panic=-1',
+    '-serial', `file:${serial}`,
+  ];
+}
+
+const ticks = (serial: string) => (fs.existsSync(serial) ? [...fs.readFileSync(serial, 'utf8').matchAll(/tick (\d+)/g)].map((m) => Number(m[1])) : []);
+
+async function waitForTicks(serial: string, count: number, timeoutMs = 90000): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const t = ticks(serial);
+    if (t.length >= count) return t;
+    if (Date.now() > deadline) throw new Error(`guest printed ${t.length} ticks in ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const maybe = haveGuest ? describeQemu : (name: string, fn: () => void) => {
+  if (requireQemu) describe(name, () => test('needs the test guest', () => { throw new Error('run scripts/build-test-guest.sh first (.ci/run does)'); }));
+  else {
+    console.warn(`Skipping "${name}": no test guest in ${GUEST}; run scripts/build-test-guest.sh`);
+    describe.skip(name, fn);
+  }
+};
+
+maybe('recording and prefetching the working set of a real guest', () => {
+  let dir: string;
+  let image: string;
+  const pids: number[] = [];
+
+  /** Saves the ticking guest (after `count` ticks) into `file`. */
+  async function saveGuest(file: string, name: string): Promise<void> {
+    const serial = path.join(dir, `${name}.txt`);
+    const src: QemuInstance = await startQemu({ args: guestArgs(shmPath(name), serial), paused: false });
+    try {
+      await waitForTicks(serial, 3);
+      await saveVm(src.qmp, { image: file, direct: true });
+    } finally {
+      await src.stop();
+      fs.rmSync(shmPath(name), { force: true });
+    }
+  }
+
+  /** `vm restore --lazy` (or clone) of the image through the CLI; its QEMU keeps running until afterAll. */
+  async function lazy(verb: string[], serial: string) {
+    const r = await runHelper(['vm', ...verb, '--image', image, '--log-dir', path.join(dir, 'logs'), '--', ...guestArgs(shmPath('ws-unused'), serial)], ['ignore', 'pipe']);
+    for (const m of r.stdout.toString().matchAll(/pid (\d+)/g)) pids.push(Number(m[1]));
+    return { code: r.code, stdout: r.stdout.toString(), stderr: r.stderr };
+  }
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-ws-'));
+    image = path.join(dir, 'guest.img');
+    await saveGuest(image, 'ws-guest');
+  }, 180000);
+  afterEach(() => {
+    for (const pid of pids.splice(0)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('--record-ws runs the guest and writes IMAGE.ws: it decodes against the image, every range inside a block', async () => {
+    const serial = path.join(dir, 'rec.txt');
+    const r = await lazy(['restore', '--lazy', '--record-ws', '2'], serial);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(r.stdout).toMatch(/, running\n/);
+    expect(r.stdout).toMatch(/working set: \d+ ranges, [\d.]+ [KM]iB touched in 2 s, written to .*guest\.img\.ws/);
+    const fd = fs.openSync(image, 'r');
+    const meta = readImageMetadata(fd, image, { skipChecksums: true });
+    fs.closeSync(fd);
+    const got = decodeWorkingSet(fs.readFileSync(`${image}.ws`), meta);
+    expect(got.ranges.length).toBeGreaterThan(0);
+    const bytes = got.ranges.reduce((n, x) => n + x.length, 0);
+    expect(bytes).toBeGreaterThan(1 * M); // a running kernel touches megabytes
+    expect(bytes).toBeLessThan(256 * M);
+    expect(got.windowMs).toBeGreaterThanOrEqual(2000);
+    expect(ticks(serial).length).toBeGreaterThan(0); // the guest ran while it was recorded
+  }, 120000);
+
+  test('a lazy restore prefetches it and the guest runs on; a clone too; --no-prefetch does not', async () => {
+    const serial = path.join(dir, 'pf.txt');
+    const r = await lazy(['restore', '--lazy', '--cont'], serial);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(r.stdout).toMatch(/prefetched the working set \([\d.]+ [KM]iB of [\d.]+ [KM]iB in \d+ reads\)/);
+    const after = await waitForTicks(serial, 3, 60000);
+    expect(after[1]).toBe(after[0] + 1);
+    const c = await lazy(['clone', '--count', '2'], path.join(dir, 'cl.txt'));
+    expect(c.code).toBe(0);
+    expect(c.stdout).toMatch(/prefetched the working set/);
+    const n = await lazy(['restore', '--lazy', '--no-prefetch'], path.join(dir, 'np.txt'));
+    expect(n.code).toBe(0);
+    expect(n.stdout).not.toMatch(/prefetched/);
+  }, 120000);
+
+  test('a damaged working set is ignored with a warning; the restore works and the guest runs', async () => {
+    const good = fs.readFileSync(`${image}.ws`);
+    const bad = Buffer.from(good);
+    bad[bad.length - 10] ^= 0xff;
+    fs.writeFileSync(`${image}.ws`, bad);
+    try {
+      const serial = path.join(dir, 'bad.txt');
+      const r = await lazy(['restore', '--lazy', '--cont'], serial);
+      expect(r.code).toBe(0);
+      expect(lastLine(r.stderr)).toMatch(/warning: ignoring the working set .*guest\.img\.ws: checksum mismatch/);
+      expect(r.stdout).not.toMatch(/prefetched/);
+      await waitForTicks(serial, 2, 60000);
+    } finally {
+      fs.writeFileSync(`${image}.ws`, good);
+    }
+  }, 120000);
+
+  test('a working set recorded from another image (the guest saved again) is stale: ignored with a warning', async () => {
+    const other = path.join(dir, 'other.img');
+    await saveGuest(other, 'ws-guest-2');
+    fs.copyFileSync(`${image}.ws`, `${other}.ws`);
+    const r = await runHelper(['vm', 'clone', '--count', '1', '--image', other, '--log-dir', path.join(dir, 'logs'), '--', ...guestArgs(shmPath('ws-unused'), path.join(dir, 'st.txt'))], ['ignore', 'pipe']);
+    for (const m of r.stdout.toString().matchAll(/pid (\d+)/g)) pids.push(Number(m[1]));
+    expect(r.code).toBe(0);
+    expect(lastLine(r.stderr)).toMatch(/ignoring the working set .*other\.img\.ws: it was recorded from another image/);
+  }, 180000);
+});
