@@ -3,14 +3,17 @@
 # busybox initramfs whose init prints a counter on the serial port forever, keeping it (and a
 # growing file) in guest RAM. With `iohelper.workload` on the kernel command line, init first
 # runs a memory workload (bench/lib/real-guest.ts builds the `real` benchmark profile from it)
-# and prints "iohelper-workload-done". Output: DIR/vmlinuz and DIR/initrd.gz (default
+# and prints "iohelper-workload-done". With `iohelper.ttw=MB` (the time-to-work benchmark,
+# bench/ttw.ts) it writes a working set of MB 1 MiB files, each followed in memory by 3 MiB of
+# cold data, prints "iohelper-ttw-ready", waits for a line on the serial port (sent after a
+# restore), reads the working set and prints "iohelper-ttw-done". Output: DIR/vmlinuz and DIR/initrd.gz (default
 # .cache/guest); DIR/version names the init's version, so an older build is replaced.
 # Packages come from the machine's own apt sources (no host names here).
 set -euo pipefail
 out=${1:-"$(dirname "$0")/../.cache/guest"}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-version=2
+version=3
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ]; then
   echo "build-test-guest: already built in $out"
   exit 0
@@ -57,6 +60,24 @@ if /bin/busybox grep -q iohelper.workload /proc/cmdline; then
   sleep 2
   sync
   echo "iohelper-workload-done" > /dev/ttyS0
+fi
+if /bin/busybox grep -q iohelper.ttw= /proc/cmdline; then
+  export PATH=/bin
+  /bin/busybox --install -s /bin
+  ws_mb=$(sed -n 's/.*iohelper\.ttw=\([0-9]*\).*/\1/p' /proc/cmdline)
+  mkdir -p /ttw
+  mount -t tmpfs -o size=95% tmpfs /ttw
+  i=0
+  while [ "$i" -lt "$ws_mb" ]; do
+    dd if=/dev/urandom of=/ttw/ws-$i bs=1M count=1 2>/dev/null
+    dd if=/dev/urandom of=/ttw/cold-$i bs=1M count=3 2>/dev/null
+    i=$((i + 1))
+  done
+  sync
+  echo "iohelper-ttw-ready" > /dev/ttyS0
+  read -r go < /dev/ttyS0
+  cat /ttw/ws-* > /dev/null
+  echo "iohelper-ttw-done" > /dev/ttyS0
 fi
 i=0
 while true; do
