@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [stream parallel vm-e2e clone libvirt startup compress] [--profile real,dense,clustered,scattered] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--throttle 200M] [--dir PATH] [--quick] [--no-record]
+ * npm run bench -- [stream parallel vm-e2e clone libvirt startup compress ttw] [--profile real,dense,clustered,scattered] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--throttle 200M] [--dir PATH] [--quick] [--no-record]
  * Runs the chosen scenarios side by side, alternating methods, and appends a markdown table
  * (with the exact command, host and date) to bench/RESULTS.md and JSON to bench/results/.
  */
@@ -13,6 +13,7 @@ import { chartSvg } from './lib/svg';
 import { markdownTable, Row } from './lib/table';
 import { benchClone } from './clone';
 import { benchCompress } from './compress';
+import { benchTtw } from './ttw';
 import { DEFAULT_JOBS } from '../src/image/image-fd';
 import { benchLibvirt } from './libvirt';
 import { benchParallel } from './parallel';
@@ -21,9 +22,9 @@ import { benchStartup } from './startup';
 import { Profile, PROFILES } from './lib/profiles';
 import { withHugetlbfs } from './lib/hugetlbfs';
 
-/** `compress` runs only when named: it needs libvirtd stopped and reconfigures it for the run. */
-const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone', 'libvirt', 'startup', 'compress'] as const;
-const DEFAULT_SCENARIOS = SCENARIOS.filter((s) => s !== 'compress');
+/** `compress` and `ttw` run only when named: the first reconfigures libvirtd, both throttle the disk. */
+const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone', 'libvirt', 'startup', 'compress', 'ttw'] as const;
+const DEFAULT_SCENARIOS = SCENARIOS.filter((s) => s !== 'compress' && s !== 'ttw');
 
 async function main(): Promise<void> {
   const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json', 'profile', 'ram-fs', 'throttle'] });
@@ -33,6 +34,7 @@ async function main(): Promise<void> {
         '  --profile: guest RAM for parallel and vm-e2e (default real: a real Linux guest after a memory workload, built once into .cache/bench)\n' +
         '  --ram-fs: where parallel keeps guest RAM (default tmpfs; hugetlbfs: 2 MiB pages, root, reserves 2 x size of huge pages)\n' +
         '  --quick: 256 MiB, 1 run, jobs 1,2, scattered profile (a smoke test)\n' +
+        '  ttw: time from a restore command to the guest having read its working set (eager, mapped-ram, lazy, lazy + prefetch, 4 at once), local, 200 MB/s and 500 read IOPS\n' +
         '  compress: the real profile, ours uncompressed vs compressed vs libvirt zstd vs zstd -T0, on the local disk and throttled to --throttle bytes/s each way (default 200M = 200 MB/s; 0: local only); jobs: the last --jobs value (default ' + DEFAULT_JOBS + ')',
     );
     return;
@@ -59,6 +61,10 @@ async function main(): Promise<void> {
       else if (s === 'stream') rows.push(...(await benchStream({ size, runs, dir, srcDir: '/dev/shm' })));
       else if (s === 'clone') {
         const r = await benchClone({ size, runs, dir, count: 4 });
+        rows.push(...r.rows);
+        notes.push(...r.notes);
+      } else if (s === 'ttw') {
+        const r = await benchTtw({ size, runs, dir });
         rows.push(...r.rows);
         notes.push(...r.notes);
       } else if (s === 'compress') {

@@ -62,7 +62,7 @@ const WORKLOAD_TIMEOUT_MS = 15 * 60 * 1000;
 /**
  * The version of the test guest's memory workload (`iohelper.workload` in
  * scripts/build-test-guest.sh), which names the cached profiles: a change elsewhere in the
- * guest's init (the ttw branch of init version 3) leaves what the workload leaves in RAM as
+ * guest's init (the ttw branch of init version 3 and later) leaves what the workload leaves in RAM as
  * it was, so the profiles built with init version 2 stay valid. Raise it when the workload changes.
  */
 const WORKLOAD_VERSION = 2;

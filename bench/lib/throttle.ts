@@ -14,7 +14,10 @@ const BLKIO = '/sys/fs/cgroup/blkio';
 export interface Throttle {
   /** "MAJ:MIN" of the throttled disk. */
   device: string;
+  /** Each way; 0: not limited. */
   bytesPerSecond: number;
+  /** Read requests per second; 0: not limited. */
+  readIops: number;
   /** Moves a process (and the children it starts afterwards) into the throttled group. */
   add(pid: number): void;
   /** Moves it back to the root group. */
@@ -44,16 +47,20 @@ export function diskOf(dir: string): string {
   return `${major}:${minor}`;
 }
 
-export function createThrottle(dir: string, bytesPerSecond: number): Throttle {
+export function createThrottle(dir: string, bytesPerSecond: number, readIops = 0): Throttle {
   const device = diskOf(dir);
   const group = path.join(BLKIO, `iohelper-bench-${process.pid}`);
   fs.mkdirSync(group, { recursive: true });
-  fs.writeFileSync(path.join(group, 'blkio.throttle.write_bps_device'), `${device} ${bytesPerSecond}`);
-  fs.writeFileSync(path.join(group, 'blkio.throttle.read_bps_device'), `${device} ${bytesPerSecond}`);
+  if (bytesPerSecond) {
+    fs.writeFileSync(path.join(group, 'blkio.throttle.write_bps_device'), `${device} ${bytesPerSecond}`);
+    fs.writeFileSync(path.join(group, 'blkio.throttle.read_bps_device'), `${device} ${bytesPerSecond}`);
+  }
+  if (readIops) fs.writeFileSync(path.join(group, 'blkio.throttle.read_iops_device'), `${device} ${readIops}`);
   const root = path.join(BLKIO, 'cgroup.procs');
   return {
     device,
     bytesPerSecond,
+    readIops,
     add: (pid) => fs.writeFileSync(path.join(group, 'cgroup.procs'), String(pid)),
     remove: (pid) => {
       try {
