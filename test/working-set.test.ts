@@ -80,7 +80,7 @@ describe('working-set codec', () => {
     ['W3 checksum', (x: Buffer) => ((x[50] ^= 1), x), /checksum mismatch/],
     ['W4 page size', (x: Buffer) => (x.writeUInt32LE(8192, 28), fixCrc(x), x), /page size/],
     ['W5 another image (size)', (x: Buffer) => (x.writeBigUInt64LE(x.readBigUInt64LE(16) + 4096n, 16), fixCrc(x), x), /another image/],
-    ['W5 another image (header CRC)', (x: Buffer) => (x.writeUInt32LE(x.readUInt32LE(24) ^ 1, 24), fixCrc(x), x), /another image/],
+    ['W5 another image (header CRC)', (x: Buffer) => (x.writeUInt32LE((x.readUInt32LE(24) ^ 1) >>> 0, 24), fixCrc(x), x), /another image/],
     ['W6 empty range', (x: Buffer) => (x.writeBigUInt64LE(0n, 48 + 8), fixCrc(x), x), /empty, unaligned or out of range/],
     ['W6 unaligned range', (x: Buffer) => (x.writeBigUInt64LE(x.readBigUInt64LE(48) + 512n, 48), fixCrc(x), x), /unaligned/],
     ['W6 past 2^53', (x: Buffer) => (x.writeBigUInt64LE(2n ** 63n, 48), fixCrc(x), x), /out of range/],
