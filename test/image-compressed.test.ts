@@ -11,6 +11,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { INDEX_ENTRY } from '../src/image/format';
 import { save } from '../src/image/save';
+import { convert } from '../src/image/convert';
 import { native } from '../src/native';
 import { createRamFile, fillPattern, filesEqual, sha256File } from '../src/synthetic/ram-file';
 import { lastLine, runHelper } from './support/cli';
@@ -154,6 +155,27 @@ describe('compressed round trips', () => {
     expect(j.allocatedBytes).toBeLessThanOrEqual(j.fileSize + 64 * K);
     const text = await runHelper(['inspect', image], ['ignore', 'pipe']);
     expect(text.stdout.toString()).toMatch(/block a: 40\.0 MiB stored in .* ratio \d+\.\d\d; 5 chunks of 8\.0 MiB: 2 zstd, 1 raw, 2 zero/);
+  });
+
+  test('inspect of a save killed after its chunk indexes were written: INCOMPLETE (exit 2), not refused', async () => {
+    const image = path.join(dir, 'killed.img');
+    await saveCompressed(image, ['--compress']);
+    // What the header says until the commit: state 0, device state at dataOffset, nothing after.
+    const fd = fs.openSync(image, 'r+');
+    const h = Buffer.alloc(4096);
+    fs.readSync(fd, h, 0, 4096, 0);
+    const dataOffset = h.readBigUInt64LE(120);
+    h.writeUInt32LE(0, 20);
+    h.writeBigUInt64LE(dataOffset, 56);
+    h.writeBigUInt64LE(0n, 64);
+    h.writeBigUInt64LE(dataOffset, 72);
+    h.writeUInt32LE(native.crc32c(h.subarray(0, 4092)), 4092);
+    fs.writeSync(fd, h, 0, 4096, 0);
+    fs.closeSync(fd);
+    const r = await runHelper(['inspect', image], ['ignore', 'pipe']);
+    expect(r.code).toBe(2);
+    expect(r.stdout.toString()).toMatch(/iohelper image v2, INCOMPLETE/);
+    expect(r.stdout.toString()).not.toMatch(/REFUSED/);
   });
 
   test('save refuses bad compression options before touching the image', async () => {
@@ -417,6 +439,23 @@ describe('an addon built without libzstd', () => {
       fs.closeSync(ramFd);
       fs.closeSync(imgFd);
     }
+  });
+
+  test('convert --compress on such a build fails with ENOTSUP in its plan: no scratch files, no target', async () => {
+    const real = native.zstd;
+    (native as { zstd: string | null }).zstd = null;
+    const target = path.join(dir, 'nz-convert.img');
+    try {
+      const source = path.join(dir, 'nz-source.img');
+      if (!fs.existsSync(source)) await saveCompressed(source, []);
+      let progressed = 0;
+      await expect(convert({ source, target, compressLevel: 1, onProgress: () => progressed++ })).rejects.toMatchObject({ code: 'ENOTSUP' });
+      expect(progressed).toBe(0); // refused before the restore into scratch files began
+    } finally {
+      (native as { zstd: string | null }).zstd = real;
+    }
+    expect(fs.existsSync(target)).toBe(false);
+    expect(fs.readdirSync(dir).filter((f) => f.includes('iohelper-convert'))).toEqual([]);
   });
 
   test('save --compress on such a build fails with a clear ENOTSUP before the image is touched', async () => {

@@ -249,6 +249,15 @@ maybe('recording and prefetching the working set of a real guest', () => {
     expect(n.stdout).not.toMatch(/prefetched/);
   }, 120000);
 
+  test('--record-ws never prefetches (its cached pages would be recorded around each fault), even when IMAGE.ws exists', async () => {
+    const before = fs.readFileSync(`${image}.ws`);
+    const r = await lazy(['restore', '--lazy', '--record-ws', '1'], path.join(dir, 'rec2.txt'));
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toMatch(/prefetched/);
+    expect(r.stdout).toMatch(/working set: \d+ ranges/);
+    fs.writeFileSync(`${image}.ws`, before); // the other tests use the first recording
+  }, 120000);
+
   test('a damaged working set is ignored with a warning; the restore works and the guest runs', async () => {
     const good = fs.readFileSync(`${image}.ws`);
     const bad = Buffer.from(good);

@@ -75,7 +75,9 @@ async function vmRestore(args: string[]): Promise<number> {
   if (!lazy && (p.flags.has('no-prefetch') || p.flags.has('record-ws'))) throw new UsageError('--no-prefetch and --record-ws go with --lazy (an eager restore reads all RAM anyway)');
   const recordSeconds = p.flags.has('record-ws') ? parseInteger(String(p.flags.get('record-ws')), '--record-ws', 1, 3600) : undefined;
   const t0 = Date.now();
-  const prefetch = prefetchOptions(p.flags.has('no-prefetch'));
+  // Recording starts from a cold mapping: a prefetch would run during the window and its cached
+  // pages would be mapped around each fault, recording neighbours the guest never touched.
+  const prefetch = prefetchOptions(p.flags.has('no-prefetch') || recordSeconds !== undefined);
   const vm = await restoreVm({
     image,
     qemuArgs: p.rest,

@@ -1,7 +1,7 @@
 /**
  * convert(): an image in the other form, compressed (version 2) <-> mappable (version 1), or
  * recompressed at another level. The RAM passes through sparse scratch files beside the target
- * (restore, then save: every chunk's CRC is checked on the way), the device state is copied as
+ * (restore, then save: every chunk's CRC is checked on the way when the source has checksums), the device state is copied as
  * it is. The target appears only when complete (written under a temporary name, then renamed);
  * a refused or failed convert leaves no file behind.
  */
@@ -15,7 +15,7 @@ import { MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED } from './format';
 import { checkJobs, DEFAULT_JOBS } from './image-fd';
 import { readImageMetadata } from './read-image';
 import { restore } from './restore';
-import { save } from './save';
+import { checkCompression, save } from './save';
 
 export interface ConvertOptions {
   source: string;
@@ -24,6 +24,7 @@ export interface ConvertOptions {
   compressLevel?: number;
   jobs?: number;
   direct?: boolean;
+  /** Progress of the restore into scratch files, then of the save (it runs twice from 0). */
   onProgress?: ProgressListener;
   signal?: AbortSignal;
 }
@@ -51,6 +52,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
     if (o.compressLevel !== undefined && entries.some((e) => e.chunkSize > MAX_COMPRESSED_CHUNK)) {
       throw systemError('EINVAL', `${o.source} has chunks above 64 MiB, more than a compressed image allows`, { path: o.source });
     }
+    if (o.compressLevel !== undefined) checkCompression(o.compressLevel, chunkSize, true);
     if (entries.some((e) => e.chunkSize !== chunkSize)) throw systemError('EINVAL', `${o.source}: blocks with different chunk sizes cannot be converted`, { path: o.source });
 
     // Execute: RAM into sparse scratch files beside the target, then the new image from them.
@@ -64,10 +66,11 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
     }
     temp = path.join(dir, `.${path.basename(o.target)}.iohelper-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
     const out = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
-    // The device state is the last bytes of the source: read from its offset to the end.
-    const stateFd = fs.openSync(o.source, fs.constants.O_RDONLY);
+    let stateFd: number | undefined;
     let result;
     try {
+      // The device state is the last bytes of the source: read from its offset to the end.
+      stateFd = fs.openSync(o.source, fs.constants.O_RDONLY);
       native.lseek(stateFd, header.deviceStateOffset, native.constants.SEEK_SET);
       result = await save({
         imageFd: out,
@@ -83,16 +86,23 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
         // without the stream check stays convertible.
         checkDeviceState: false,
         signal: o.signal,
+        onProgress: o.onProgress,
       });
     } finally {
-      fs.closeSync(stateFd);
+      if (stateFd !== undefined) fs.closeSync(stateFd);
       fs.closeSync(out);
     }
     if (result.deviceStateBytes !== header.deviceStateLength) {
       throw systemError('EIO', `${o.source}: device state gave ${result.deviceStateBytes} bytes, the header says ${header.deviceStateLength}`, { path: o.source });
     }
-    if (fs.existsSync(o.target)) throw systemError('EEXIST', `${o.target} appeared while converting; left as it is`, { path: o.target });
-    fs.renameSync(temp, o.target);
+    // link() fails if the target appeared meanwhile: it is never replaced.
+    try {
+      fs.linkSync(temp, o.target);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw systemError('EEXIST', `${o.target} appeared while converting; left as it is`, { path: o.target });
+      throw e;
+    }
+    fs.rmSync(temp);
     temp = undefined;
     syncDir(dir);
     return { version: o.compressLevel === undefined ? 1 : VERSION_COMPRESSED, sourceBytes: fs.statSync(o.source).size, targetBytes: result.imageSize, elapsedMs: Date.now() - t0 };

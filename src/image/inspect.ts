@@ -62,7 +62,9 @@ function describeImage(fd: number): Partial<InspectResult> {
   try {
     const { header: h, entries } = readImageMetadata(fd, '', { allowUncommitted: true, skipChecksums: true });
     const compressed = h.version === VERSION_COMPRESSED;
-    const indexes = compressed ? readChunkIndexes(fd, '', h, entries) : [];
+    // An incomplete compressed image's indexes may name chunks past its provisional device-state
+    // offset: they are read (and checked) only once committed.
+    const indexes = compressed && h.committed ? readChunkIndexes(fd, '', h, entries) : [];
     return {
       compressed,
       kind: 'iohelper',
@@ -80,7 +82,7 @@ function describeImage(fd: number): Partial<InspectResult> {
         dataBytes: e.dataBytes,
         chunkSize: e.chunkSize,
         checksumCount: e.checksumCount,
-        chunks: compressed ? chunkKinds(indexes[i], e.size, e.dataBytes) : undefined,
+        chunks: compressed && h.committed ? chunkKinds(indexes[i], e.size, e.dataBytes) : undefined,
       })),
       deviceStateBytes: h.committed ? h.deviceStateLength : undefined,
     };

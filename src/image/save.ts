@@ -223,7 +223,8 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
 
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
-function checkCompression(level: number, chunkSize: number, checksums: boolean | undefined): void {
+/** A compressed save's options, checked before anything is written (convert checks them in its plan too). */
+export function checkCompression(level: number, chunkSize: number, checksums: boolean | undefined): void {
   if (!Number.isInteger(level) || level < MIN_LEVEL || level > MAX_LEVEL) throw systemError('EINVAL', `zstd level ${level} is out of range (${MIN_LEVEL}..${MAX_LEVEL}; 0 stores chunks raw)`);
   if (level !== 0 && native.zstd === null) {
     throw systemError('ENOTSUP', 'this iohelper was built without libzstd, so it cannot compress: install libzstd-dev (Debian, Ubuntu) or libzstd-devel (RHEL, Fedora) and reinstall iohelper');
