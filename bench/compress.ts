@@ -125,16 +125,6 @@ export async function benchCompress(o: CompressBenchOptions): Promise<{ rows: Ro
   let lv: ReturnType<typeof libvirtZstd> | undefined;
   const why = libvirtdUnavailable();
   if (why) missing.push(`libvirt zstd format not run: ${why}`);
-  else {
-    undo.push(withQemuConf({ save_image_format: 'zstd' }));
-    const daemon = await ensureLibvirtd();
-    undo.push(() => daemon.stop());
-    undo.push(memoryBackingOnTmpfs());
-    lv = libvirtZstd(src, o.dir, o.size, expected);
-    fs.writeFileSync(lv.xml, domainXml(o.size, NAME));
-    undo.push(() => fs.rmSync(lv!.xml, { force: true }));
-    methods.push(lv);
-  }
 
   const storages: Array<{ label: string; throttle?: number }> = [{ label: 'local disk' }];
   const noThrottle = o.throttle ? throttleUnavailable() : 'not asked (--throttle 0)';
@@ -144,6 +134,17 @@ export async function benchCompress(o: CompressBenchOptions): Promise<{ rows: Ro
   const rows: Row[] = [];
   const sizes = new Map<string, { size: number; allocated: number }>();
   try {
+    // Inside the try: a libvirtd that fails to start still gets qemu.conf and the mount undone.
+    if (!why) {
+      undo.push(withQemuConf({ save_image_format: 'zstd' }));
+      const daemon = await ensureLibvirtd();
+      undo.push(() => daemon.stop());
+      undo.push(memoryBackingOnTmpfs());
+      lv = libvirtZstd(src, o.dir, o.size, expected);
+      fs.writeFileSync(lv.xml, domainXml(o.size, NAME));
+      undo.push(() => fs.rmSync(lv!.xml, { force: true }));
+      methods.push(lv);
+    }
     for (const storage of storages) {
       let throttle: Throttle | undefined;
       const save = new Map<string, Sample[]>();

@@ -168,7 +168,8 @@ void SaveChunks(const ChunkJob& j, Outcome* o) {
         stored = r;
         payload = dst;
       } else if (ZSTD_getErrorCode(r) != ZSTD_error_dstSize_tooSmall) {
-        o->Fail(ENOMEM, "ZSTD_compress2", "image");
+        // Allocation is the only way compressing valid input fails; the name says which.
+        o->Fail(ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? ENOMEM : EIO, "ZSTD_compress2", "image");
         return;
       }
     }

@@ -60,11 +60,12 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       Describes an iohelper image (exit 2 if incomplete; for a compressed one the ratio and
       chunk kinds per block), a libvirt save image or a raw QEMU stream. The format is
       docs/FORMAT.md.
-  ${argv0} convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct]
+  ${argv0} convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct] [--progress[=FD]]
       Writes TARGET (which must not exist) as a mappable image, or with --compress as a
-      compressed one, from any valid SOURCE image. The RAM passes through sparse scratch
-      files beside TARGET (room for the RAM's data is needed there) and every chunk's CRC is
-      checked; TARGET appears only when complete.
+      compressed one, from a valid SOURCE image (its blocks of one chunk size). The RAM passes
+      through sparse scratch files beside TARGET (room for the RAM's data is needed there),
+      every chunk's CRC is checked when SOURCE has checksums, and TARGET appears only when
+      complete (never replacing a file).
 
 Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/shm/F,share=on):
   ${argv0} vm save --qmp SOCKET --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--stream]
@@ -78,7 +79,7 @@ Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/s
       VM's RAM is then private, not a shared file, so its next save takes the --stream path.
       --record-ws SECONDS resumes the guest and records which image pages it touches in that
       window, in first-touch order (from QEMU's /proc/PID/pagemap), into IMAGE.ws beside the
-      image. A lazy restore or clone of an image with IMAGE.ws reads those pages into the page
+      image (without prefetching, which would blur the record). A lazy restore or clone of an image with IMAGE.ws reads those pages into the page
       cache in large parallel reads while QEMU starts and the guest runs (the guest never
       waits on it; the command exits when it is done); --no-prefetch skips that. A damaged
       or stale IMAGE.ws (recorded from another image) is ignored with a warning.

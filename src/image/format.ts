@@ -290,7 +290,7 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
     if (e.dataBytes > e.size) fail('EIMG_BOUNDS', `${where}: dataBytes ${e.dataBytes} exceeds size ${e.size}`);
     if (withSums) {
       const want = Math.ceil(e.size / e.chunkSize);
-      if (want > maxEntries) fail('EIMG_BOUNDS', `${where}: ${want} checksums exceed the reader's limit of ${maxEntries}`);
+      if (want > maxEntries) fail('EIMG_BOUNDS', `${where}: ${want} ${v2 ? 'chunk index entries' : 'checksums'} exceed the reader's limit of ${maxEntries}`);
       if (e.checksumCount !== want) fail('EIMG_BOUNDS', `${where}: checksumCount ${e.checksumCount}, expected ${want}`);
       if (e.checksumOffset === 0 || e.checksumOffset % META_ALIGN !== 0) fail('EIMG_BOUNDS', `${where}: checksumOffset ${e.checksumOffset} is not a non-zero multiple of ${META_ALIGN}`);
     } else if (e.checksumCount !== 0 || e.checksumOffset !== 0) {
@@ -299,7 +299,7 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
     entries.push(e);
   }
   const total = entries.reduce((n, e) => n + e.checksumCount, 0);
-  if (total > maxEntries) fail('EIMG_BOUNDS', `${total} checksums in all blocks exceed the reader's limit of ${maxEntries} (${(maxEntries * perEntry) / 2 ** 20} MiB of tables in memory)`);
+  if (total > maxEntries) fail('EIMG_BOUNDS', `${total} ${v2 ? 'chunk index entries' : 'checksums'} in all blocks exceed the reader's limit of ${maxEntries} (${(maxEntries * perEntry) / 2 ** 20} MiB of tables in memory)`);
   checkRegions(h, entries);
   return entries;
 }

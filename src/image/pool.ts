@@ -76,7 +76,15 @@ export async function runPool(o: PoolRun): Promise<WorkerResult[]> {
         break;
       }
       const i = next++;
-      const r = (await pool.run(o.tasks[i])) as WorkerResult;
+      let r: WorkerResult;
+      try {
+        r = (await pool.run(o.tasks[i])) as WorkerResult;
+      } catch (e) {
+        // A worker that died: stop handing out jobs, but let the other lanes finish theirs
+        // (their native calls use fds the caller closes only after this returns).
+        failure ??= e instanceof Error ? e : new Error(String(e));
+        break;
+      }
       results[i] = r;
       if (r.error) failure ??= toError(r.error);
       else o.onResult?.(i, r);

@@ -105,7 +105,11 @@ export async function saveVmToImage(qmp: QmpClient, o: ImageMigrationOptions, on
     fs.closeSync(out);
   }
   await qmp.execute('migrate', { uri: 'fd:iohelper-save' });
-  await bothDone(waitForMigration(qmp, { timeoutMs: o.timeoutMs }), h.done);
+  // A compressed save reads QEMU's device state only after every chunk is stored, so QEMU's
+  // migration stays active for the whole save: no deadline of its own then (the helper's exit,
+  // which closes the pipe, ends it either way).
+  const timeoutMs = o.timeoutMs ?? (o.compressLevel !== undefined ? Infinity : undefined);
+  await bothDone(waitForMigration(qmp, { timeoutMs }), h.done);
 }
 
 /**

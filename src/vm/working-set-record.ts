@@ -3,7 +3,8 @@
  * QEMU has touched through its private mapping of the image, in first-touch order, sampled from
  * /proc/PID/pagemap (present or swapped pages) every `intervalMs` for `seconds`. Page-table
  * presence, unlike page-cache residency, says what this guest touched even when the image was
- * already cached, and never counts the kernel's readahead around a fault. The result is written
+ * already cached, and never counts the kernel's readahead around a fault (with a cached image the
+kernel's fault-around maps up to 64 KiB of neighbours per fault, which then count as touched). The result is written
  * beside the image as IMAGE.ws (docs/FORMAT.md, "Working-set file"), atomically.
  */
 import * as crypto from 'crypto';
@@ -60,6 +61,8 @@ function mappedBlocks(pid: number, image: string, entries: Array<{ offset: numbe
   });
 }
 
+class QemuGone extends Error {}
+
 /** One pass over every block: the pages that became present since the last pass, as ranges in address order. */
 function newlyTouched(fd: number, blocks: MappedBlock[]): Array<{ offset: number; length: number }> {
   const out: Array<{ offset: number; length: number }> = [];
@@ -70,6 +73,8 @@ function newlyTouched(fd: number, blocks: MappedBlock[]): Array<{ offset: number
     for (let first = 0; first < pages; first += ENTRIES_PER_READ) {
       const n = Math.min(ENTRIES_PER_READ, pages - first);
       const got = fs.readSync(fd, buf, 0, n * 8, Number((b.address / BigInt(PAGE) + BigInt(first)) * 8n));
+      // An exited QEMU (or a zombie) has no mappings left: its pagemap reads as empty.
+      if (got === 0) throw new QemuGone();
       for (let i = 0; i < got / 8; i++) {
         const page = first + i;
         const v = buf.readBigUInt64LE(i * 8);
@@ -105,7 +110,7 @@ export async function recordWorkingSet(o: RecordOptions): Promise<RecordResult> 
       try {
         fresh = newlyTouched(pagemap, blocks);
       } catch (e) {
-        if (!fs.existsSync(`/proc/${o.pid}`)) {
+        if (e instanceof QemuGone || !fs.existsSync(`/proc/${o.pid}`)) {
           note = `QEMU (pid ${o.pid}) exited after ${((Date.now() - t0) / 1000).toFixed(1)} s`;
           break;
         }
