@@ -16,6 +16,7 @@
         "native/crc32c.cc",
         "native/ram_copy.cc",
         "native/ram_map.cc",
+        "native/copy_job.cc",
         "native/chunk_codec.cc",
         "native/prefetch.cc",
         "native/fd_passing.cc"

@@ -11,8 +11,8 @@
 #include <zstd_errors.h>
 #endif
 
+#include "copy_job.h"
 #include "crc32c.h"
-#include "errno_error.h"
 #include "ram_map.h"
 #include "retry.h"
 
@@ -38,20 +38,6 @@ struct ChunkJob {
   bool verify = true;
 };
 
-struct Outcome {
-  int err = 0;
-  const char* syscall = "";
-  const char* side = "";
-  uint64_t dataBytes = 0;
-  int64_t badChunk = -1;
-  uint32_t badCrc = 0;
-  std::string badFrame;  // why a stored chunk does not decode
-  void Fail(int e, const char* call, const char* where) {
-    err = e;
-    syscall = call;
-    side = where;
-  }
-};
 
 uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
@@ -97,7 +83,7 @@ thread_local Contexts contexts;
 // RAM -> chunk area. Touches only the RAM file's data extents (reading a tmpfs hole through a
 // shared mapping would allocate it in the source VM's memory): a chunk with holes inside is
 // assembled in a zero-filled buffer first.
-void SaveChunks(const ChunkJob& j, Outcome* o) {
+void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
   std::vector<Extent> extents;
   if (int e = DataExtents(j.ramFd, j.ramOffset, j.length, &extents)) {
     o->Fail(e, "lseek", "ram");
@@ -210,7 +196,7 @@ int64_t ReadStored(const ChunkJob& j, uint64_t off, uint64_t len, uint8_t* buf) 
 // Reads a stored chunk into a bounce buffer and decodes it into dst (len bytes): a raw copy,
 // or one zstd frame that must declare and produce exactly len bytes. Returns false with
 // o->badFrame set (a chunk that does not decode) or o->err set (an I/O failure).
-bool DecodeInto(const ChunkJob& j, uint64_t off, uint32_t stored, uint32_t kind, uint8_t* dst, uint64_t len, Scratch* in, Outcome* o) {
+bool DecodeInto(const ChunkJob& j, uint64_t off, uint32_t stored, uint32_t kind, uint8_t* dst, uint64_t len, Scratch* in, CopyOutcome* o) {
   uint8_t* buf = in->get(AlignUp(stored + j.unit, j.unit));
   if (!buf) {
     o->Fail(ENOMEM, "posix_memalign", "ram");
@@ -258,7 +244,7 @@ bool DecodeInto(const ChunkJob& j, uint64_t off, uint32_t stored, uint32_t kind,
 // Chunk area -> RAM, straight into a shared mapping of the (fresh) RAM file: zero chunks are
 // left as holes, raw chunks read into place, zstd frames decompressed into place (the output
 // can never exceed the chunk's place), then each chunk's CRC checked.
-void RestoreChunks(const ChunkJob& j, Outcome* o) {
+void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
   Mapping map(j.ramFd, j.ramOffset, j.length, true);
   if (map.err()) {
     o->Fail(map.err(), "mmap", "ram");
@@ -312,16 +298,7 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
     return false;
   }
   Napi::Object o = info[0].As<Napi::Object>();
-  auto num = [&](const char* key, uint64_t* out) -> bool {
-    Napi::Value v = o.Get(key);
-    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-    if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
-      Napi::TypeError::New(env, std::string("job.") + key + " must be a non-negative safe integer").ThrowAsJavaScriptException();
-      return false;
-    }
-    *out = static_cast<uint64_t>(d);
-    return true;
-  };
+  auto num = [&](const char* key, uint64_t* out) { return JobField(env, o, key, out); };
   uint64_t ramFd, imageFd;
   if (!num("ramFd", &ramFd) || !num("ramOffset", &j->ramOffset) || !num("length", &j->length) || !num("imageFd", &imageFd) ||
       !num("chunkSize", &j->chunkSize) || !num("unit", &j->unit))
@@ -374,35 +351,21 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
   return true;
 }
 
-Napi::Value Result(Napi::Env env, const Outcome& o) {
-  if (o.err) {
-    Napi::Error e = ErrnoError(env, o.err, o.syscall);
-    e.Set("side", Napi::String::New(env, o.side));
-    e.ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("dataBytes", Napi::Number::New(env, static_cast<double>(o.dataBytes)));
-  r.Set("badChunk", Napi::Number::New(env, static_cast<double>(o.badChunk)));
-  r.Set("badCrc", Napi::Number::New(env, o.badCrc));
-  if (!o.badFrame.empty()) r.Set("badFrame", Napi::String::New(env, o.badFrame));
-  return r;
-}
 
 Napi::Value SaveChunksJs(const Napi::CallbackInfo& info) {
   ChunkJob j;
   if (!ReadJob(info, &j, true)) return info.Env().Undefined();
-  Outcome o;
+  CopyOutcome o;
   SaveChunks(j, &o);
-  return Result(info.Env(), o);
+  return OutcomeValue(info.Env(), o);
 }
 
 Napi::Value RestoreChunksJs(const Napi::CallbackInfo& info) {
   ChunkJob j;
   if (!ReadJob(info, &j, false)) return info.Env().Undefined();
-  Outcome o;
+  CopyOutcome o;
   RestoreChunks(j, &o);
-  return Result(info.Env(), o);
+  return OutcomeValue(info.Env(), o);
 }
 
 }  // namespace

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "args.h"
+#include "copy_job.h"
 #include "crc32c.h"
-#include "errno_error.h"
 #include "ram_map.h"
 #include "retry.h"
 
@@ -36,29 +36,21 @@ struct RangeJob {
   size_t checksumCount = 0;
 };
 
-struct Outcome {
-  int err = 0;
-  const char* syscall = "";
-  const char* side = "";  // "ram" or "image"
-  uint64_t dataBytes = 0;
-  int64_t badChunk = -1;
-  uint32_t badCrc = 0;
-};
 
 // RAM -> image. Touches only the RAM file's data extents: reading a tmpfs hole through a shared
 // mapping would allocate it in the source VM's memory. The scan steps through units aligned to
 // zeroUnit (the O_DIRECT alignment), so writes stay aligned; a unit that a data extent covers
 // only in part is checked and written from its data pieces, its hole pieces counting as zeros
 // (such runs go through a zero-filled scratch buffer instead of straight from the mapping).
-void SaveRange(const RangeJob& j, Outcome* o) {
+void SaveRange(const RangeJob& j, CopyOutcome* o) {
   std::vector<Extent> extents;
   if (int e = DataExtents(j.ramFd, j.ramOffset, j.length, &extents)) {
-    *o = {e, "lseek", "ram"};
+    o->Fail(e, "lseek", "ram");
     return;
   }
   Mapping map(j.ramFd, j.ramOffset, j.length, false);
   if (map.err()) {
-    *o = {map.err(), "mmap", "ram"};
+    o->Fail(map.err(), "mmap", "ram");
     return;
   }
   const uint8_t* base = map.data();
@@ -76,7 +68,7 @@ void SaveRange(const RangeJob& j, Outcome* o) {
     if (runHasHoles) {
       uint8_t* buf = scratch.get(runLen);
       if (!buf) {
-        *o = {ENOMEM, "posix_memalign", "image"};
+        o->Fail(ENOMEM, "posix_memalign", "image");
         return false;
       }
       memset(buf, 0, runLen);
@@ -89,7 +81,7 @@ void SaveRange(const RangeJob& j, Outcome* o) {
     }
     ssize_t n = PwriteAll(j.imageFd, src, runLen, j.imageOffset + runStart);
     if (n < 0) {
-      *o = {static_cast<int>(-n), "pwrite", "image"};
+      o->Fail(static_cast<int>(-n), "pwrite", "image");
       return false;
     }
     o->dataBytes += runLen;
@@ -156,15 +148,15 @@ void SaveRange(const RangeJob& j, Outcome* o) {
 
 // Image -> RAM. Reads the image's data extents straight into a shared mapping of the RAM file
 // (O_DIRECT when the image fd has it); holes stay holes. Then checks each chunk's CRC.
-void RestoreRange(const RangeJob& j, Outcome* o) {
+void RestoreRange(const RangeJob& j, CopyOutcome* o) {
   std::vector<Extent> extents;
   if (int e = DataExtents(j.imageFd, j.imageOffset, j.length, &extents)) {
-    *o = {e, "lseek", "image"};
+    o->Fail(e, "lseek", "image");
     return;
   }
   Mapping map(j.ramFd, j.ramOffset, j.length, true);
   if (map.err()) {
-    *o = {map.err(), "mmap", "ram"};
+    o->Fail(map.err(), "mmap", "ram");
     return;
   }
   uint8_t* base = map.data();
@@ -173,7 +165,7 @@ void RestoreRange(const RangeJob& j, Outcome* o) {
     uint64_t s = x.start / j.zeroUnit * j.zeroUnit;
     uint64_t e = std::min(j.length, (x.end + j.zeroUnit - 1) / j.zeroUnit * j.zeroUnit);
     if (int err = Populate(base + s, e - s, true)) {
-      *o = {err, "madvise", "ram"};
+      o->Fail(err, "madvise", "ram");
       return;
     }
     for (uint64_t pos = s; pos < e;) {
@@ -181,11 +173,11 @@ void RestoreRange(const RangeJob& j, Outcome* o) {
       ssize_t got = PreadOnce(j.imageFd, base + pos, n, j.imageOffset + pos);
       if (got < 0) {
         // EFAULT: the destination, our mapping of the RAM file, could not take the page.
-        *o = {static_cast<int>(-got), "pread", -got == EFAULT ? "ram" : "image"};
+        o->Fail(static_cast<int>(-got), "pread", -got == EFAULT ? "ram" : "image");
         return;
       }
       if (got == 0) {
-        *o = {EIO, "pread", "image"};  // the image ends inside a RAM block: truncated
+        o->Fail(EIO, "pread", "image");  // the image ends inside a RAM block: truncated
         return;
       }
       pos += static_cast<uint64_t>(got);
@@ -225,17 +217,7 @@ bool ReadJob(const Napi::CallbackInfo& info, RangeJob* j) {
     return false;
   }
   Napi::Object o = info[0].As<Napi::Object>();
-  auto num = [&](const char* key, uint64_t* out, bool required) -> bool {
-    Napi::Value v = o.Get(key);
-    if (v.IsUndefined() && !required) return true;
-    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-    if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
-      Napi::TypeError::New(env, std::string("job.") + key + " must be a non-negative safe integer").ThrowAsJavaScriptException();
-      return false;
-    }
-    *out = static_cast<uint64_t>(d);
-    return true;
-  };
+  auto num = [&](const char* key, uint64_t* out, bool required) { return JobField(env, o, key, out, required); };
   uint64_t ramFd, imageFd;
   if (!num("ramFd", &ramFd, true) || !num("ramOffset", &j->ramOffset, true) || !num("length", &j->length, true) ||
       !num("imageFd", &imageFd, true) || !num("imageOffset", &j->imageOffset, true) ||
@@ -268,34 +250,21 @@ bool ReadJob(const Napi::CallbackInfo& info, RangeJob* j) {
   return true;
 }
 
-Napi::Value Result(Napi::Env env, const Outcome& o) {
-  if (o.err) {
-    Napi::Error e = ErrnoError(env, o.err, o.syscall);
-    e.Set("side", Napi::String::New(env, o.side));
-    e.ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("dataBytes", Napi::Number::New(env, static_cast<double>(o.dataBytes)));
-  r.Set("badChunk", Napi::Number::New(env, static_cast<double>(o.badChunk)));
-  r.Set("badCrc", Napi::Number::New(env, o.badCrc));
-  return r;
-}
 
 Napi::Value SaveRangeJs(const Napi::CallbackInfo& info) {
   RangeJob j;
   if (!ReadJob(info, &j)) return info.Env().Undefined();
-  Outcome o;
+  CopyOutcome o;
   SaveRange(j, &o);
-  return Result(info.Env(), o);
+  return OutcomeValue(info.Env(), o);
 }
 
 Napi::Value RestoreRangeJs(const Napi::CallbackInfo& info) {
   RangeJob j;
   if (!ReadJob(info, &j)) return info.Env().Undefined();
-  Outcome o;
+  CopyOutcome o;
   RestoreRange(j, &o);
-  return Result(info.Env(), o);
+  return OutcomeValue(info.Env(), o);
 }
 
 Napi::Value Crc32cJs(const Napi::CallbackInfo& info) {

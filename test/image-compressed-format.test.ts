@@ -5,6 +5,7 @@
  * from the spec here, not from the codec.
  */
 import fc from 'fast-check';
+import { expectRefusal } from './support/refusal';
 import { crc32c } from '../src/image/crc32c';
 import {
   BlockEntry,
@@ -101,18 +102,6 @@ const fixCrcs = (header: Buffer, table: Buffer) => {
   header.writeUInt32LE(crc32c(table), HDR.tableCrc);
   header.writeUInt32LE(crc32c(header.subarray(0, HDR.headerCrc)), HDR.headerCrc);
 };
-
-function expectRefusal(fn: () => unknown, code: string, field: RegExp): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (e) {
-    thrown = e;
-  }
-  expect(thrown).toBeInstanceOf(ImageFormatError);
-  expect((thrown as ImageFormatError).code).toBe(code);
-  expect((thrown as Error).message).toMatch(field);
-}
 
 describe('version 2 layout', () => {
   test('version 2, flags 3, dataOffset at byte 120, chunk indexes of 24-byte entries after the table, entries flagged 1 with offset 0', () => {

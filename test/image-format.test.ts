@@ -5,6 +5,7 @@
  * Field offsets are taken from the spec here, not from the codec.
  */
 import fc from 'fast-check';
+import { expectRefusal } from './support/refusal';
 import { crc32c } from '../src/image/crc32c';
 import {
   BlockEntry,
@@ -92,18 +93,6 @@ function image(o: FixtureOptions = {}): Fixture {
 }
 
 const fixHeaderCrc = (b: Buffer) => b.writeUInt32LE(crc32c(b.subarray(0, HDR.headerCrc)), HDR.headerCrc);
-
-function expectRefusal(fn: () => unknown, code: string, field: RegExp): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (e) {
-    thrown = e;
-  }
-  expect(thrown).toBeInstanceOf(ImageFormatError);
-  expect((thrown as ImageFormatError).code).toBe(code);
-  expect((thrown as Error).message).toMatch(field);
-}
 
 describe('CRC-32C', () => {
   test.each([

@@ -12,48 +12,10 @@ import * as os from 'os';
 import * as path from 'path';
 import { restoreVm, saveVm } from '../src/vm/manager';
 import { QemuInstance } from '../src/vm/qemu-launch';
-import { requireQemu, describeQemu, shmPath, startQemu } from './support/qemu';
+import { shmPath, startQemu } from './support/qemu';
+import { describeGuest, guestArgs, ticks, waitForTicks } from './support/guest';
 
-const GUEST = path.join(__dirname, '..', '.cache', 'guest');
-const haveGuest = fs.existsSync(path.join(GUEST, 'vmlinuz')) && fs.existsSync(path.join(GUEST, 'initrd.gz'));
-const M = 1024 * 1024;
-
-function guestArgs(ram: string, serial: string): string[] {
-  return [
-    '-accel', 'tcg',
-    '-nodefaults', '-display', 'none',
-    '-machine', 'q35,memory-backend=ram0', '-m', '256M',
-    '-object', `memory-backend-file,id=ram0,size=${256 * M},mem-path=${ram},share=on`,
-    '-kernel', path.join(GUEST, 'vmlinuz'), '-initrd', path.join(GUEST, 'initrd.gz'),
-    '-append', 'console=ttyS0 quiet panic=-1',
-    '-serial', `file:${serial}`,
-  ];
-}
-
-function ticks(serial: string): number[] {
-  if (!fs.existsSync(serial)) return [];
-  return [...fs.readFileSync(serial, 'utf8').matchAll(/tick (\d+)/g)].map((m) => Number(m[1]));
-}
-
-async function waitForTicks(serial: string, count: number, timeoutMs = 90000): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const t = ticks(serial);
-    if (t.length >= count) return t;
-    if (Date.now() > deadline) throw new Error(`guest printed ${t.length} ticks in ${timeoutMs} ms: ${fs.existsSync(serial) ? fs.readFileSync(serial, 'utf8').slice(-300) : 'no serial output'}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-const maybe = haveGuest ? describeQemu : (name: string, fn: () => void) => {
-  if (requireQemu) describe(name, () => test('needs the test guest', () => { throw new Error('run scripts/build-test-guest.sh first (.ci/run does)'); }));
-  else {
-    console.warn(`Skipping "${name}": no test guest in ${GUEST}; run scripts/build-test-guest.sh`);
-    describe.skip(name, fn);
-  }
-};
-
-maybe('a running Linux guest survives save and restore', () => {
+describeGuest('a running Linux guest survives save and restore', () => {
   let dir: string;
   const vms: QemuInstance[] = [];
   beforeAll(() => {

@@ -16,7 +16,8 @@ import { coalesce, decodeWorkingSet, encodeWorkingSet, WorkingSet, WorkingSetErr
 import { saveVm } from '../src/vm/manager';
 import { QemuInstance } from '../src/vm/qemu-launch';
 import { lastLine, runHelper } from './support/cli';
-import { describeQemu, requireQemu, shmPath, startQemu } from './support/qemu';
+import { shmPath, startQemu } from './support/qemu';
+import { describeGuest, guestArgs, ticks, waitForTicks } from './support/guest';
 
 const M = 1024 * 1024;
 
@@ -140,42 +141,7 @@ describe('working-set codec', () => {
   });
 });
 
-const GUEST = path.join(__dirname, '..', '.cache', 'guest');
-const haveGuest = fs.existsSync(path.join(GUEST, 'vmlinuz')) && fs.existsSync(path.join(GUEST, 'initrd.gz'));
-
-function guestArgs(ram: string, serial: string): string[] {
-  return [
-    '-accel', 'tcg',
-    '-nodefaults', '-display', 'none',
-    '-machine', 'q35,memory-backend=ram0', '-m', '256M',
-    '-object', `memory-backend-file,id=ram0,size=${256 * M},mem-path=${ram},share=on`,
-    '-kernel', path.join(GUEST, 'vmlinuz'), '-initrd', path.join(GUEST, 'initrd.gz'),
-    '-append', 'console=ttyS0 quiet panic=-1',
-    '-serial', `file:${serial}`,
-  ];
-}
-
-const ticks = (serial: string) => (fs.existsSync(serial) ? [...fs.readFileSync(serial, 'utf8').matchAll(/tick (\d+)/g)].map((m) => Number(m[1])) : []);
-
-async function waitForTicks(serial: string, count: number, timeoutMs = 90000): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const t = ticks(serial);
-    if (t.length >= count) return t;
-    if (Date.now() > deadline) throw new Error(`guest printed ${t.length} ticks in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-const maybe = haveGuest ? describeQemu : (name: string, fn: () => void) => {
-  if (requireQemu) describe(name, () => test('needs the test guest', () => { throw new Error('run scripts/build-test-guest.sh first (.ci/run does)'); }));
-  else {
-    console.warn(`Skipping "${name}": no test guest in ${GUEST}; run scripts/build-test-guest.sh`);
-    describe.skip(name, fn);
-  }
-};
-
-maybe('recording and prefetching the working set of a real guest', () => {
+describeGuest('recording and prefetching the working set of a real guest', () => {
   let dir: string;
   let image: string;
   const pids: number[] = [];

@@ -9,6 +9,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { systemError } from '../errors';
+import { syncDir } from '../fs/atomic-file';
 import { native } from '../native';
 import { ProgressListener } from '../progress';
 import { MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED } from './format';
@@ -110,15 +111,5 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
     fs.closeSync(sourceFd);
     if (temp) fs.rmSync(temp, { force: true });
     if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
-  }
-}
-
-/** The rename is durable only once the directory is synced. */
-function syncDir(dir: string): void {
-  const fd = fs.openSync(dir, fs.constants.O_RDONLY);
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
   }
 }

@@ -16,6 +16,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { systemError } from '../errors';
+import { writeFileAtomic } from '../fs/atomic-file';
 import { packageRoot } from '../package-root';
 
 export const DEFAULT_LIBVIRT_HELPER = '/usr/lib/libvirt/libvirt_iohelper';
@@ -166,19 +167,7 @@ export function planInstall(target = DEFAULT_LIBVIRT_HELPER, packageDir = packag
 
 /** Writes `text` as an executable file at `file`, atomically (a temp file beside it, renamed). */
 function writeExecutable(file: string, text: string): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.iohelper-${process.pid}`);
-  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o755);
-  try {
-    fs.writeSync(fd, text);
-    fs.fchmodSync(fd, 0o755);
-    fs.fsyncSync(fd);
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, text, 0o755);
 }
 
 export function install(plan: InstallPlan): void {

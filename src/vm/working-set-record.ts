@@ -7,10 +7,9 @@
 kernel's fault-around maps up to 64 KiB of neighbours per fault, which then count as touched). The result is written
  * beside the image as IMAGE.ws (docs/FORMAT.md, "Working-set file"), atomically.
  */
-import * as crypto from 'crypto';
 import * as fs from 'fs';
-import * as path from 'path';
 import { systemError } from '../errors';
+import { writeFileAtomic } from '../fs/atomic-file';
 import { readImageMetadata } from '../image/read-image';
 import { encodeWorkingSet, MAX_WS_RANGES, workingSetPath, WorkingSet } from '../image/working-set';
 
@@ -129,19 +128,6 @@ export async function recordWorkingSet(o: RecordOptions): Promise<RecordResult> 
   }
   const file = workingSetPath(o.image);
   const bytes = encodeWorkingSet({ imageSize: meta.header.imageSize, imageHeaderCrc: meta.headerCrc, recordedMs: Date.now(), windowMs: Date.now() - t0, ranges });
-  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${crypto.randomBytes(4).toString('hex')}`);
-  try {
-    const fd = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
-    try {
-      fs.writeSync(fd, bytes);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(temp, file);
-  } catch (e) {
-    fs.rmSync(temp, { force: true });
-    throw e;
-  }
+  writeFileAtomic(file, bytes, 0o644);
   return { file, ranges: ranges.length, bytes: ranges.reduce((n, r) => n + r.length, 0), note };
 }

@@ -1,0 +1,34 @@
+// What the RAM copy jobs (ram_copy.cc, chunk_codec.cc) share: reading a job object's numeric
+// fields, and the outcome a job reports (an errno naming its side, or bytes moved and the first
+// chunk that failed its check).
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <string>
+
+namespace iohelper {
+
+struct CopyOutcome {
+  int err = 0;
+  const char* syscall = "";
+  const char* side = "";  // "ram" or "image"
+  uint64_t dataBytes = 0;
+  int64_t badChunk = -1;
+  uint32_t badCrc = 0;
+  std::string badFrame;  // why a stored chunk does not decode (compressed images)
+  void Fail(int e, const char* call, const char* where) {
+    err = e;
+    syscall = call;
+    side = where;
+  }
+};
+
+// The job object's field `key` as a non-negative safe integer into *out. An absent optional
+// field leaves *out as it is. Returns false after throwing a TypeError naming the field.
+bool JobField(Napi::Env env, Napi::Object job, const char* key, uint64_t* out, bool required = true);
+
+// Throws the outcome's errno (with `side`) or returns {dataBytes, badChunk, badCrc[, badFrame]}.
+Napi::Value OutcomeValue(Napi::Env env, const CopyOutcome& o);
+
+}  // namespace iohelper
