@@ -119,6 +119,35 @@ Napi::Value Lseek(const Info& info) {
   return U64Value(info.Env(), static_cast<uint64_t>(r));
 }
 
+// fallocate(PUNCH_HOLE | KEEP_SIZE): gives [offset, offset + length) back to the filesystem,
+// which then reads as zeros; the file's size is kept. Used to undo an in-place fill.
+Napi::Value PunchHole(const Info& info) {
+  int fd; uint64_t off, len;
+  if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "offset", &off) || !ArgU64(info, 2, "length", &len))
+    return info.Env().Undefined();
+  int rc;
+  do rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len));
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) return ThrowErrno(info.Env(), errno, "fallocate");
+  return info.Env().Undefined();
+}
+
+// Whether a write lease could be taken on fd's file right now, i.e. no other open file
+// description (and so no other process's fd or mapping) refers to it. The lease is released at
+// once: holding it would make other processes' opens wait for us. EAGAIN/EBUSY answer false;
+// other errors (a filesystem without leases, a file we do not own) are thrown for the caller
+// to try another way.
+Napi::Value WriteLeaseFree(const Info& info) {
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return info.Env().Undefined();
+  if (fcntl(fd, F_SETLEASE, F_WRLCK) < 0) {
+    if (errno == EAGAIN || errno == EBUSY) return Napi::Boolean::New(info.Env(), false);
+    return ThrowErrno(info.Env(), errno, "fcntl");
+  }
+  if (fcntl(fd, F_SETLEASE, F_UNLCK) < 0) return ThrowErrno(info.Env(), errno, "fcntl");
+  return Napi::Boolean::New(info.Env(), true);
+}
+
 Napi::Value SetPipeSize(const Info& info) {
   int fd; uint64_t size;
   if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "size", &size)) return info.Env().Undefined();
@@ -152,7 +181,7 @@ void InitFileSyscalls(Napi::Env env, Napi::Object exports) {
       {"pread", Pread}, {"pwrite", Pwrite}, {"read", Read}, {"write", Write},
       {"getFlags", GetFlags}, {"setFlags", SetFlags}, {"dioAlign", DioAlign},
       {"fdatasync", Fdatasync}, {"ftruncate", Ftruncate}, {"lseek", Lseek},
-      {"setPipeSize", SetPipeSize}, {"blockDeviceSize", BlockDeviceSize}, {"pipe", Pipe},
+      {"punchHole", PunchHole}, {"writeLeaseFree", WriteLeaseFree}, {"setPipeSize", SetPipeSize}, {"blockDeviceSize", BlockDeviceSize}, {"pipe", Pipe},
   };
   for (const Fn& f : fns) exports.Set(f.name, Napi::Function::New(env, f.cb, f.name));
 

@@ -57,6 +57,8 @@ export interface RangeJob {
   minHole?: number;
   /** One CRC-32C per chunk: filled by saveRange, checked by restoreRange. */
   checksums?: Uint32Array | null;
+  /** restoreRange: 1 fills the RAM file with pwrite() (any filesystem but hugetlbfs), 0 through a shared mapping. */
+  ramWrite?: 0 | 1;
 }
 
 export interface RangeResult {
@@ -106,6 +108,10 @@ export interface NativeBinding {
   ftruncate(fd: number, length: U64): void;
   /** Returns -1 for SEEK_DATA/SEEK_HOLE past the last data (ENXIO). */
   lseek(fd: number, offset: U64, whence: number): number;
+  /** fallocate(PUNCH_HOLE | KEEP_SIZE): the range reads as zeros again and frees its pages. */
+  punchHole(fd: number, offset: U64, length: U64): void;
+  /** Whether no other open file description refers to fd's file (a write lease could be taken; released at once). Throws where leases are unsupported. */
+  writeLeaseFree(fd: number): boolean;
   setPipeSize(fd: number, size: number): number;
   blockDeviceSize(fd: number): number;
   pipe(): [number, number];

@@ -243,7 +243,7 @@ describe('hostile compressed chunks are refused and the RAM targets are left as 
       expect(e.kind).toBe(1);
       writeAt(image, e.offset + 12345, Buffer.from([0xff, 0x00, 0xff]));
     });
-    expect(line).toMatch(/block 'a' chunk 0 .* has CRC-32C 0x[0-9a-f]{8}, the image recorded .*no RAM file was replaced.*EIMG_CHECKSUM/);
+    expect(line).toMatch(/block 'a' chunk 0 .* has CRC-32C 0x[0-9a-f]{8}, the image recorded .*no RAM file was changed.*EIMG_CHECKSUM/);
   });
 
   test('a decompression bomb: a frame that declares more than its chunk (16 MiB for 8 MiB)', async () => {

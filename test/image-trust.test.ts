@@ -82,7 +82,7 @@ describe('restore leaves pre-existing RAM targets as they were when it is refuse
     const b = await existingTarget('corrupt-b', 8 * M, 13);
     const r = await runHelper(['restore', '--image', bad, '--ram', `a=${a.path}`, '--ram', `b=${b.path}`], ['ignore', 'pipe']);
     expect(r.code).toBe(1);
-    expect(lastLine(r.stderr)).toMatch(/corrupted: block 'a' chunk .*no RAM file was replaced/);
+    expect(lastLine(r.stderr)).toMatch(/corrupted: block 'a' chunk .*no RAM file was changed/);
     expect(r.stdout.length).toBe(0);
     expect(await sha256File(a.path)).toBe(a.hash);
     expect(await sha256File(b.path)).toBe(b.hash);

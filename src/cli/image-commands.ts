@@ -103,11 +103,17 @@ export async function saveCommand(args: string[]): Promise<number> {
 }
 
 export async function restoreCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify', 'force'], values: [...common.values, 'ready-fd'] });
-  const readyFd = p.flags.has('ready-fd') ? parseInteger(String(p.flags.get('ready-fd')), '--ready-fd', 0, 0x7fffffff) : undefined;
+  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify', 'force'], values: [...common.values, 'ready-fd', 'planned-fd'] });
+  const signalFd = (flag: string) => {
+    if (!p.flags.has(flag)) return undefined;
+    const fd = parseInteger(String(p.flags.get(flag)), `--${flag}`, 0, 0x7fffffff);
+    checkPassedFd(fd, `--${flag}`);
+    return fd;
+  };
+  const readyFd = signalFd('ready-fd');
+  const plannedFd = signalFd('planned-fd');
   const shared = copyArgs(p);
   checkPassedFd(1, 'the device state (stdout)');
-  if (readyFd !== undefined) checkPassedFd(readyFd, '--ready-fd');
   const img = imageFd(p.flags, false);
   try {
     await withInterrupts(commandName(), (signal) =>
@@ -117,7 +123,8 @@ export async function restoreCommand(args: string[]): Promise<number> {
         imageName: img.name,
         noVerify: p.flags.has('no-verify'),
         force: p.flags.has('force'),
-        onRamFilled: readyFd === undefined ? undefined : () => signalReady(readyFd),
+        onPlanned: plannedFd === undefined ? undefined : () => signalLine(plannedFd, 'planned'),
+        onRamFilled: readyFd === undefined ? undefined : () => signalLine(readyFd, 'ready'),
         onProgress: progressOf(p.flags.get('progress'), img.name),
         signal,
       }),
@@ -128,10 +135,14 @@ export async function restoreCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-/** --ready-fd: one line "ready" once the RAM files are filled, then the fd is closed. */
-function signalReady(fd: number): void {
+/**
+ * For a manager that runs us (src/vm/image-migration.ts), one line then the fd is closed:
+ * --planned-fd says "planned" once every check passed and the targets are open (a QEMU may map
+ * them from now on), --ready-fd says "ready" once the RAM files are filled and checked.
+ */
+function signalLine(fd: number, line: string): void {
   try {
-    fs.writeSync(fd, 'ready\n');
+    fs.writeSync(fd, `${line}\n`);
     fs.closeSync(fd);
   } catch {
     // nobody listening: not our problem

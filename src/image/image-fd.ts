@@ -72,10 +72,20 @@ export function checkJobs(jobs: number): void {
  * Names the file a worker or stream error belongs to (the image, a RAM file, or QEMU's stream).
  * A RAM file whose filesystem could not supply a page (EFAULT on the mapping) is out of space.
  */
-export function explainCopyError(e: unknown, imageName: string, rams: Array<{ label: string; fd: number }>, verb: 'save' | 'restore'): unknown {
+const INTERRUPTED = {
+  save: (image: string) => `save interrupted; ${image} is left incomplete`,
+  restore: () => 'restore interrupted; no RAM file was changed',
+  'restore-device-state': () => 'restore interrupted while writing the device state; the RAM files hold the restored blocks, but QEMU did not get the whole device state',
+};
+
+/**
+ * `verb` says how far the copy got: a save, a restore filling RAM (failures put the RAM files
+ * back), or a restore whose RAM files are final and whose device state was being written.
+ */
+export function explainCopyError(e: unknown, imageName: string, rams: Array<{ label: string; fd: number }>, verb: 'save' | 'restore' | 'restore-device-state'): unknown {
   if (!isSystemError(e)) return e;
   const side = (e as { side?: string }).side;
-  if (e.code === 'ECANCELED') return systemError('ECANCELED', `${verb} interrupted${verb === 'save' ? `; ${imageName} is left incomplete` : '; no RAM file was replaced'}`, { path: imageName });
+  if (e.code === 'ECANCELED') return systemError('ECANCELED', INTERRUPTED[verb](imageName), { path: imageName });
   if (side === 'pipe') return e; // reported as "the stream"
   if (side === 'ram') {
     const full = rams.filter((r) => freeBytes(r.fd) === 0).map((r) => r.label);

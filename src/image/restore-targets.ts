@@ -1,25 +1,32 @@
 /**
  * The RAM files a restore fills, planned and then staged so that a refused or failed restore
- * changes none of them.
+ * loses nothing, and so that a process that maps a target (a QEMU waiting with -incoming)
+ * sees what was restored.
  *
  * Plan (no side effect): every target is checked against its block (regular file, not a
  * symlink, not hard-linked unless forced, absent or empty or exactly the block's size, on a
  * filesystem with room for the block's data, page size dividing the block) and no two of the
- * image and the targets are the same file.
+ * image and the targets are the same file. Each PATH target gets one of two ways:
  *
- * Execute: a PATH target is filled through a new temporary file beside it (same directory, so
- * same filesystem and page size); only after every chunk of every block verified are the
- * temporaries renamed over their targets, each after checking the target is still the file
- * that was planned. Any failure before that unlinks the temporaries and leaves the targets as
- * they were. The cost: while a restore runs, a replaced target's old content and the new one
- * both occupy the filesystem (on tmpfs: memory) — none extra for an absent or empty target.
- * An `fd:K` target cannot be renamed: it is written in place, after every check, so a
- * corrupted chunk or a full filesystem found during the copy leaves it partially written.
+ * - fill in place, when it has nothing to lose: absent, empty, or the block's size with no
+ *   data allocated (all holes, as QEMU leaves a RAM file it created). A QEMU that already maps
+ *   it sees every byte. A failure puts it back: the filled range punched back to holes, an
+ *   empty file truncated back to empty, a file the restore created unlinked.
+ * - replace, when it holds data: filled through a new temporary file beside it (same
+ *   directory, so same filesystem and page size) and renamed over it only after every chunk of
+ *   every block verified, so a failure leaves the old content. Renaming would leave a process
+ *   that has the old file open or mapped on the old memory, so such a target is refused, in
+ *   the plan and again just before the rename. The cost: while the restore runs, the old and
+ *   the new content both occupy the filesystem (on tmpfs: memory).
+ *
+ * An `fd:K` target is written in place after every check; a corrupted chunk or a full
+ * filesystem found during the copy leaves it partially written.
  */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { isSystemError, systemError, withPath } from '../errors';
+import { otherUsers } from '../fs/file-users';
 import { native } from '../native';
 import { BlockEntry } from './format';
 import { checkDistinct, FileId, idOfStats } from './identity';
@@ -38,17 +45,21 @@ export interface TargetPlan {
   fd?: number;
   path?: string;
   /** The target file as planned (undefined: the path did not exist). */
-  existing?: { dev: bigint; ino: bigint; mode: number; uid: number; gid: number };
+  existing?: { dev: bigint; ino: bigint; mode: number; uid: number; gid: number; size: bigint };
+  /** PATH targets: filled in place (nothing to lose) or replaced through a temporary. */
+  way?: 'in-place' | 'replace';
+  /** Filled with pwrite() rather than through a mapping (every filesystem but hugetlbfs). */
+  byWrite: boolean;
 }
 
-function pageSizeOf(statfsPath: string): { pageSize: number; dev: string; free: number } {
+function pageSizeOf(statfsPath: string): { pageSize: number; dev: string; free: number; huge: boolean } {
   const st = fs.statfsSync(statfsPath);
   const huge = st.type === HUGETLBFS_MAGIC;
   let free = st.bavail * st.bsize;
   // A filesystem that reports no blocks at all has no size of its own: hugetlbfs without size=
   // draws on the kernel's pool of free (unreserved) huge pages; anything else is not checked.
   if (st.blocks === 0) free = huge ? freeHugePages(st.bsize) : Infinity;
-  return { pageSize: huge ? st.bsize : PAGE, dev: String(fs.statSync(statfsPath).dev), free };
+  return { pageSize: huge ? st.bsize : PAGE, dev: String(fs.statSync(statfsPath).dev), free, huge };
 }
 
 function freeHugePages(pageSize: number): number {
@@ -78,7 +89,10 @@ function planFdTarget(s: RamSource, e: BlockEntry, ids: FileId[]): TargetPlan {
   ids.push(idOfStats(st, label));
   checkDistinct(ids); // before the size check: "the same file" is the message that explains
   if (st.size !== 0n && st.size !== BigInt(e.size)) throw systemError('EINVAL', `RAM '${s.name}' (${label}) has ${st.size} bytes; the image's block has ${e.size}`, { path: label });
-  return { name: s.name, label, size: e.size, dataBytes: e.dataBytes, pageSize: pageSizeOf(`/proc/self/fd/${s.fd}`).pageSize, fd: s.fd };
+  const fsInfo = pageSizeOf(`/proc/self/fd/${s.fd}`);
+  // pwrite() on an O_APPEND fd appends wherever it is told to write: fill those through the mapping.
+  const byWrite = !fsInfo.huge && !(flags & native.constants.O_APPEND);
+  return { name: s.name, label, size: e.size, dataBytes: e.dataBytes, pageSize: fsInfo.pageSize, byWrite, fd: s.fd };
 }
 
 function planPathTarget(s: RamSource, e: BlockEntry, ids: FileId[], force: boolean): TargetPlan {
@@ -96,10 +110,14 @@ function planPathTarget(s: RamSource, e: BlockEntry, ids: FileId[], force: boole
     ids.push(idOfStats(st, s.path!));
     checkDistinct(ids);
     if (!st.isFile()) throw systemError('EINVAL', `RAM '${s.name}' path ${s.path} is not a regular file`, { path: s.path });
-    if (st.nlink > 1n && !force) {
-      throw systemError('EMLINK', `RAM '${s.name}' path ${s.path} has ${st.nlink} hard links: restoring would change the file under its other names too (--force to allow)`, { path: s.path });
-    }
     if (st.size !== 0n && st.size !== BigInt(e.size)) throw systemError('EINVAL', `RAM '${s.name}' (${s.path}) has ${st.size} bytes; the image's block has ${e.size}`, { path: s.path });
+    if (st.nlink > 1n && !force) {
+      const what = holdsNothing(st)
+        ? 'restoring fills it in place, so its other names get the restored block too'
+        : 'it holds data, so the restore would put a new file under this name and leave the old content under the others';
+      throw systemError('EMLINK', `RAM '${s.name}' path ${s.path} has ${st.nlink} hard links: ${what} (--force to allow)`, { path: s.path });
+    }
+    if (!holdsNothing(st)) refuseIfInUse(p, s.name);
   }
   let dirSt: fs.Stats;
   try {
@@ -109,15 +127,57 @@ function planPathTarget(s: RamSource, e: BlockEntry, ids: FileId[], force: boole
     throw withPath(err, dir);
   }
   if (!dirSt.isDirectory()) throw systemError('ENOTDIR', `RAM '${s.name}': ${dir} is not a directory`, { path: dir });
+  const fsInfo = pageSizeOf(dir);
   return {
     name: s.name,
     label: s.path!,
     size: e.size,
     dataBytes: e.dataBytes,
-    pageSize: pageSizeOf(dir).pageSize,
+    pageSize: fsInfo.pageSize,
+    byWrite: !fsInfo.huge,
     path: p,
-    existing: st && { dev: st.dev, ino: st.ino, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid) },
+    existing: st && { dev: st.dev, ino: st.ino, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), size: st.size },
+    way: !st || holdsNothing(st) ? 'in-place' : 'replace',
   };
+}
+
+/** Whether a restore would fill `p` in place: it is absent, empty or all holes (a regular file, not a symlink). */
+export function fillsInPlace(p: string): boolean {
+  const st = lstatOrUndefined(p);
+  return !st || (st.isFile() && holdsNothing(st));
+}
+
+/**
+ * Nothing to lose: empty, or no block allocated (all holes). st_blocks, not SEEK_DATA: hugetlbfs
+ * answers SEEK_DATA as if the whole file were data.
+ */
+function holdsNothing(st: fs.BigIntStats): boolean {
+  return st.size === 0n || st.blocks === 0n;
+}
+
+/** A target that would be replaced must not be open or mapped by anyone: they would keep the old memory. */
+function refuseIfInUse(p: string, name: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    throw withPath(e, p);
+  }
+  let users: number[] | 'some';
+  try {
+    users = otherUsers(fd, fs.fstatSync(fd, { bigint: true }));
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (users === 'some' || users.length) {
+    const who = users === 'some' ? 'another process' : `process ${users.join(', ')}`;
+    throw systemError(
+      'EBUSY',
+      `RAM '${name}' path ${p} holds data and ${who} has it open or mapped (a QEMU started on it?): replacing it would leave that process on the old memory. ` +
+        `Stop that process and restore again, remove or empty the file first (it is then filled in place), or pass it as fd:K to fill it in place`,
+      { path: p },
+    );
+  }
 }
 
 /** Every check of every target; changes nothing. `imageId` is the image being read. */
@@ -139,11 +199,17 @@ export function planTargets(entries: BlockEntry[], sources: RamSource[], imageId
   return plans;
 }
 
-/** The new blocks' data must fit beside whatever is there now (old targets stay until the end). */
+/**
+ * The new blocks' data must fit beside whatever is there now (replaced targets stay until the
+ * end). Not counted: an existing in-place target on hugetlbfs, whose pages a QEMU that maps it
+ * has already reserved (the free count no longer includes them); if the pool cannot supply
+ * them after all, the fill fails with ENOSPC and the file is punched back to holes.
+ */
 function checkRoom(staged: TargetPlan[]): void {
   const need = new Map<string, { bytes: number; free: number; labels: string[] }>();
   for (const t of staged) {
     const fsInfo = pageSizeOf(path.dirname(t.path!));
+    if (fsInfo.huge && t.way === 'in-place' && t.existing) continue;
     const n = need.get(fsInfo.dev) ?? { bytes: 0, free: fsInfo.free, labels: [] };
     n.bytes += Math.ceil(t.dataBytes / t.pageSize) * t.pageSize;
     n.labels.push(t.label);
@@ -158,13 +224,16 @@ function checkRoom(staged: TargetPlan[]): void {
 
 export interface StagedTarget {
   plan: TargetPlan;
-  /** What the workers fill: the temporary file, or the fd target itself. */
+  /** What the workers fill: the target itself (in place, fd), or the temporary file. */
   fd: number;
   label: string;
+  /** Replace: the temporary renamed over the target at commit. */
   temp?: string;
+  /** In place: the file this restore created (unlinked on failure). */
+  created?: { dev: bigint; ino: bigint };
 }
 
-/** Creates the temporaries (or empties fd targets) at the block sizes. Undo with discard(). */
+/** Opens every target (in place), temporary (replace) or fd target at its block size. Undo with discard(). */
 export function stageTargets(plans: TargetPlan[]): StagedTarget[] {
   const staged: StagedTarget[] = [];
   try {
@@ -173,16 +242,16 @@ export function stageTargets(plans: TargetPlan[]): StagedTarget[] {
         native.ftruncate(t.fd, 0);
         native.ftruncate(t.fd, t.size);
         staged.push({ plan: t, fd: t.fd, label: t.label });
-        continue;
+      } else if (t.way === 'in-place') {
+        staged.push(openInPlace(t));
+      } else {
+        const temp = tempBeside(t.path!);
+        const fd = fs.openSync(temp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, t.existing!.mode);
+        staged.push({ plan: t, fd, label: t.label, temp });
+        fs.fchmodSync(fd, t.existing!.mode);
+        if (process.getuid?.() === 0) fs.fchownSync(fd, t.existing!.uid, t.existing!.gid);
+        native.ftruncate(fd, t.size);
       }
-      const temp = path.join(path.dirname(t.path!), `.${path.basename(t.path!)}.iohelper-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
-      const fd = fs.openSync(temp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, t.existing?.mode ?? 0o600);
-      staged.push({ plan: t, fd, label: t.label, temp });
-      if (t.existing) {
-        fs.fchmodSync(fd, t.existing.mode);
-        if (process.getuid?.() === 0) fs.fchownSync(fd, t.existing.uid, t.existing.gid);
-      }
-      native.ftruncate(fd, t.size);
     }
   } catch (e) {
     discard(staged);
@@ -191,41 +260,114 @@ export function stageTargets(plans: TargetPlan[]): StagedTarget[] {
   return staged;
 }
 
-/** Unlinks the temporaries and closes their fds; fd targets are the caller's. */
+function tempBeside(p: string): string {
+  return path.join(path.dirname(p), `.${path.basename(p)}.iohelper-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+}
+
+/** The planned absence or empty/all-holes file, opened for filling; anything else changed meanwhile. */
+function openInPlace(t: TargetPlan): StagedTarget {
+  const changed = () => systemError('EEXIST', `RAM '${t.name}' path ${t.path} changed since it was checked; left as it is`, { path: t.path });
+  const flags = fs.constants.O_RDWR | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
+  if (!t.existing) {
+    let fd: number;
+    try {
+      fd = fs.openSync(t.path!, flags | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+    } catch (e) {
+      if (isSystemError(e) && e.code === 'EEXIST') throw changed();
+      throw withPath(e, t.path!);
+    }
+    const st = fs.fstatSync(fd, { bigint: true });
+    const s: StagedTarget = { plan: t, fd, label: t.label, created: { dev: st.dev, ino: st.ino } };
+    try {
+      native.ftruncate(fd, t.size);
+    } catch (e) {
+      discard([s]);
+      throw withPath(e, t.path!);
+    }
+    return s;
+  }
+  let fd: number;
+  try {
+    fd = fs.openSync(t.path!, flags);
+  } catch (e) {
+    throw isSystemError(e) && (e.code === 'ENOENT' || e.code === 'ELOOP') ? changed() : withPath(e, t.path!);
+  }
+  const st = fs.fstatSync(fd, { bigint: true });
+  if (st.dev !== t.existing.dev || st.ino !== t.existing.ino || !st.isFile() || st.size !== t.existing.size || !(st.size === 0n || st.blocks === 0n)) {
+    fs.closeSync(fd);
+    throw changed();
+  }
+  if (st.size === 0n) {
+    try {
+      native.ftruncate(fd, t.size);
+    } catch (e) {
+      fs.closeSync(fd);
+      throw withPath(e, t.path!);
+    }
+  }
+  return { plan: t, fd, label: t.label };
+}
+
+/**
+ * Undoes stageTargets and any filling since: temporaries unlinked; in-place targets put back
+ * as they were (a created file unlinked, an empty one truncated back to empty, an all-holes one
+ * punched back to holes); fds closed. fd targets are the caller's.
+ */
 export function discard(staged: StagedTarget[]): void {
   for (const s of staged) {
-    if (!s.temp) continue;
+    if (s.plan.fd !== undefined) continue;
+    try {
+      if (s.temp) {
+        fs.rmSync(s.temp, { force: true });
+      } else if (s.created) {
+        const now = lstatOrUndefined(s.plan.path!);
+        if (now && now.dev === s.created.dev && now.ino === s.created.ino) fs.unlinkSync(s.plan.path!);
+      } else if (s.plan.existing!.size === 0n) {
+        native.ftruncate(s.fd, 0);
+      } else {
+        native.punchHole(s.fd, 0, s.plan.size);
+      }
+    } catch {
+      // best effort: the error that brought us here is the one to report
+    }
     try {
       fs.closeSync(s.fd);
     } catch {
       // already closed
     }
-    fs.rmSync(s.temp, { force: true });
+  }
+}
+
+function lstatOrUndefined(p: string): fs.BigIntStats | undefined {
+  try {
+    return fs.lstatSync(p, { bigint: true });
+  } catch {
+    return undefined;
   }
 }
 
 /**
- * Renames every temporary over its target, each after checking the target is still the file
- * (or the absence) that was planned; closes the temporaries' fds.
+ * Makes the restore final: in-place targets are done (their fds closed); each temporary is
+ * renamed over its target after checking the target is still the planned file and that no
+ * other process has opened or mapped it meanwhile.
  */
 export function commit(staged: StagedTarget[]): void {
   for (const s of staged) {
     if (!s.temp) continue;
-    let now: fs.BigIntStats | undefined;
-    try {
-      now = fs.lstatSync(s.plan.path!, { bigint: true });
-    } catch {
-      now = undefined;
-    }
-    const was = s.plan.existing;
-    if (was ? !now || now.dev !== was.dev || now.ino !== was.ino : now) {
+    const now = lstatOrUndefined(s.plan.path!);
+    const was = s.plan.existing!;
+    if (!now || now.dev !== was.dev || now.ino !== was.ino) {
       throw systemError('EEXIST', `RAM '${s.plan.name}' path ${s.plan.path} changed while restoring; left as it is`, { path: s.plan.path });
     }
+    refuseIfInUse(s.plan.path!, s.plan.name);
   }
   for (const s of staged) {
-    if (!s.temp) continue;
-    fs.renameSync(s.temp, s.plan.path!);
-    s.temp = undefined;
+    if (s.plan.fd !== undefined) continue;
+    if (s.temp) {
+      fs.renameSync(s.temp, s.plan.path!);
+      s.temp = undefined;
+    }
     fs.closeSync(s.fd);
+    s.fd = -1;
   }
 }

@@ -24,6 +24,8 @@ export interface RestoreOptions extends ImageCopyOptions {
   force?: boolean;
   /** Skip checking chunk CRCs (default: check). */
   noVerify?: boolean;
+  /** Called once every check passed and the targets are open, before the first byte is filled. */
+  onPlanned?: () => void;
   /** Called once every RAM file holds its block (checked), before the device state streams. */
   onRamFilled?: () => void;
 }
@@ -78,6 +80,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const staged = stageTargets(plans);
   let committed = false;
   try {
+    o.onPlanned?.();
     const plan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);
     const tasks: WorkerTask[] = plan.map((j) => {
       const e = entries[j.block];
@@ -86,7 +89,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
         return { op: 'restoreChunks', job: { ramFd: staged[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit, index, verify } };
       }
       const expected = verify ? checksums[j.block].slice(j.firstChunk, j.firstChunk + chunksOf(j, e)) : null;
-      return { op: 'restore', job: { ...rangeJob(j, e, staged[j.block].fd, o.imageFd, unit), checksums: expected } };
+      return { op: 'restore', job: { ...rangeJob(j, e, staged[j.block].fd, o.imageFd, unit), checksums: expected, ramWrite: staged[j.block].plan.byWrite ? 1 : 0 } };
     });
     const progress = new CopyProgress(entries.reduce((s, e) => s + e.size, 0) + header.deviceStateLength, o.onProgress, o.signal);
     let deviceStateBytes: number;
@@ -110,7 +113,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
           }
         },
       });
-      if (bad) throw new ImageFormatError(bad.code, `${name}: corrupted: ${bad.text}; no RAM file was replaced`);
+      if (bad) throw new ImageFormatError(bad.code, `${name}: corrupted: ${bad.text}; ${UNCHANGED}`);
       commit(staged);
       committed = true;
       o.onRamFilled?.();
@@ -124,7 +127,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
         progress: progress.counters,
       });
     } catch (e) {
-      throw explainCopyError(e, name, staged, 'restore');
+      throw explainCopyError(e, name, staged, committed ? 'restore-device-state' : 'restore');
     } finally {
       progress.finish();
     }
@@ -142,6 +145,9 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
     if (!committed) discard(staged);
   }
 }
+
+/** What a failed restore leaves (src/image/restore-targets.ts discards before the error reaches the user). */
+const UNCHANGED = 'no RAM file was changed';
 
 /** The RAM a compressed block's stored (non-zero) chunks fill when decompressed. */
 function ramBytesOf(index: Buffer, e: BlockEntry): number {

@@ -122,36 +122,45 @@ export interface ImageRestore {
   readFd: number;
   /** Closes readFd; later calls do nothing (a second close could hit a reused fd number). */
   closeReadFd(): void;
+  /** Resolves once the helper has checked everything and opened (or created) the RAM files. */
+  planned: Promise<void>;
   /** Resolves once the helper has filled (and checked) every RAM file. */
   ramFilled: Promise<void>;
+}
+
+/** Resolves when the helper writes `line` on the pipe read by `fd` (which this closes), rejects when it exits without. */
+function helperSays(fd: number, line: string, helper: HelperRun): Promise<void> {
+  const said = new Promise<void>((resolve, reject) => {
+    const stream = fs.createReadStream('', { fd });
+    let text = '';
+    stream.on('data', (d) => (text += d.toString()));
+    stream.on('error', reject);
+    stream.on('close', () => (text.startsWith(line) ? resolve() : helper.done.then(() => reject(new Error(`iohelper restore ended without saying ${line}`)), reject)));
+  });
+  said.catch(() => undefined);
+  return said;
 }
 
 export function startImageRestore(o: ImageMigrationOptions): ImageRestore {
   const inp = fs.openSync(o.image, fs.constants.O_RDONLY);
   const [r, w] = native.pipe();
   const [readyR, readyW] = native.pipe();
+  const [plannedR, plannedW] = native.pipe();
   let helper: HelperRun;
   try {
-    helper = spawnHelper([...helperArgs('restore', o), '--ready-fd', '4'], ['ignore', w, 'ignore', inp, readyW], o.onProgress);
+    helper = spawnHelper([...helperArgs('restore', o), '--ready-fd', '4', '--planned-fd', '5'], ['ignore', w, 'ignore', inp, readyW, plannedW], o.onProgress);
   } finally {
     fs.closeSync(w);
     fs.closeSync(inp);
     fs.closeSync(readyW);
+    fs.closeSync(plannedW);
   }
-  const ramFilled = new Promise<void>((resolve, reject) => {
-    const stream = fs.createReadStream('', { fd: readyR });
-    let said = '';
-    stream.on('data', (d) => (said += d.toString()));
-    stream.on('error', reject);
-    stream.on('close', () => (said.startsWith('ready') ? resolve() : helper.done.then(() => reject(new Error('iohelper restore ended without filling RAM')), reject)));
-  });
-  ramFilled.catch(() => undefined);
   let open = true;
   const closeReadFd = () => {
     if (open) fs.closeSync(r);
     open = false;
   };
-  return { helper, readFd: r, closeReadFd, ramFilled };
+  return { helper, readFd: r, closeReadFd, planned: helperSays(plannedR, 'planned', helper), ramFilled: helperSays(readyR, 'ready', helper) };
 }
 
 /** Step 2: QEMU (started with -incoming defer on the same RAM files) loads the device state. */

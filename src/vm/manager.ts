@@ -15,6 +15,7 @@ import { QmpClient, waitForMigration } from '../qmp/client';
 import { copyDeviceState } from '../image/device-state';
 import { readImageMetadata } from '../image/read-image';
 import { BlockEntry, ImageFormatError, VERSION_COMPRESSED } from '../image/format';
+import { fillsInPlace } from '../image/restore-targets';
 import { planPrefetch, PrefetchPlan, PrefetchReport, runPrefetch } from '../image/prefetch';
 import { DEFAULT_JOBS } from '../image/image-fd';
 import { parseSize } from '../util/flags';
@@ -197,8 +198,12 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & { image: strin
 /**
  * Restores one VM. Eager (default): the helper fills the RAM files named by the arguments'
  * memory-backend-file objects (share=on), then QEMU loads the device state; the VM can be
- * saved again the fast way. Lazy: a clone of one — ready at once, pages come from the image on
- * demand, but its RAM is private afterwards (its next save takes the stream path).
+ * saved again the fast way. When every RAM file is fresh (absent, empty or all holes) it is
+ * filled in place and QEMU starts at the same time, mapping the files from the start;
+ * `migrate-incoming` waits until every chunk verified. A RAM file that holds data is replaced
+ * through a temporary, so QEMU starts only after the helper renamed it (it must map the new
+ * file). Lazy: a clone of one: ready at once, pages come from the image on demand, but its RAM
+ * is private afterwards (its next save takes the stream path).
  */
 export async function restoreVm(o: StartOptions & PrefetchOptions & { image: string; direct?: boolean; jobs?: number; lazy?: boolean; onProgress?: ProgressListener }): Promise<QemuInstance> {
   if (o.lazy) return (await cloneVm({ ...o, count: 1 }))[0];
@@ -210,17 +215,27 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
         (notShared.length ? ` (not so: ${notShared.map((b) => b.id).join(', ')})` : ''),
     );
   }
-  const started = startImageRestore({ image: o.image, ram: backends.map((b) => ({ name: b.id, path: b.props.get('mem-path')! })), direct: o.direct, jobs: o.jobs, onProgress: o.onProgress });
+  const ram = backends.map((b) => ({ name: b.id, path: b.props.get('mem-path')! }));
+  const together = ram.every((r) => fillsInPlace(r.path));
+  const started = startImageRestore({ image: o.image, ram, direct: o.direct, jobs: o.jobs, onProgress: o.onProgress });
   let vm: QemuInstance | undefined;
   try {
-    // QEMU maps the RAM files only once the helper has filled them.
-    await started.ramFilled;
-    vm = await startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
+    if (together) {
+      // The helper creates absent files before it fills anything; QEMU must find them there
+      // (it would create them itself otherwise, and the helper then refuses a changed path).
+      await started.planned;
+      vm = await startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
+      await started.ramFilled;
+    } else {
+      await started.ramFilled;
+      vm = await startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
+    }
     await finishImageRestore(vm.qmp, started, o.timeoutMs);
     return vm;
   } catch (e) {
-    // One cleanup path: the helper is stopped and awaited, the pipe end closed once, the QEMU
-    // we started stopped; none of it may hide the error that brought us here.
+    // One cleanup path: the helper is stopped and awaited (a filled-in-place file is put back as
+    // it was), the pipe end closed once, the QEMU we started stopped; none of it may hide the
+    // error that brought us here.
     started.helper.proc.kill();
     started.closeReadFd();
     await started.helper.done.catch(() => undefined);
