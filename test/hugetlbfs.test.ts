@@ -12,6 +12,7 @@ import { cloneVm, restoreVm, saveVm } from '../src/vm/manager';
 import { QemuInstance } from '../src/vm/qemu-launch';
 import { runHelper } from './support/cli';
 import { describeAsRoot } from './support/mounts';
+import { expectGuestSees } from './support/guest-view';
 import { createRamFile, describeQemu, filesEqual, fillPattern, machineArgs, startQemu } from './support/qemu';
 
 const M = 1024 * 1024;
@@ -81,6 +82,7 @@ describeAsRoot('hugetlbfs guest RAM', () => {
       running.push(vm);
       expect((await vm.qmp.execute('query-migrate')).status).toBe('completed');
       expect(await filesEqual(src, `${huge}/restored`)).toEqual({ equal: true });
+      await expectGuestSees(vm, [{ path: src, size: SIZE }], dir);
       expect(fs.readdirSync(huge).filter((f) => f.includes('.iohelper-'))).toEqual([]);
     });
 
@@ -96,6 +98,7 @@ describeAsRoot('hugetlbfs guest RAM', () => {
       running.push(vm);
       expect((await vm.qmp.execute('query-migrate')).status).toBe('completed');
       expect(await filesEqual(src, `${huge}/zrestored`)).toEqual({ equal: true });
+      await expectGuestSees(vm, [{ path: src, size: SIZE }], dir);
       const mappable = path.join(dir, 'vm-from-z.img');
       const c = await runHelper(['convert', zimage, mappable], ['ignore', 'ignore']);
       expect(c.code).toBe(0);

@@ -11,6 +11,7 @@ import * as path from 'path';
 import { native } from '../src/native';
 import { QmpClient, waitForMigration } from '../src/qmp/client';
 import { IOHELPER } from './support/cli';
+import { expectGuestSees } from './support/guest-view';
 import { createRamFile, describeQemu, filesEqual, fillPattern, RamSpec, shmPath, startQemu } from './support/qemu';
 
 const M = 1024 * 1024;
@@ -48,7 +49,8 @@ async function saveImage(ram: RamSpec[], image: string, opts: { direct: boolean;
   }
 }
 
-async function restoreImage(ram: RamSpec[], image: string, opts: { direct: boolean; jobs: number }): Promise<void> {
+/** Restores `image` into the `ram` files and checks the guest sees `saved` (the source RAM files). */
+async function restoreImage(ram: RamSpec[], image: string, opts: { direct: boolean; jobs: number }, saved: RamSpec[], scratch: string): Promise<void> {
   const inp = fs.openSync(image, fs.constants.O_RDONLY);
   const [r, w] = native.pipe();
   // The helper fills the RAM files first, then blocks writing the device state into the pipe.
@@ -65,6 +67,7 @@ async function restoreImage(ram: RamSpec[], image: string, opts: { direct: boole
     await waitForMigration(vm.qmp);
     expect(await h.done).toEqual({ code: 0, stderr: '' });
     expect(['paused', 'prelaunch']).toContain((await vm.qmp.execute('query-status')).status);
+    await expectGuestSees(vm, saved, scratch);
   } finally {
     await vm?.stop();
     h.proc.kill();
@@ -104,7 +107,7 @@ describeQemu('QEMU 10 x-ignore-shared save/restore through the parallel image', 
       const allocated = st.blocks * 512;
       expect(allocated).toBeGreaterThanOrEqual(nonZero);
       expect(allocated).toBeLessThan(nonZero + 8 * M); // + device state and metadata
-      await restoreImage(dst, image, { direct, jobs });
+      await restoreImage(dst, image, { direct, jobs }, src, dir);
       for (let i = 0; i < src.length; i++) expect(await filesEqual(src[i].path, dst[i].path)).toEqual({ equal: true });
     } finally {
       for (const r of [...src, ...dst]) fs.rmSync(r.path, { force: true });
@@ -134,7 +137,7 @@ describeQemu('QEMU 10 x-ignore-shared save/restore through the parallel image', 
       const st = fs.statSync(image);
       expect(st.size).toBeLessThan(nonZero * 0.75);
       expect(st.blocks * 512).toBeLessThanOrEqual(st.size + 64 * 1024); // packed: no holes to speak of
-      await restoreImage(dst, image, { direct, jobs });
+      await restoreImage(dst, image, { direct, jobs }, src, dir);
       for (let i = 0; i < src.length; i++) expect(await filesEqual(src[i].path, dst[i].path)).toEqual({ equal: true });
     } finally {
       for (const r of [...src, ...dst]) fs.rmSync(r.path, { force: true });

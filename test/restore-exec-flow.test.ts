@@ -94,7 +94,7 @@ describeAsRoot('migrate-incoming exec:iohelper restore', () => {
           try {
             const vm = await execRestore(images[`${kind}-${form}`], ramPath, running);
             await waitForMigration(vm.qmp, { timeoutMs: 120000 });
-            await expectGuestSees(vm, saved[kind], SIZE, dir);
+            await expectGuestSees(vm, [{ path: saved[kind], size: SIZE }], dir);
           } finally {
             await Promise.all(running.splice(0).map((v) => v.stop()));
             fs.rmSync(ramPath, { force: true });

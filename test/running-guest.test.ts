@@ -7,6 +7,7 @@
  * TCG on purpose: in this sandbox a Linux kernel under nested KVM hangs in early boot (it
  * prints "Probing EDD" and nothing more), while TCG boots it in seconds.
  */
+import { expectGuestSees } from './support/guest-view';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -41,6 +42,8 @@ describeGuest('a running Linux guest survives save and restore', () => {
 
     const dst = await restoreVm({ image, qemuArgs: guestArgs(shmPath('guest-b'), serialB) });
     vms.push(dst);
+    // What the guest will run on is what guest A left in its RAM file.
+    await expectGuestSees(dst, [{ path: shmPath('guest-a'), size: 256 * 1024 * 1024 }], dir);
     await dst.qmp.execute('cont');
     const after = await waitForTicks(serialB, 3, 30000);
     expect(after[0]).toBeGreaterThanOrEqual(last);

@@ -11,6 +11,7 @@ import * as path from 'path';
 import { native } from '../src/native';
 import { waitForMigration } from '../src/qmp/client';
 import { IOHELPER } from './support/cli';
+import { expectGuestSees } from './support/guest-view';
 import { createRamFile, describeQemu, filesEqual, fillPattern, shmPath, startQemu } from './support/qemu';
 
 const M = 1024 * 1024;
@@ -63,7 +64,7 @@ async function saveFdForm(ram: string, image: string, direct: boolean): Promise<
 }
 
 /** Restores into a fresh RAM file through the libvirt form, the image opened by us. */
-async function restoreLibvirtForm(image: string, ram: string, direct: boolean, start = 0): Promise<void> {
+async function restoreLibvirtForm(image: string, ram: string, direct: boolean, saved: string, scratch: string, start = 0): Promise<void> {
   createRamFile(ram, RAM_SIZE);
   const [r, w] = native.pipe();
   const vm = await startQemu({ ram: [{ id: 'ram0', path: ram, size: RAM_SIZE }], incoming: true });
@@ -78,13 +79,14 @@ async function restoreLibvirtForm(image: string, ram: string, direct: boolean, s
     await waitForMigration(vm.qmp);
     expect(await h.done).toEqual({ code: 0, stderr: '' });
     expect(['paused', 'prelaunch']).toContain((await vm.qmp.execute('query-status')).status);
+    await expectGuestSees(vm, [{ path: saved, size: RAM_SIZE }], scratch);
   } finally {
     fs.closeSync(inp);
     await vm.stop();
   }
 }
 
-async function restoreFdForm(image: string, ram: string, direct: boolean): Promise<void> {
+async function restoreFdForm(image: string, ram: string, direct: boolean, saved: string, scratch: string): Promise<void> {
   createRamFile(ram, RAM_SIZE);
   const vm = await startQemu({ ram: [{ id: 'ram0', path: ram, size: RAM_SIZE }], incoming: true });
   try {
@@ -92,6 +94,7 @@ async function restoreFdForm(image: string, ram: string, direct: boolean): Promi
     await vm.qmp.execute('migrate-incoming', { uri: `exec:${cmd}` });
     await waitForMigration(vm.qmp);
     expect(['paused', 'prelaunch']).toContain((await vm.qmp.execute('query-status')).status);
+    await expectGuestSees(vm, [{ path: saved, size: RAM_SIZE }], scratch);
   } finally {
     await vm.stop();
   }
@@ -130,8 +133,8 @@ describeQemu('QEMU 10 save/restore through the stream helper', () => {
     fs.closeSync(fd);
     expect(head.toString('latin1')).toBe('QEVM');
 
-    if (form === 'libvirt') await restoreLibvirtForm(image, dstRam, direct as boolean);
-    else await restoreFdForm(image, dstRam, direct as boolean);
+    if (form === 'libvirt') await restoreLibvirtForm(image, dstRam, direct as boolean, srcRam, dir);
+    else await restoreFdForm(image, dstRam, direct as boolean, srcRam, dir);
     expect(await filesEqual(srcRam, dstRam)).toEqual({ equal: true });
     fs.rmSync(image);
   });
@@ -152,7 +155,7 @@ describeQemu('QEMU 10 save/restore through the stream helper', () => {
     fs.closeSync(fd);
     expect(magic.toString('latin1')).toBe('QEVM');
 
-    await restoreLibvirtForm(image, dstRam, true, 92 + xml.length);
+    await restoreLibvirtForm(image, dstRam, true, srcRam, dir, 92 + xml.length);
     expect(await filesEqual(srcRam, dstRam)).toEqual({ equal: true });
   });
 
@@ -162,6 +165,6 @@ describeQemu('QEMU 10 save/restore through the stream helper', () => {
     const fd = fs.openSync(image, 'r+');
     fs.writeSync(fd, 'XXXX', 0, 'latin1');
     fs.closeSync(fd);
-    await expect(restoreLibvirtForm(image, dstRam, false)).rejects.toThrow(/migration failed|monitor closed/);
+    await expect(restoreLibvirtForm(image, dstRam, false, srcRam, dir)).rejects.toThrow(/migration failed|monitor closed/);
   });
 });

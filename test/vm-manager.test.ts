@@ -12,6 +12,7 @@ import { cloneVm, restoreVm, saveVm } from '../src/vm/manager';
 import { saveThroughHelper } from '../src/vm/stream-migration';
 import { QemuInstance } from '../src/vm/qemu-launch';
 import { Progress } from '../src/progress';
+import { expectGuestSees } from './support/guest-view';
 import { createRamFile, describeQemu, filesEqual, fillPattern, machineArgs, sha256File, shmPath, startQemu } from './support/qemu';
 
 const M = 1024 * 1024;
@@ -79,6 +80,7 @@ describeQemu('VM manager: save, restore, clone', () => {
     running.push(vm);
     expect((await vm.qmp.execute('query-migrate')).status).toBe('completed');
     expect(await filesEqual(template, ram)).toEqual({ equal: true });
+    await expectGuestSees(vm, [{ path: template, size: SIZE }], dir);
   });
 
   test("eager restore honours QEMU's ',,' escape: mem-path=c,,d fills 'c,d', never 'c'", async () => {
@@ -89,6 +91,7 @@ describeQemu('VM manager: save, restore, clone', () => {
     expect((await vm.qmp.execute('query-migrate')).status).toBe('completed');
     expect(fs.existsSync(base)).toBe(false);
     expect(await filesEqual(template, `${base},d`)).toEqual({ equal: true });
+    await expectGuestSees(vm, [{ path: template, size: SIZE }], dir);
     fs.rmSync(`${base},d`, { force: true });
   });
 

@@ -60,23 +60,34 @@ function fileWords(file: string, offset: number): string[] {
   return [b.readBigUInt64LE(0), b.readBigUInt64LE(8)].map((w) => w.toString(16).padStart(16, '0'));
 }
 
+/** One RAM block as saved: the file, and its size (blocks lie one after another from guest-physical 0). */
+export interface SavedBlock {
+  path: string;
+  size: number;
+}
+
 /**
- * Asserts the guest of `vm` (a disk-less q35 machine whose one RAM block of `size` < 2 GiB is
- * mapped at guest-physical 0) sees `saved`, the RAM file that was saved: no deleted mapping,
- * HMP `xp` at sampled addresses, and pmemsave of [1 MiB, size) byte for byte (below 1 MiB the
- * firmware's ROM shadows overlay RAM). `scratch` is a directory for the pmemsave output.
+ * Asserts the guest of `vm` (a disk-less q35 machine whose RAM blocks, < 2 GiB in all, lie one
+ * after another from guest-physical 0, as machineArgs makes them) sees `saved`, the RAM files
+ * that were saved: no deleted mapping, HMP `xp` at sampled addresses of every block, and
+ * pmemsave of each block byte for byte (the first block from 1 MiB: below it the firmware's ROM
+ * shadows overlay RAM). `scratch` is a directory for the pmemsave output.
  */
-export async function expectGuestSees(vm: QemuInstance, saved: string, size: number, scratch: string): Promise<void> {
+export async function expectGuestSees(vm: QemuInstance, saved: SavedBlock[], scratch: string): Promise<void> {
   expect(deletedMappings(vm)).toEqual([]);
-  const samples = [2 * M, 3 * M + 4096 * 7, size / 2 + 512, size - 2 * M + 40, size - 16];
-  for (const addr of samples) {
-    expect({ addr, words: await hmpWords(vm, addr) }).toEqual({ addr, words: fileWords(saved, addr) });
-  }
-  const out = path.join(scratch, `guest-${vm.proc.pid}.mem`);
-  await vm.qmp.execute('pmemsave', { val: M, size: size - M, filename: out });
-  try {
-    expect(firstDifference(out, 0, saved, M, size - M)).toBe(-1);
-  } finally {
-    fs.rmSync(out, { force: true });
+  let base = 0;
+  for (const b of saved) {
+    const from = base === 0 ? M : 0;
+    for (const at of [from + M, from + 4096 * 7 + 8, b.size / 2 + 512, b.size - 2 * M + 40, b.size - 16]) {
+      expect({ addr: base + at, words: await hmpWords(vm, base + at) }).toEqual({ addr: base + at, words: fileWords(b.path, at) });
+    }
+    const out = path.join(scratch, `guest-${vm.proc.pid}.mem`);
+    await vm.qmp.execute('pmemsave', { val: base + from, size: b.size - from, filename: out });
+    try {
+      expect({ block: b.path, firstDifference: firstDifference(out, 0, b.path, from, b.size - from) }).toEqual({ block: b.path, firstDifference: -1 });
+    } finally {
+      fs.rmSync(out, { force: true });
+    }
+    base += b.size;
   }
 }
