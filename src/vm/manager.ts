@@ -205,7 +205,7 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & { image: strin
  * file). Lazy: a clone of one: ready at once, pages come from the image on demand, but its RAM
  * is private afterwards (its next save takes the stream path).
  */
-export async function restoreVm(o: StartOptions & PrefetchOptions & { image: string; direct?: boolean; jobs?: number; lazy?: boolean; onProgress?: ProgressListener }): Promise<QemuInstance> {
+export async function restoreVm(o: StartOptions & PrefetchOptions & { image: string; direct?: boolean; jobs?: number; lazy?: boolean; noVerify?: boolean; onProgress?: ProgressListener }): Promise<QemuInstance> {
   if (o.lazy) return (await cloneVm({ ...o, count: 1 }))[0];
   const backends = fileBackends(o.qemuArgs);
   const notShared = backends.filter((b) => b.props.get('share') !== 'on' || !b.props.get('mem-path'));
@@ -217,7 +217,7 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
   }
   const ram = backends.map((b) => ({ name: b.id, path: b.props.get('mem-path')! }));
   const together = ram.every((r) => fillsInPlace(r.path));
-  const started = startImageRestore({ image: o.image, ram, direct: o.direct, jobs: o.jobs, onProgress: o.onProgress });
+  const started = startImageRestore({ image: o.image, ram, direct: o.direct, jobs: o.jobs, onProgress: o.onProgress, helperArgs: o.noVerify ? ['--no-verify'] : [] });
   let vm: QemuInstance | undefined;
   try {
     if (together) {
