@@ -36,6 +36,7 @@ struct ChunkJob {
   uint8_t* index = nullptr;   // kIndexEntry bytes per chunk: filled (save) or read (restore)
   size_t indexBytes = 0;
   bool verify = true;
+  bool ramWrite = false;  // restore: fill the RAM file with pwrite() instead of through a mapping
 };
 
 
@@ -244,7 +245,72 @@ bool DecodeInto(const ChunkJob& j, uint64_t off, uint32_t stored, uint32_t kind,
 // Chunk area -> RAM, straight into a shared mapping of the (fresh) RAM file: zero chunks are
 // left as holes, raw chunks read into place, zstd frames decompressed into place (the output
 // can never exceed the chunk's place), then each chunk's CRC checked.
+// RestoreChunks by write(): each chunk is decoded (or read) into a buffer this thread reuses,
+// its CRC taken there while hot, then written into the RAM file; see RestoreRangeByWrite in
+// ram_copy.cc for why this beats filling a mapping on a VM. Zero chunks stay holes.
+void RestoreChunksByWrite(const ChunkJob& j, CopyOutcome* o) {
+  thread_local Scratch in(4096);
+  thread_local Scratch out(4096);
+  uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
+  for (uint64_t c = 0; c < chunks; c++) {
+    uint64_t cs = c * j.chunkSize, len = std::min(j.length, cs + j.chunkSize) - cs;
+    const uint8_t* entry = j.index + c * kIndexEntry;
+    uint64_t off = GetU64(entry);
+    uint32_t stored = GetU32(entry + 8), crc = GetU32(entry + 12), kind = GetU32(entry + 16);
+    if (kind == kZero) continue;  // the fresh file reads as zeros; the plan checked the CRC
+    if ((kind != kRaw && kind != kZstd) || stored == 0 || stored > len || (kind == kRaw && stored != len)) {
+      o->badChunk = static_cast<int64_t>(c);
+      o->badFrame = "index entry out of bounds";
+      return;
+    }
+    const uint8_t* data;
+    if (kind == kRaw) {
+      // The stored bytes are the chunk: read them (aligned) and use them where they landed.
+      uint8_t* buf = in.get(AlignUp(stored + j.unit, j.unit));
+      if (!buf) {
+        o->Fail(ENOMEM, "posix_memalign", "ram");
+        return;
+      }
+      int64_t at = ReadStored(j, off, stored, buf);
+      if (at < 0) {
+        o->Fail(static_cast<int>(-at), "pread", "image");
+        return;
+      }
+      data = buf + at;
+    } else {
+      uint8_t* dst = out.get(len);
+      if (!dst) {
+        o->Fail(ENOMEM, "posix_memalign", "ram");
+        return;
+      }
+      if (!DecodeInto(j, off, stored, kind, dst, len, &in, o)) {
+        if (!o->err) o->badChunk = static_cast<int64_t>(c);
+        return;
+      }
+      data = dst;
+    }
+    if (j.verify) {
+      uint32_t got = Crc32c(data, len);
+      if (got != crc) {
+        o->badChunk = static_cast<int64_t>(c);
+        o->badCrc = got;
+        return;
+      }
+    }
+    ssize_t put = PwriteAll(j.ramFd, data, len, j.ramOffset + cs);
+    if (put < 0) {
+      o->Fail(static_cast<int>(-put), "pwrite", "ram");
+      return;
+    }
+    o->dataBytes += stored;
+  }
+}
+
 void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
+  if (j.ramWrite) {
+    RestoreChunksByWrite(j, o);
+    return;
+  }
   Mapping map(j.ramFd, j.ramOffset, j.length, true);
   if (map.err()) {
     o->Fail(map.err(), "mmap", "ram");
@@ -303,6 +369,9 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
   if (!num("ramFd", &ramFd) || !num("ramOffset", &j->ramOffset) || !num("length", &j->length) || !num("imageFd", &imageFd) ||
       !num("chunkSize", &j->chunkSize) || !num("unit", &j->unit))
     return false;
+  uint64_t ramWrite = 0;
+  if (!save && !JobField(env, o, "ramWrite", &ramWrite, false)) return false;
+  j->ramWrite = ramWrite != 0;
   j->ramFd = static_cast<int>(ramFd);
   j->imageFd = static_cast<int>(imageFd);
   auto pow2 = [](uint64_t v) { return v && !(v & (v - 1)); };

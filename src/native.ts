@@ -88,6 +88,8 @@ export interface ChunkJob {
   cursor?: BigInt64Array;
   /** restoreChunks: check each chunk's CRC (default true). */
   verify?: boolean;
+  /** restoreChunks: 1 fills the RAM file with pwrite() (any filesystem but hugetlbfs), 0 through a shared mapping. */
+  ramWrite?: 0 | 1;
 }
 
 export interface ChunkResult extends RangeResult {

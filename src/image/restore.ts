@@ -86,7 +86,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
       const e = entries[j.block];
       if (compressed) {
         const index = new Uint8Array(indexes[j.block].subarray(j.firstChunk * INDEX_ENTRY, (j.firstChunk + chunksOf(j, e)) * INDEX_ENTRY));
-        return { op: 'restoreChunks', job: { ramFd: staged[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit, index, verify } };
+        return { op: 'restoreChunks', job: { ramFd: staged[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit, index, verify, ramWrite: staged[j.block].plan.byWrite ? 1 : 0 } };
       }
       const expected = verify ? checksums[j.block].slice(j.firstChunk, j.firstChunk + chunksOf(j, e)) : null;
       return { op: 'restore', job: { ...rangeJob(j, e, staged[j.block].fd, o.imageFd, unit), checksums: expected, ramWrite: staged[j.block].plan.byWrite ? 1 : 0 } };
