@@ -112,19 +112,20 @@ describe('restore leaves pre-existing RAM targets as they were when it is refuse
     expect(await sha256File(copy)).toBe(hash);
   });
 
-  test('a hard-linked target is refused unless --force; with --force both names hold the block', async () => {
+  test('a hard-linked target holding data is refused unless --force; with --force this name gets the block, the other keeps the old content', async () => {
     const t = await existingTarget('linked', 16 * M, 15);
     const other = path.join(shmDir, 'linked-other-name');
     fs.linkSync(t.path, other);
     const b = path.join(shmDir, 'linked-b');
     const r = await runHelper(['restore', '--image', image, '--ram', `a=${t.path}`, '--ram', `b=${b}`], ['ignore', 'ignore']);
     expect(r.code).toBe(1);
-    expect(lastLine(r.stderr)).toMatch(/2 hard links.*--force.*\(EMLINK\)/);
+    expect(lastLine(r.stderr)).toMatch(/2 hard links: it holds data, so the restore would put a new file under this name and leave the old content under the others \(--force to allow\).*\(EMLINK\)/);
     expect(await sha256File(other)).toBe(t.hash);
     expect(fs.existsSync(b)).toBe(false);
     const forced = await runHelper(['restore', '--force', '--image', image, '--ram', `a=${t.path}`, '--ram', `b=${b}`], ['ignore', 'ignore']);
     expect({ code: forced.code, stderr: forced.stderr }).toEqual({ code: 0, stderr: '' });
     expect(await filesEqual(SRC.a, t.path)).toEqual({ equal: true });
+    expect(await sha256File(other)).toBe(t.hash);
   });
 
   test('a restore that is interrupted while writing the device state says so (ECANCELED), not a truncated image', async () => {
@@ -146,7 +147,9 @@ describe('restore leaves pre-existing RAM targets as they were when it is refuse
     fs.closeSync(readyR);
     fs.closeSync(outR);
     expect(code).toBe(1);
-    expect(stderr).toMatch(/restore interrupted.*\(ECANCELED\)$/);
+    // The RAM files are final by then: the message must not say they were left alone.
+    expect(stderr).toMatch(/restore interrupted while writing the device state; the RAM files hold the restored blocks, but QEMU did not get the whole device state.*\(ECANCELED\)$/);
+    expect(stderr).not.toMatch(/no RAM file was/);
     expect(stderr).not.toMatch(/EIMG_TRUNCATED/);
   });
 });

@@ -8,7 +8,8 @@ import { isSystemError } from '../errors';
 import { native } from '../native';
 
 /**
- * pids of other processes known to have the file open or mapped; [] when none is known. `fd`
+ * pids of other processes known to have the file open or mapped ('some' when they cannot be
+ * named); [] when none is known. `fd`
  * is our own descriptor of it (not counted). A write lease can be taken only when no other open
  * file description refers to the file, mappings included; where leases are not available (a
  * file we do not own without CAP_LEASE, a filesystem without them) /proc is read instead,
@@ -16,7 +17,10 @@ import { native } from '../native';
  */
 export function otherUsers(fd: number, st: fs.BigIntStats): number[] | 'some' {
   try {
-    return native.writeLeaseFree(fd) ? [] : 'some';
+    if (native.writeLeaseFree(fd)) return [];
+    // Somebody has it: /proc names them when we may look (for the message).
+    const pids = usersFromProc(st);
+    return pids.length ? pids : 'some';
   } catch (e) {
     if (!isSystemError(e)) throw e;
   }
