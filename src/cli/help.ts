@@ -49,10 +49,14 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       Validates the image and the RAM targets before writing anything: names and sizes must
       match; a target must be absent, empty or exactly the block's size, a regular file (not
       a symlink), not hard-linked (--force allows it), not the image or another target, and
-      its filesystem must have room for the block's data. Each PATH target is filled through
-      a temporary file beside it, and every chunk's CRC-32C is checked (unless --no-verify);
-      only then are the temporaries renamed over the targets, so a refused, corrupted or
-      interrupted restore leaves them as they were. fd:K targets (open read-write) are
+      its filesystem must have room for the block's data. Every chunk's CRC-32C is checked
+      (unless --no-verify). A fresh PATH target (absent, empty, or all holes, as a QEMU
+      started with -incoming defer leaves its RAM file) is filled in place, so a process that
+      maps it sees the restored RAM; a failure punches it back to holes, truncates it back to
+      empty or removes it. A PATH target holding data is filled through a temporary file
+      beside it, renamed over it only once every chunk verified, so a refused, corrupted or
+      interrupted restore leaves it as it was; it is refused (EBUSY) while another process has
+      it open or mapped, which would keep the old memory. fd:K targets (open read-write) are
       written in place. Then the device state goes to stdout for QEMU's migrate-incoming.
       A compressed image is decompressed by the J workers straight into the RAM files; a chunk
       that does not decode to exactly its size, or whose CRC differs, fails the restore.
@@ -72,10 +76,12 @@ Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/s
       Stops the guest (it stays paused), checks its RAM backends are shared files, and saves
       through the parallel image (x-ignore-shared). --stream uses the classic stream path,
       which works with any RAM.
-  ${argv0} vm restore --image IMAGE [--direct] [--jobs J] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir D] -- QEMU ARGS
+  ${argv0} vm restore --image IMAGE [--direct] [--jobs J] [--no-verify] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir D] -- QEMU ARGS
       Fills the RAM files named by the memory-backend-file objects in QEMU ARGS (ids = the
       image's block names, share=on), starts QEMU with -incoming defer and loads the device
-      state. --lazy maps the image's RAM instead (ready at once, pages read on demand): that
+      state once every chunk verified. When every RAM file is fresh (absent, empty or all
+      holes) it is filled in place while QEMU starts on it; a RAM file holding data is
+      replaced first and QEMU started after. --no-verify skips the CRC checks. --lazy maps the image's RAM instead (ready at once, pages read on demand): that
       VM's RAM is then private, not a shared file, so its next save takes the --stream path.
       --record-ws SECONDS resumes the guest and records which image pages it touches in that
       window, in first-touch order (from QEMU's /proc/PID/pagemap), into IMAGE.ws beside the

@@ -1,7 +1,7 @@
 /**
  * iohelper vm save | restore | clone: whole-VM flows over QMP (src/vm/manager.ts).
  *   vm save    --qmp SOCK --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--stream]
- *   vm restore --image IMAGE [--direct] [--jobs J] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir DIR] -- QEMU ARGS…
+ *   vm restore --image IMAGE [--direct] [--jobs J] [--no-verify] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir DIR] -- QEMU ARGS…
  *   vm clone   --image IMAGE --count N [--no-prefetch] [--cont] [--log-dir DIR] -- QEMU ARGS…
  * Restored and cloned QEMUs keep running after this command exits; it prints their QMP sockets.
  */
@@ -70,8 +70,9 @@ function startFlags(args: string[], extra: { booleans?: string[]; values?: strin
 }
 
 async function vmRestore(args: string[]): Promise<number> {
-  const { p, image, logDir } = startFlags(args, { booleans: ['direct', 'lazy', 'no-prefetch'], values: ['jobs', 'record-ws'] });
+  const { p, image, logDir } = startFlags(args, { booleans: ['direct', 'lazy', 'no-prefetch', 'no-verify'], values: ['jobs', 'record-ws'] });
   const lazy = p.flags.has('lazy');
+  if (lazy && p.flags.has('no-verify')) throw new UsageError('--no-verify goes with an eager restore (--lazy maps the image and checks nothing)');
   if (!lazy && (p.flags.has('no-prefetch') || p.flags.has('record-ws'))) throw new UsageError('--no-prefetch and --record-ws go with --lazy (an eager restore reads all RAM anyway)');
   const recordSeconds = p.flags.has('record-ws') ? parseInteger(String(p.flags.get('record-ws')), '--record-ws', 1, 3600) : undefined;
   const t0 = Date.now();
@@ -84,6 +85,7 @@ async function vmRestore(args: string[]): Promise<number> {
     direct: p.flags.has('direct'),
     jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined,
     lazy,
+    noVerify: p.flags.has('no-verify'),
     detachedLogDir: logDir,
     onProgress: bar(`restore ${image}`),
     ...prefetch.options,
