@@ -172,5 +172,6 @@ export async function finishImageRestore(qmp: QmpClient, started: ImageRestore, 
     started.closeReadFd();
   }
   await qmp.execute('migrate-incoming', { uri: 'fd:iohelper-restore' });
-  await bothDone(waitForMigration(qmp, { timeoutMs }), started.helper.done);
+  // Only the device state is left (about a megabyte): poll often, the manager waits on this.
+  await bothDone(waitForMigration(qmp, { timeoutMs, pollMs: 10 }), started.helper.done);
 }

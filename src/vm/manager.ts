@@ -216,17 +216,35 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
     );
   }
   const ram = backends.map((b) => ({ name: b.id, path: b.props.get('mem-path')! }));
-  const together = ram.every((r) => fillsInPlace(r.path));
-  const started = startImageRestore({ image: o.image, ram, direct: o.direct, jobs: o.jobs, onProgress: o.onProgress, helperArgs: o.noVerify ? ['--no-verify'] : [] });
+  const created = createFreshRamFiles(o.image, o.qemuArgs, ram);
+  let started: ReturnType<typeof startImageRestore>;
+  try {
+    started = startImageRestore({ image: o.image, ram, direct: o.direct, jobs: o.jobs, onProgress: o.onProgress, helperArgs: o.noVerify ? ['--no-verify'] : [] });
+  } catch (e) {
+    removeCreated(created.files);
+    throw e;
+  }
   let vm: QemuInstance | undefined;
   try {
-    if (together) {
-      // The helper creates absent files before it fills anything; QEMU must find them there
-      // (it would create them itself otherwise, and the helper then refuses a changed path).
+    if (created.way === 'together') {
+      // Every RAM file exists at its block's size with nothing in it: the helper fills them in
+      // place while QEMU starts and maps them; migrate-incoming waits for the last chunk.
+      const qemu = startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
+      qemu.then((v) => (vm = v), () => undefined);
+      try {
+        await Promise.all([qemu, started.ramFilled]);
+      } catch (e) {
+        await qemu.catch(() => undefined); // a QEMU still starting is stopped below, not left behind
+        throw e;
+      }
+      vm = await qemu;
+    } else if (created.way === 'after-plan') {
+      // An empty RAM file: the helper sizes it before filling; QEMU must not race it.
       await started.planned;
       vm = await startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
       await started.ramFilled;
     } else {
+      // A RAM file holding data is replaced: QEMU must map the new file, not the old one.
       await started.ramFilled;
       vm = await startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
     }
@@ -240,6 +258,63 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
     started.closeReadFd();
     await started.helper.done.catch(() => undefined);
     await vm?.stop().catch(() => undefined);
+    removeCreated(created.files);
     throw withQemuStderr(e, vm);
+  }
+}
+
+/**
+ * How QEMU and the helper can overlap, and the RAM files this restore created. All absent or
+ * all-holes at the block's size: absent ones are created here at the block's size (sparse), so
+ * the helper finds every file in place and QEMU can start at once. An empty file: QEMU after
+ * the helper's plan. A file holding data: QEMU after the fill. Sizes are the image's; an image
+ * the helper would refuse is refused by the helper (this reads only what it needs to size).
+ */
+function createFreshRamFiles(image: string, qemuArgs: string[], ram: Array<{ name: string; path: string }>): { way: 'together' | 'after-plan' | 'serial'; files: Array<{ path: string; ino: bigint; dev: bigint }> } {
+  const states = ram.map((r) => ({ ...r, st: lstatOrUndefined(r.path) }));
+  if (states.some((r) => r.st && !fillsInPlace(r.path))) return { way: 'serial', files: [] };
+  if (states.some((r) => r.st && r.st.size === 0n)) return { way: 'after-plan', files: [] };
+  const fd = fs.openSync(image, fs.constants.O_RDONLY);
+  let entries: BlockEntry[];
+  try {
+    entries = readImageMetadata(fd, image, { skipChecksums: true }).entries;
+  } finally {
+    fs.closeSync(fd);
+  }
+  matchBackends(entries, qemuArgs);
+  const size = new Map(entries.map((e) => [e.name, e.size]));
+  if (states.some((r) => r.st && r.st.size !== BigInt(size.get(r.name) ?? -1))) return { way: 'serial', files: [] };
+  const files: Array<{ path: string; ino: bigint; dev: bigint }> = [];
+  try {
+    for (const r of states.filter((x) => !x.st)) {
+      const f = fs.openSync(r.path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+      try {
+        const st = fs.fstatSync(f, { bigint: true });
+        files.push({ path: r.path, ino: st.ino, dev: st.dev });
+        native.ftruncate(f, size.get(r.name)!);
+      } finally {
+        fs.closeSync(f);
+      }
+    }
+  } catch (e) {
+    removeCreated(files);
+    throw e;
+  }
+  return { way: 'together', files };
+}
+
+function lstatOrUndefined(p: string): fs.BigIntStats | undefined {
+  try {
+    return fs.lstatSync(p, { bigint: true });
+  } catch {
+    return undefined;
+  }
+}
+
+/** Unlinks the RAM files a failed restore created (when they are still the files it made). */
+function removeCreated(files: Array<{ path: string; ino: bigint; dev: bigint }>): void {
+  for (const f of files) {
+    const st = lstatOrUndefined(f.path);
+    if (st && st.ino === f.ino && st.dev === f.dev) fs.rmSync(f.path, { force: true });
   }
 }
