@@ -32,17 +32,18 @@
 namespace iohelper {
 namespace {
 
+// Every field comes from the caller (StreamCopy refuses a missing or unusable one).
 struct Options {
-  bool toFile = true;
-  int pipeFd = -1;
-  int fileFd = -1;
-  uint64_t offset = 0;      // file offset of the first byte (aligned when direct)
-  size_t bufferSize = 1 << 20;
-  size_t align = 4096;      // buffer alignment and, when padTail, tail padding unit
-  int threads = 2;          // writers (toFile) or readers (fromFile)
-  int slots = 8;            // buffers in the ring
-  bool padTail = false;     // O_DIRECT: write the last partial buffer padded to `align`
-  bool dropCache = false;   // buffered fallback: flush and drop each written range
+  bool toFile;
+  int pipeFd;
+  int fileFd;
+  uint64_t offset;    // file offset of the first byte (aligned when direct)
+  size_t bufferSize;
+  size_t align;       // buffer alignment and, when padTail, tail padding unit
+  int threads;        // writers (toFile) or readers (fromFile)
+  int slots;          // buffers in the ring
+  bool padTail;       // O_DIRECT: write the last partial buffer padded to `align`
+  bool dropCache;     // buffered fallback: flush and drop each written range
 };
 
 struct Failure {
@@ -320,17 +321,6 @@ class StreamCopyWorker : public Napi::AsyncWorker {
   uint64_t written_ = 0;
 };
 
-bool GetNum(Napi::Object o, const char* key, double lo, double hi, double* out) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return true;
-  if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < lo || v.As<Napi::Number>().DoubleValue() > hi) {
-    Napi::RangeError::New(o.Env(), std::string("streamCopy: option ") + key + " out of range").ThrowAsJavaScriptException();
-    return false;
-  }
-  *out = v.As<Napi::Number>().DoubleValue();
-  return true;
-}
-
 // streamCopy(options, progress: BigUint64Array(2)) -> Promise<{bytes, written}>
 Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -341,44 +331,37 @@ Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   Napi::Object opt = info[0].As<Napi::Object>();
+  auto num = [&](const char* key, int64_t lo, int64_t hi, auto* out) {
+    return ToInteger(env, opt.Get(key), std::string("streamCopy: options.") + key, lo, hi, out);
+  };
   Options o;
-  double toFile = 1, pipeFd = -1, fileFd = -1, offset = 0, bufferSize = o.bufferSize, align = o.align,
-         threads = o.threads, slots = o.slots;
+  int pipeFd, fileFd;
+  if (!num("pipeFd", 0, kMaxFd, &pipeFd) || !num("fileFd", 0, kMaxFd, &fileFd) ||
+      !num("offset", 0, kMaxSafeInteger, &o.offset) || !num("bufferSize", 4096, 256 << 20, &o.bufferSize) ||
+      !num("align", 1, 1 << 20, &o.align) || !num("threads", 1, 64, &o.threads) || !num("slots", 2, 66, &o.slots))
+    return env.Undefined();
   o.toFile = opt.Get("toFile").ToBoolean();
   o.padTail = opt.Get("padTail").ToBoolean();
   o.dropCache = opt.Get("dropCache").ToBoolean();
-  (void)toFile;
-  if (!GetNum(opt, "pipeFd", 0, 0x7fffffff, &pipeFd) || !GetNum(opt, "fileFd", 0, 0x7fffffff, &fileFd) ||
-      !GetNum(opt, "offset", 0, 9007199254740991.0, &offset) ||
-      !GetNum(opt, "bufferSize", 4096, 256 << 20, &bufferSize) || !GetNum(opt, "align", 1, 1 << 20, &align) ||
-      !GetNum(opt, "threads", 1, 64, &threads) || !GetNum(opt, "slots", 2, 66, &slots))
-    return env.Undefined();
-  if (bufferSize * std::max(slots, threads + 1) > static_cast<double>(1u << 30)) {
+  o.slots = std::max(o.slots, o.threads + 1);
+  if (o.bufferSize * static_cast<size_t>(o.slots) > (size_t{1} << 30)) {
     Napi::RangeError::New(env, "streamCopy: bufferSize x slots over 1 GiB").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  if (pipeFd < 0 || fileFd < 0) {
-    Napi::TypeError::New(env, "streamCopy: pipeFd and fileFd are required").ThrowAsJavaScriptException();
+  if ((o.align & (o.align - 1)) != 0 || o.bufferSize % o.align != 0) {
+    Napi::RangeError::New(env, "streamCopy: align must be a power of two dividing bufferSize").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  // Every refusal is above: from here the duplicates belong to the worker, which closes them.
   // The copy's threads use duplicates of the caller's fds: whatever JavaScript closes meanwhile,
   // they never write to (or read from) a number that a later open has reused.
-  o.pipeFd = fcntl(static_cast<int>(pipeFd), F_DUPFD_CLOEXEC, 0);
+  o.pipeFd = fcntl(pipeFd, F_DUPFD_CLOEXEC, 0);
   if (o.pipeFd < 0) return ThrowErrno(env, errno, "fcntl");
-  o.fileFd = fcntl(static_cast<int>(fileFd), F_DUPFD_CLOEXEC, 0);
+  o.fileFd = fcntl(fileFd, F_DUPFD_CLOEXEC, 0);
   if (o.fileFd < 0) {
     int err = errno;
     close(o.pipeFd);
     return ThrowErrno(env, err, "fcntl");
-  }
-  o.offset = static_cast<uint64_t>(offset);
-  o.bufferSize = static_cast<size_t>(bufferSize);
-  o.align = static_cast<size_t>(align);
-  o.threads = static_cast<int>(threads);
-  o.slots = std::max(static_cast<int>(slots), o.threads + 1);
-  if ((o.align & (o.align - 1)) != 0 || o.bufferSize % o.align != 0) {
-    Napi::RangeError::New(env, "streamCopy: align must be a power of two dividing bufferSize").ThrowAsJavaScriptException();
-    return env.Undefined();
   }
   auto* w = new StreamCopyWorker(env, o, info[1].As<Napi::BigUint64Array>());
   Napi::Promise p = w->Promise();
