@@ -44,11 +44,13 @@ ssize_t WriteSome(int fd, const void* buf, size_t len) {
 }
 
 namespace {
-// Waits until fd is ready or *cancel is set. Returns 0, -ECANCELED or -errno.
-int WaitCancellable(int fd, short events, const uint64_t* cancel) {
-  if (!cancel) return 0;
+// Waits until fd is ready or a stop word is set. Returns 0, -ECANCELED or -errno.
+int WaitCancellable(int fd, short events, StopWords stop) {
+  if (!stop.cancel && !stop.failed) return 0;
   for (;;) {
-    if (__atomic_load_n(cancel, __ATOMIC_RELAXED)) return -ECANCELED;
+    if ((stop.cancel && __atomic_load_n(stop.cancel, __ATOMIC_RELAXED)) ||
+        (stop.failed && __atomic_load_n(stop.failed, __ATOMIC_ACQUIRE)))
+      return -ECANCELED;
     struct pollfd p = {fd, events, 0};
     int rc = poll(&p, 1, 100);
     if (rc > 0) return 0;
@@ -57,10 +59,10 @@ int WaitCancellable(int fd, short events, const uint64_t* cancel) {
 }
 }  // namespace
 
-ssize_t ReadFull(int fd, void* buf, size_t len, const uint64_t* cancel) {
+ssize_t ReadFull(int fd, void* buf, size_t len, StopWords stop) {
   size_t got = 0;
   while (got < len) {
-    if (int w = WaitCancellable(fd, POLLIN, cancel)) return w;
+    if (int w = WaitCancellable(fd, POLLIN, stop)) return w;
     ssize_t n = ReadSome(fd, static_cast<char*>(buf) + got, len - got);
     if (n < 0) return n;
     if (n == 0) break;
@@ -69,10 +71,10 @@ ssize_t ReadFull(int fd, void* buf, size_t len, const uint64_t* cancel) {
   return static_cast<ssize_t>(got);
 }
 
-int WriteAll(int fd, const void* buf, size_t len, const uint64_t* cancel) {
+int WriteAll(int fd, const void* buf, size_t len, StopWords stop) {
   size_t done = 0;
   while (done < len) {
-    if (int w = WaitCancellable(fd, POLLOUT, cancel)) return w;
+    if (int w = WaitCancellable(fd, POLLOUT, stop)) return w;
     ssize_t n = WriteSome(fd, static_cast<const char*>(buf) + done, len - done);
     if (n < 0) return static_cast<int>(n);
     done += static_cast<size_t>(n);

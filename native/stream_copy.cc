@@ -129,6 +129,10 @@ class StreamCopyWorker : public Napi::AsyncWorker {
     cv_.notify_all();
   }
 
+  // A pipe wait ends on the caller's cancel and on the first error of any thread: a peer that
+  // goes quiet must not keep a failed copy from reporting (the side that failed is not the pipe).
+  StopWords Stop() { return StopWords{&progress_[1], &failedFlag_}; }
+
   void AddProgress(size_t n) {
     __atomic_fetch_add(&progress_[0], static_cast<uint64_t>(n), __ATOMIC_RELAXED);
   }
@@ -181,7 +185,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
       }
       CheckCancelled();
       if (failed()) break;
-      ssize_t n = ReadFull(o_.pipeFd, buf, o_.bufferSize, &progress_[1]);
+      ssize_t n = ReadFull(o_.pipeFd, buf, o_.bufferSize, Stop());
       if (n < 0) {
         Fail(static_cast<int>(-n), "read", "pipe");
         break;
@@ -278,7 +282,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
       CheckCancelled();
       if (failed()) break;
       if (s.len > 0) {
-        int rc = WriteAll(o_.pipeFd, s.buf, s.len, &progress_[1]);
+        int rc = WriteAll(o_.pipeFd, s.buf, s.len, Stop());
         if (rc < 0) {
           Fail(-rc, "write", "pipe");
           break;
