@@ -11,6 +11,7 @@
 #include "stream_copy.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,10 +20,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "args.h"
@@ -44,6 +45,40 @@ struct Options {
   int slots;          // buffers in the ring
   bool padTail;       // O_DIRECT: write the last partial buffer padded to `align`
   bool dropCache;     // buffered fallback: flush and drop each written range
+};
+
+// The copy's threads. Not std::thread: the addon is built without C++ exceptions, so a thread
+// the kernel refuses (a pids cgroup limit, RLIMIT_NPROC) would make std::thread's constructor
+// terminate the process. pthread_create returns the errno instead.
+class Threads {
+ public:
+  explicit Threads(std::function<void()> body) : body_(std::move(body)) {}
+  ~Threads() { Join(); }
+
+  // Starts up to n threads running the body. Returns 0, or the errno of the first that could
+  // not start; those started before it run on (the caller makes them end, then Join()s).
+  int Start(int n) {
+    for (int i = 0; i < n; i++) {
+      pthread_t t;
+      int err = pthread_create(&t, nullptr, Run, this);
+      if (err) return err;
+      ids_.push_back(t);
+    }
+    return 0;
+  }
+
+  void Join() {
+    for (pthread_t t : ids_) pthread_join(t, nullptr);
+    ids_.clear();
+  }
+
+ private:
+  static void* Run(void* self) {
+    static_cast<Threads*>(self)->body_();
+    return nullptr;
+  }
+  std::function<void()> body_;
+  std::vector<pthread_t> ids_;
 };
 
 struct Failure {
@@ -146,32 +181,30 @@ class StreamCopyWorker : public Napi::AsyncWorker {
     std::deque<void*> freeBufs(bufs.begin(), bufs.end());
     std::deque<Slot> full;
     bool eof = false;
-    std::vector<std::thread> writers;
-    for (int t = 0; t < o_.threads; t++) {
-      writers.emplace_back([&] {
-        for (;;) {
-          Slot s;
-          {
-            std::unique_lock<std::mutex> g(mu_);
-            cv_.wait(g, [&] { return !full.empty() || eof || failedFlag_; });
-            if (failedFlag_ || full.empty()) return;
-            s = full.front();
-            full.pop_front();
-          }
-          ssize_t n = PwriteAll(o_.fileFd, s.buf, s.ioLen, s.off);
-          if (n < 0) {
-            Fail(static_cast<int>(-n), "pwrite", "file");
-            return;
-          }
-          if (o_.dropCache) DropCache(s.off, s.ioLen);
-          AddProgress(s.len);
-          std::lock_guard<std::mutex> g(mu_);
-          written_ += s.ioLen;
-          freeBufs.push_back(s.buf);
-          cv_.notify_all();
+    Threads writers([&] {
+      for (;;) {
+        Slot s;
+        {
+          std::unique_lock<std::mutex> g(mu_);
+          cv_.wait(g, [&] { return !full.empty() || eof || failedFlag_; });
+          if (failedFlag_ || full.empty()) return;
+          s = full.front();
+          full.pop_front();
         }
-      });
-    }
+        ssize_t n = PwriteAll(o_.fileFd, s.buf, s.ioLen, s.off);
+        if (n < 0) {
+          Fail(static_cast<int>(-n), "pwrite", "file");
+          return;
+        }
+        if (o_.dropCache) DropCache(s.off, s.ioLen);
+        AddProgress(s.len);
+        std::lock_guard<std::mutex> g(mu_);
+        written_ += s.ioLen;
+        freeBufs.push_back(s.buf);
+        cv_.notify_all();
+      }
+    });
+    if (int err = writers.Start(o_.threads)) Fail(err, "pthread_create", "thread");
 
     uint64_t off = o_.offset;
     for (;;) {
@@ -215,7 +248,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
       eof = true;
       cv_.notify_all();
     }
-    for (auto& w : writers) w.join();
+    writers.Join();
     if (fail_.err) done_ = __atomic_load_n(&progress_[0], __ATOMIC_RELAXED);
   }
 
@@ -236,39 +269,37 @@ class StreamCopyWorker : public Napi::AsyncWorker {
     std::map<uint64_t, Slot> ready;
     uint64_t nextSeq = 0;
     uint64_t endSeq = UINT64_MAX;  // first sequence number past end of file
-    std::vector<std::thread> readers;
-    for (int t = 0; t < o_.threads; t++) {
-      readers.emplace_back([&] {
-        for (;;) {
-          void* buf;
-          uint64_t seq;
-          {
-            std::unique_lock<std::mutex> g(mu_);
-            cv_.wait(g, [&] { return failedFlag_ || nextSeq >= endSeq || !freeBufs.empty(); });
-            if (failedFlag_ || nextSeq >= endSeq) return;
-            buf = freeBufs.front();
-            freeBufs.pop_front();
-            seq = nextSeq++;
-          }
-          uint64_t off = o_.offset + seq * o_.bufferSize;
-          size_t got = 0;
-          while (got < o_.bufferSize) {
-            ssize_t n = PreadOnce(o_.fileFd, static_cast<char*>(buf) + got, o_.bufferSize - got, off + got);
-            if (n < 0) {
-              Fail(static_cast<int>(-n), "pread", "file");
-              return;
-            }
-            if (n == 0) break;
-            got += static_cast<size_t>(n);
-            if (o_.padTail && got % o_.align) break;  // O_DIRECT: a short read means end of file
-          }
-          std::lock_guard<std::mutex> g(mu_);
-          if (got < o_.bufferSize) endSeq = std::min(endSeq, seq + 1);
-          ready[seq] = Slot{buf, got, got, off, seq};
-          cv_.notify_all();
+    Threads readers([&] {
+      for (;;) {
+        void* buf;
+        uint64_t seq;
+        {
+          std::unique_lock<std::mutex> g(mu_);
+          cv_.wait(g, [&] { return failedFlag_ || nextSeq >= endSeq || !freeBufs.empty(); });
+          if (failedFlag_ || nextSeq >= endSeq) return;
+          buf = freeBufs.front();
+          freeBufs.pop_front();
+          seq = nextSeq++;
         }
-      });
-    }
+        uint64_t off = o_.offset + seq * o_.bufferSize;
+        size_t got = 0;
+        while (got < o_.bufferSize) {
+          ssize_t n = PreadOnce(o_.fileFd, static_cast<char*>(buf) + got, o_.bufferSize - got, off + got);
+          if (n < 0) {
+            Fail(static_cast<int>(-n), "pread", "file");
+            return;
+          }
+          if (n == 0) break;
+          got += static_cast<size_t>(n);
+          if (o_.padTail && got % o_.align) break;  // O_DIRECT: a short read means end of file
+        }
+        std::lock_guard<std::mutex> g(mu_);
+        if (got < o_.bufferSize) endSeq = std::min(endSeq, seq + 1);
+        ready[seq] = Slot{buf, got, got, off, seq};
+        cv_.notify_all();
+      }
+    });
+    if (int err = readers.Start(o_.threads)) Fail(err, "pthread_create", "thread");
 
     for (uint64_t seq = 0;; seq++) {
       Slot s;
@@ -310,7 +341,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
       endSeq = 0;
       cv_.notify_all();
     }
-    for (auto& r : readers) r.join();
+    readers.Join();
   }
 
   Options o_;

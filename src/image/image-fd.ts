@@ -85,7 +85,7 @@ export function explainCopyError(e: unknown, imageName: string, rams: Array<{ la
   if (!isSystemError(e)) return e;
   const side = (e as { side?: string }).side;
   if (e.code === 'ECANCELED') return systemError('ECANCELED', `${verb} interrupted${verb === 'save' ? `; ${imageName} is left incomplete` : '; no RAM file was replaced'}`, { path: imageName });
-  if (side === 'pipe') return e; // reported as "the stream"
+  if (side === 'pipe' || side === 'thread') return e; // reported as "the stream"
   if (side === 'ram') {
     const full = rams.filter((r) => freeBytes(r.fd) === 0).map((r) => r.label);
     if (e.code === 'EFAULT' && full.length) return systemError('ENOSPC', `no space left on device for RAM ${full.join(', ')} (${e.syscall})`, { syscall: e.syscall, path: full.join(', ') });

@@ -211,7 +211,8 @@ async function copyHead(fileFd: number, pipeFd: number, toFile: boolean, start: 
 /** Native errors from the file side get the file's name as `path`. */
 function fileError(e: unknown, req: StreamCopyRequest): unknown {
   if (!isSystemError(e)) return e;
-  if ((e as { side?: string }).side === 'pipe') return e;
+  const side = (e as { side?: string }).side;
+  if (side === 'pipe' || side === 'thread') return e;
   return withPath(e, req.fileName);
 }
 
