@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "args.h"
 #include "errno_error.h"
 
 namespace iohelper {
@@ -13,19 +14,14 @@ namespace {
 
 Napi::Value AllocAligned(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
-    Napi::TypeError::New(env, "allocAligned(size, alignment): numbers expected").ThrowAsJavaScriptException();
+  size_t n, a;
+  if (!ToInteger(env, info[0], "allocAligned: size", 0, int64_t{1} << 40, &n) ||
+      !ToInteger(env, info[1], "allocAligned: alignment", sizeof(void*), int64_t{1} << 30, &a))
+    return env.Undefined();
+  if ((a & (a - 1)) != 0) {
+    Napi::RangeError::New(env, "allocAligned: alignment a power of two >= 8").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  double size = info[0].As<Napi::Number>().DoubleValue();
-  double align = info[1].As<Napi::Number>().DoubleValue();
-  size_t a = static_cast<size_t>(align);
-  if (size < 0 || size > (1ull << 40) || align < sizeof(void*) || (a & (a - 1)) != 0) {
-    Napi::RangeError::New(env, "allocAligned: size must be >= 0 and alignment a power of two >= 8")
-        .ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  size_t n = static_cast<size_t>(size);
   void* p = nullptr;
   int rc = posix_memalign(&p, a, n == 0 ? a : n);
   if (rc != 0) return ThrowErrno(env, rc, "posix_memalign");

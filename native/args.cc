@@ -11,12 +11,27 @@ bool Fail(Napi::Env env, const std::string& msg) {
 }
 }  // namespace
 
-bool ArgFd(const Napi::CallbackInfo& info, size_t i, int* out) {
-  if (info.Length() <= i || !info[i].IsNumber()) return Fail(info.Env(), "fd must be a number");
-  double v = info[i].As<Napi::Number>().DoubleValue();
-  if (!(v >= 0 && v <= 0x7fffffff) || std::floor(v) != v) return Fail(info.Env(), "fd must be a non-negative integer");
-  *out = static_cast<int>(v);
+bool IsIntegerIn(double d, int64_t lo, int64_t hi) {
+  // The bounds are compared as doubles first (NaN fails both), so the cast below is defined.
+  return d >= static_cast<double>(lo) && d <= static_cast<double>(hi) && std::trunc(d) == d;
+}
+
+bool ToInteger(Napi::Env env, Napi::Value v, const std::string& what, int64_t lo, int64_t hi, int64_t* out) {
+  if (!v.IsNumber()) return Fail(env, what + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d) || std::trunc(d) != d) return Fail(env, what + " must be an integer (got " + v.ToString().Utf8Value() + ")");
+  if (!IsIntegerIn(d, lo, hi)) {
+    Napi::RangeError::New(env, what + " is out of range (" + std::to_string(lo) + ".." + std::to_string(hi) + ", got " +
+                                   v.ToString().Utf8Value() + ")")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = static_cast<int64_t>(d);
   return true;
+}
+
+bool ArgFd(const Napi::CallbackInfo& info, size_t i, int* out) {
+  return ToInteger(info.Env(), info[i], "fd", 0, kMaxFd, out);
 }
 
 bool ArgU64(const Napi::CallbackInfo& info, size_t i, const char* what, uint64_t* out) {
@@ -27,12 +42,7 @@ bool ArgU64(const Napi::CallbackInfo& info, size_t i, const char* what, uint64_t
     if (!lossless) return Fail(info.Env(), std::string(what) + " out of range");
     return true;
   }
-  if (!info[i].IsNumber()) return Fail(info.Env(), std::string(what) + " must be a number or bigint");
-  double v = info[i].As<Napi::Number>().DoubleValue();
-  if (!(v >= 0 && v <= 9007199254740991.0) || std::floor(v) != v)
-    return Fail(info.Env(), std::string(what) + " must be a non-negative safe integer");
-  *out = static_cast<uint64_t>(v);
-  return true;
+  return ToInteger(info.Env(), info[i], what, 0, kMaxSafeInteger, out);
 }
 
 bool ArgBytes(const Napi::CallbackInfo& info, size_t i, ByteView* out) {

@@ -11,6 +11,7 @@
 #include <zstd_errors.h>
 #endif
 
+#include "args.h"
 #include "copy_job.h"
 #include "crc32c.h"
 #include "ram_map.h"
@@ -365,15 +366,12 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
   }
   Napi::Object o = info[0].As<Napi::Object>();
   auto num = [&](const char* key, uint64_t* out) { return JobField(env, o, key, out); };
-  uint64_t ramFd, imageFd;
-  if (!num("ramFd", &ramFd) || !num("ramOffset", &j->ramOffset) || !num("length", &j->length) || !num("imageFd", &imageFd) ||
-      !num("chunkSize", &j->chunkSize) || !num("unit", &j->unit))
+  if (!JobFd(env, o, "ramFd", &j->ramFd) || !num("ramOffset", &j->ramOffset) || !num("length", &j->length) ||
+      !JobFd(env, o, "imageFd", &j->imageFd) || !num("chunkSize", &j->chunkSize) || !num("unit", &j->unit))
     return false;
   uint64_t ramWrite = 0;
   if (!save && !JobField(env, o, "ramWrite", &ramWrite, false)) return false;
   j->ramWrite = ramWrite != 0;
-  j->ramFd = static_cast<int>(ramFd);
-  j->imageFd = static_cast<int>(imageFd);
   auto pow2 = [](uint64_t v) { return v && !(v & (v - 1)); };
   if (!pow2(j->unit) || j->unit < 512 || !pow2(j->chunkSize) || j->chunkSize < 4096 || j->chunkSize > kMaxChunk || j->length == 0 ||
       j->length % 4096 || j->ramOffset % j->chunkSize) {
@@ -396,12 +394,7 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
     return false;
   }
   if (save) {
-    Napi::Value lv = o.Get("level");
-    if (!lv.IsNumber() || lv.As<Napi::Number>().Int32Value() < -131072 || lv.As<Napi::Number>().Int32Value() > 22) {
-      Napi::TypeError::New(env, "job.level must be an integer in -131072..22 (0: store raw)").ThrowAsJavaScriptException();
-      return false;
-    }
-    j->level = lv.As<Napi::Number>().Int32Value();
+    if (!ToInteger(env, o.Get("level"), "job.level (0: store raw)", -131072, 22, &j->level)) return false;
     Napi::Value cur = o.Get("cursor");
     if (!cur.IsTypedArray() || cur.As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array ||
         cur.As<Napi::TypedArray>().ElementLength() < 1) {

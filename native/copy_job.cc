@@ -1,5 +1,6 @@
 #include "copy_job.h"
 
+#include "args.h"
 #include "errno_error.h"
 
 namespace iohelper {
@@ -7,13 +8,11 @@ namespace iohelper {
 bool JobField(Napi::Env env, Napi::Object job, const char* key, uint64_t* out, bool required) {
   Napi::Value v = job.Get(key);
   if (v.IsUndefined() && !required) return true;
-  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-  if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
-    Napi::TypeError::New(env, std::string("job.") + key + " must be a non-negative safe integer").ThrowAsJavaScriptException();
-    return false;
-  }
-  *out = static_cast<uint64_t>(d);
-  return true;
+  return ToInteger(env, v, std::string("job.") + key, 0, kMaxSafeInteger, out);
+}
+
+bool JobFd(Napi::Env env, Napi::Object job, const char* key, int* out) {
+  return ToInteger(env, job.Get(key), std::string("job.") + key, 0, kMaxFd, out);
 }
 
 Napi::Value OutcomeValue(Napi::Env env, const CopyOutcome& o) {

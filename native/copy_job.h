@@ -25,8 +25,10 @@ struct CopyOutcome {
 };
 
 // The job object's field `key` as a non-negative safe integer into *out. An absent optional
-// field leaves *out as it is. Returns false after throwing a TypeError naming the field.
+// field leaves *out as it is. Returns false after throwing a TypeError/RangeError naming the field.
 bool JobField(Napi::Env env, Napi::Object job, const char* key, uint64_t* out, bool required = true);
+// The job object's field `key` as an fd (0 .. 2^31 - 1).
+bool JobFd(Napi::Env env, Napi::Object job, const char* key, int* out);
 
 // Throws the outcome's errno (with `side`) or returns {dataBytes, badChunk, badCrc[, badFrame]}.
 Napi::Value OutcomeValue(Napi::Env env, const CopyOutcome& o);

@@ -28,12 +28,9 @@ Napi::Value SendWithFds(const Napi::CallbackInfo& info) {
   Napi::Array arr = info[2].As<Napi::Array>();
   std::vector<int> fds;
   for (uint32_t i = 0; i < arr.Length(); i++) {
-    Napi::Value v = arr.Get(i);
-    if (!v.IsNumber()) {
-      Napi::TypeError::New(env, "fds must be numbers").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    fds.push_back(v.As<Napi::Number>().Int32Value());
+    int fd;
+    if (!ToInteger(env, arr.Get(i), "fds[" + std::to_string(i) + "]", 0, kMaxFd, &fd)) return env.Undefined();
+    fds.push_back(fd);
   }
   if (fds.empty() || fds.size() > 16) {
     Napi::RangeError::New(env, "sendWithFds: 1 to 16 fds").ThrowAsJavaScriptException();

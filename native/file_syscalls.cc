@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <vector>
 
 #include "args.h"
@@ -58,9 +59,9 @@ Napi::Value GetFlags(const Info& info) {
 }
 
 Napi::Value SetFlags(const Info& info) {
-  int fd; uint64_t fl;
-  if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "flags", &fl)) return info.Env().Undefined();
-  if (fcntl(fd, F_SETFL, static_cast<int>(fl)) < 0) return ThrowErrno(info.Env(), errno, "fcntl");
+  int fd, fl;
+  if (!ArgFd(info, 0, &fd) || !ToInteger(info.Env(), info[1], "flags", 0, INT_MAX, &fl)) return info.Env().Undefined();
+  if (fcntl(fd, F_SETFL, fl) < 0) return ThrowErrno(info.Env(), errno, "fcntl");
   return info.Env().Undefined();
 }
 
@@ -108,10 +109,10 @@ Napi::Value Ftruncate(const Info& info) {
 // lseek(fd, offset, whence). SEEK_DATA/SEEK_HOLE past the last data answer ENXIO: returned as
 // -1 rather than thrown, since that is the normal end of a scan.
 Napi::Value Lseek(const Info& info) {
-  int fd; uint64_t off, whence;
-  if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "offset", &off) || !ArgU64(info, 2, "whence", &whence))
+  int fd, whence; uint64_t off;
+  if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "offset", &off) || !ToInteger(info.Env(), info[2], "whence", 0, INT_MAX, &whence))
     return info.Env().Undefined();
-  off_t r = lseek(fd, static_cast<off_t>(off), static_cast<int>(whence));
+  off_t r = lseek(fd, static_cast<off_t>(off), whence);
   if (r < 0) {
     if (errno == ENXIO && (whence == SEEK_DATA || whence == SEEK_HOLE)) return Napi::Number::New(info.Env(), -1);
     return ThrowErrno(info.Env(), errno, "lseek");
@@ -149,9 +150,9 @@ Napi::Value WriteLeaseFree(const Info& info) {
 }
 
 Napi::Value SetPipeSize(const Info& info) {
-  int fd; uint64_t size;
-  if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "size", &size)) return info.Env().Undefined();
-  int rc = fcntl(fd, F_SETPIPE_SZ, static_cast<int>(size));
+  int fd, size;
+  if (!ArgFd(info, 0, &fd) || !ToInteger(info.Env(), info[1], "size", 0, INT_MAX, &size)) return info.Env().Undefined();
+  int rc = fcntl(fd, F_SETPIPE_SZ, size);
   if (rc < 0) return ThrowErrno(info.Env(), errno, "fcntl");
   return Napi::Number::New(info.Env(), rc);
 }

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <string>
 
+#include "args.h"
 #include "errno_error.h"
 #include "ram_map.h"
 #include "retry.h"
@@ -17,12 +18,12 @@ constexpr uint64_t kPiece = 8ull << 20;  // one pread at most; also the scratch 
 // Stops at the end of the file without error (a range past it has nothing to prefetch).
 Napi::Value ReadRangesJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsTypedArray() ||
-      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return env.Undefined();
+  if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
     Napi::TypeError::New(env, "readRanges(fd, Float64Array of offset/length pairs)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  int fd = info[0].As<Napi::Number>().Int32Value();
   Napi::Float64Array r = info[1].As<Napi::Float64Array>();
   size_t n = r.ElementLength();
   if (n % 2) {
@@ -30,8 +31,7 @@ Napi::Value ReadRangesJs(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   for (size_t i = 0; i < n; i++) {
-    double d = r[i];
-    if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
+    if (!IsIntegerIn(r[i], 0, kMaxSafeInteger)) {
       Napi::RangeError::New(env, "readRanges: offsets and lengths must be non-negative safe integers").ThrowAsJavaScriptException();
       return env.Undefined();
     }

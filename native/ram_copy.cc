@@ -298,16 +298,13 @@ bool ReadJob(const Napi::CallbackInfo& info, RangeJob* j) {
   }
   Napi::Object o = info[0].As<Napi::Object>();
   auto num = [&](const char* key, uint64_t* out, bool required) { return JobField(env, o, key, out, required); };
-  uint64_t ramFd, imageFd;
-  if (!num("ramFd", &ramFd, true) || !num("ramOffset", &j->ramOffset, true) || !num("length", &j->length, true) ||
-      !num("imageFd", &imageFd, true) || !num("imageOffset", &j->imageOffset, true) ||
+  if (!JobFd(env, o, "ramFd", &j->ramFd) || !num("ramOffset", &j->ramOffset, true) || !num("length", &j->length, true) ||
+      !JobFd(env, o, "imageFd", &j->imageFd) || !num("imageOffset", &j->imageOffset, true) ||
       !num("chunkSize", &j->chunkSize, false) || !num("zeroUnit", &j->zeroUnit, false) || !num("maxIo", &j->maxIo, false) || !num("minHole", &j->minHole, false))
     return false;
   uint64_t ramWrite = 0;
   if (!num("ramWrite", &ramWrite, false)) return false;
   j->ramWrite = ramWrite != 0;
-  j->ramFd = static_cast<int>(ramFd);
-  j->imageFd = static_cast<int>(imageFd);
   auto pow2 = [](uint64_t v) { return v && !(v & (v - 1)); };
   if (!pow2(j->zeroUnit) || j->zeroUnit < 512 || !pow2(j->chunkSize) || j->chunkSize < j->zeroUnit ||
       j->maxIo < j->zeroUnit || j->length % j->zeroUnit || j->ramOffset % 4096 || j->imageOffset % j->zeroUnit) {

@@ -2,6 +2,8 @@
 
 #include <cerrno>
 #include <poll.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 namespace iohelper {
@@ -44,11 +46,13 @@ ssize_t WriteSome(int fd, const void* buf, size_t len) {
 }
 
 namespace {
-// Waits until fd is ready or *cancel is set. Returns 0, -ECANCELED or -errno.
-int WaitCancellable(int fd, short events, const uint64_t* cancel) {
-  if (!cancel) return 0;
+// Waits until fd is ready or a stop word is set. Returns 0, -ECANCELED or -errno.
+int WaitCancellable(int fd, short events, StopWords stop) {
+  if (!stop.cancel && !stop.failed) return 0;
   for (;;) {
-    if (__atomic_load_n(cancel, __ATOMIC_RELAXED)) return -ECANCELED;
+    if ((stop.cancel && __atomic_load_n(stop.cancel, __ATOMIC_RELAXED)) ||
+        (stop.failed && __atomic_load_n(stop.failed, __ATOMIC_ACQUIRE)))
+      return -ECANCELED;
     struct pollfd p = {fd, events, 0};
     int rc = poll(&p, 1, 100);
     if (rc > 0) return 0;
@@ -57,10 +61,10 @@ int WaitCancellable(int fd, short events, const uint64_t* cancel) {
 }
 }  // namespace
 
-ssize_t ReadFull(int fd, void* buf, size_t len, const uint64_t* cancel) {
+ssize_t ReadFull(int fd, void* buf, size_t len, StopWords stop) {
   size_t got = 0;
   while (got < len) {
-    if (int w = WaitCancellable(fd, POLLIN, cancel)) return w;
+    if (int w = WaitCancellable(fd, POLLIN, stop)) return w;
     ssize_t n = ReadSome(fd, static_cast<char*>(buf) + got, len - got);
     if (n < 0) return n;
     if (n == 0) break;
@@ -69,10 +73,10 @@ ssize_t ReadFull(int fd, void* buf, size_t len, const uint64_t* cancel) {
   return static_cast<ssize_t>(got);
 }
 
-int WriteAll(int fd, const void* buf, size_t len, const uint64_t* cancel) {
+int WriteAll(int fd, const void* buf, size_t len, StopWords stop) {
   size_t done = 0;
   while (done < len) {
-    if (int w = WaitCancellable(fd, POLLOUT, cancel)) return w;
+    if (int w = WaitCancellable(fd, POLLOUT, stop)) return w;
     ssize_t n = WriteSome(fd, static_cast<const char*>(buf) + done, len - done);
     if (n < 0) return static_cast<int>(n);
     done += static_cast<size_t>(n);
@@ -88,15 +92,33 @@ ssize_t PreadOnce(int fd, void* buf, size_t len, uint64_t off) {
   }
 }
 
+namespace {
+// The errno to report when a write fails after a short one. A short write to a regular file
+// means the kernel stopped partway: the filesystem ran out of room, or a quota or the file size
+// limit was reached. With O_DIRECT the rest may then start unaligned, and the kernel can reject
+// that with EINVAL before it looks for space, hiding the cause. Call it ENOSPC only when the
+// filesystem says so: a regular file whose filesystem has no room left for the rest (root may
+// use the reserved blocks: f_bfree for root, f_bavail for others). Anything else keeps its
+// errno (a quota or a size limit is not "no space"; a full ext4 on this box answered an
+// O_DIRECT write with ENOSPC itself, not EINVAL). A block device needs no rule: its short write stops at its end, which is
+// aligned, and the next write there answers ENOSPC.
+int ErrnoAfterShortWrite(int fd, int err, size_t rest) {
+  if (err != EINVAL) return err;
+  struct stat st;
+  struct statfs fs;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || fstatfs(fd, &fs) < 0) return err;
+  uint64_t freeBlocks = geteuid() == 0 ? fs.f_bfree : fs.f_bavail;
+  return freeBlocks * static_cast<uint64_t>(fs.f_bsize) < rest ? ENOSPC : err;
+}
+}  // namespace
+
 ssize_t PwriteAll(int fd, const void* buf, size_t len, uint64_t off) {
   size_t done = 0;
   while (done < len) {
     ssize_t n = pwrite(fd, static_cast<const char*>(buf) + done, len - done, static_cast<off_t>(off + done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      // After a short O_DIRECT write the rest starts unaligned and the kernel answers EINVAL;
-      // the short write itself meant the device ran out of space.
-      if (errno == EINVAL && done > 0) return -ENOSPC;
+      if (done > 0) return -ErrnoAfterShortWrite(fd, errno, len - done);
       return -errno;
     }
     if (n == 0) return -EIO;

@@ -15,12 +15,20 @@ int WaitFd(int fd, short events);
 ssize_t ReadSome(int fd, void* buf, size_t len);
 ssize_t WriteSome(int fd, const void* buf, size_t len);
 
-// Reads until len bytes or end of stream. Returns bytes read or -errno. With `cancel`, waits
-// in poll() slices and returns -ECANCELED once *cancel is non-zero, so a blocked read can be
+// What ends a wait on a quiet pipe early: the caller's cancel word, or a copy's own word set by
+// the first error of any of its threads (so the others stop without waiting for the peer).
+// Either non-zero stops the wait; both are read between poll() slices of 100 ms.
+struct StopWords {
+  const uint64_t* cancel = nullptr;
+  const int* failed = nullptr;
+};
+
+// Reads until len bytes or end of stream. Returns bytes read or -errno. With stop words, waits
+// in poll() slices and returns -ECANCELED once one is non-zero, so a blocked read can be
 // interrupted (a thread stuck in read() would also keep the process from exiting).
-ssize_t ReadFull(int fd, void* buf, size_t len, const uint64_t* cancel = nullptr);
-// Writes all len bytes. Returns 0 or -errno; `cancel` as for ReadFull.
-int WriteAll(int fd, const void* buf, size_t len, const uint64_t* cancel = nullptr);
+ssize_t ReadFull(int fd, void* buf, size_t len, StopWords stop = {});
+// Writes all len bytes. Returns 0 or -errno; `stop` as for ReadFull.
+int WriteAll(int fd, const void* buf, size_t len, StopWords stop = {});
 
 // pread/pwrite with EINTR retried. pwrite loops over short writes; pread returns what one
 // call gave (short only at end of file). Return the byte count or -errno.

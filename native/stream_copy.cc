@@ -11,6 +11,7 @@
 #include "stream_copy.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,10 +20,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "args.h"
@@ -32,17 +33,52 @@
 namespace iohelper {
 namespace {
 
+// Every field comes from the caller (StreamCopy refuses a missing or unusable one).
 struct Options {
-  bool toFile = true;
-  int pipeFd = -1;
-  int fileFd = -1;
-  uint64_t offset = 0;      // file offset of the first byte (aligned when direct)
-  size_t bufferSize = 1 << 20;
-  size_t align = 4096;      // buffer alignment and, when padTail, tail padding unit
-  int threads = 2;          // writers (toFile) or readers (fromFile)
-  int slots = 8;            // buffers in the ring
-  bool padTail = false;     // O_DIRECT: write the last partial buffer padded to `align`
-  bool dropCache = false;   // buffered fallback: flush and drop each written range
+  bool toFile;
+  int pipeFd;
+  int fileFd;
+  uint64_t offset;    // file offset of the first byte (aligned when direct)
+  size_t bufferSize;
+  size_t align;       // buffer alignment and, when padTail, tail padding unit
+  int threads;        // writers (toFile) or readers (fromFile)
+  int slots;          // buffers in the ring
+  bool padTail;       // O_DIRECT: write the last partial buffer padded to `align`
+  bool dropCache;     // buffered fallback: flush and drop each written range
+};
+
+// The copy's threads. Not std::thread: the addon is built without C++ exceptions, so a thread
+// the kernel refuses (a pids cgroup limit, RLIMIT_NPROC) would make std::thread's constructor
+// terminate the process. pthread_create returns the errno instead.
+class Threads {
+ public:
+  explicit Threads(std::function<void()> body) : body_(std::move(body)) {}
+  ~Threads() { Join(); }
+
+  // Starts up to n threads running the body. Returns 0, or the errno of the first that could
+  // not start; those started before it run on (the caller makes them end, then Join()s).
+  int Start(int n) {
+    for (int i = 0; i < n; i++) {
+      pthread_t t;
+      int err = pthread_create(&t, nullptr, Run, this);
+      if (err) return err;
+      ids_.push_back(t);
+    }
+    return 0;
+  }
+
+  void Join() {
+    for (pthread_t t : ids_) pthread_join(t, nullptr);
+    ids_.clear();
+  }
+
+ private:
+  static void* Run(void* self) {
+    static_cast<Threads*>(self)->body_();
+    return nullptr;
+  }
+  std::function<void()> body_;
+  std::vector<pthread_t> ids_;
 };
 
 struct Failure {
@@ -128,6 +164,10 @@ class StreamCopyWorker : public Napi::AsyncWorker {
     cv_.notify_all();
   }
 
+  // A pipe wait ends on the caller's cancel and on the first error of any thread: a peer that
+  // goes quiet must not keep a failed copy from reporting (the side that failed is not the pipe).
+  StopWords Stop() { return StopWords{&progress_[1], &failedFlag_}; }
+
   void AddProgress(size_t n) {
     __atomic_fetch_add(&progress_[0], static_cast<uint64_t>(n), __ATOMIC_RELAXED);
   }
@@ -141,32 +181,30 @@ class StreamCopyWorker : public Napi::AsyncWorker {
     std::deque<void*> freeBufs(bufs.begin(), bufs.end());
     std::deque<Slot> full;
     bool eof = false;
-    std::vector<std::thread> writers;
-    for (int t = 0; t < o_.threads; t++) {
-      writers.emplace_back([&] {
-        for (;;) {
-          Slot s;
-          {
-            std::unique_lock<std::mutex> g(mu_);
-            cv_.wait(g, [&] { return !full.empty() || eof || failedFlag_; });
-            if (failedFlag_ || full.empty()) return;
-            s = full.front();
-            full.pop_front();
-          }
-          ssize_t n = PwriteAll(o_.fileFd, s.buf, s.ioLen, s.off);
-          if (n < 0) {
-            Fail(static_cast<int>(-n), "pwrite", "file");
-            return;
-          }
-          if (o_.dropCache) DropCache(s.off, s.ioLen);
-          AddProgress(s.len);
-          std::lock_guard<std::mutex> g(mu_);
-          written_ += s.ioLen;
-          freeBufs.push_back(s.buf);
-          cv_.notify_all();
+    Threads writers([&] {
+      for (;;) {
+        Slot s;
+        {
+          std::unique_lock<std::mutex> g(mu_);
+          cv_.wait(g, [&] { return !full.empty() || eof || failedFlag_; });
+          if (failedFlag_ || full.empty()) return;
+          s = full.front();
+          full.pop_front();
         }
-      });
-    }
+        ssize_t n = PwriteAll(o_.fileFd, s.buf, s.ioLen, s.off);
+        if (n < 0) {
+          Fail(static_cast<int>(-n), "pwrite", "file");
+          return;
+        }
+        if (o_.dropCache) DropCache(s.off, s.ioLen);
+        AddProgress(s.len);
+        std::lock_guard<std::mutex> g(mu_);
+        written_ += s.ioLen;
+        freeBufs.push_back(s.buf);
+        cv_.notify_all();
+      }
+    });
+    if (int err = writers.Start(o_.threads)) Fail(err, "pthread_create", "thread");
 
     uint64_t off = o_.offset;
     for (;;) {
@@ -180,7 +218,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
       }
       CheckCancelled();
       if (failed()) break;
-      ssize_t n = ReadFull(o_.pipeFd, buf, o_.bufferSize, &progress_[1]);
+      ssize_t n = ReadFull(o_.pipeFd, buf, o_.bufferSize, Stop());
       if (n < 0) {
         Fail(static_cast<int>(-n), "read", "pipe");
         break;
@@ -210,7 +248,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
       eof = true;
       cv_.notify_all();
     }
-    for (auto& w : writers) w.join();
+    writers.Join();
     if (fail_.err) done_ = __atomic_load_n(&progress_[0], __ATOMIC_RELAXED);
   }
 
@@ -231,39 +269,37 @@ class StreamCopyWorker : public Napi::AsyncWorker {
     std::map<uint64_t, Slot> ready;
     uint64_t nextSeq = 0;
     uint64_t endSeq = UINT64_MAX;  // first sequence number past end of file
-    std::vector<std::thread> readers;
-    for (int t = 0; t < o_.threads; t++) {
-      readers.emplace_back([&] {
-        for (;;) {
-          void* buf;
-          uint64_t seq;
-          {
-            std::unique_lock<std::mutex> g(mu_);
-            cv_.wait(g, [&] { return failedFlag_ || nextSeq >= endSeq || !freeBufs.empty(); });
-            if (failedFlag_ || nextSeq >= endSeq) return;
-            buf = freeBufs.front();
-            freeBufs.pop_front();
-            seq = nextSeq++;
-          }
-          uint64_t off = o_.offset + seq * o_.bufferSize;
-          size_t got = 0;
-          while (got < o_.bufferSize) {
-            ssize_t n = PreadOnce(o_.fileFd, static_cast<char*>(buf) + got, o_.bufferSize - got, off + got);
-            if (n < 0) {
-              Fail(static_cast<int>(-n), "pread", "file");
-              return;
-            }
-            if (n == 0) break;
-            got += static_cast<size_t>(n);
-            if (o_.padTail && got % o_.align) break;  // O_DIRECT: a short read means end of file
-          }
-          std::lock_guard<std::mutex> g(mu_);
-          if (got < o_.bufferSize) endSeq = std::min(endSeq, seq + 1);
-          ready[seq] = Slot{buf, got, got, off, seq};
-          cv_.notify_all();
+    Threads readers([&] {
+      for (;;) {
+        void* buf;
+        uint64_t seq;
+        {
+          std::unique_lock<std::mutex> g(mu_);
+          cv_.wait(g, [&] { return failedFlag_ || nextSeq >= endSeq || !freeBufs.empty(); });
+          if (failedFlag_ || nextSeq >= endSeq) return;
+          buf = freeBufs.front();
+          freeBufs.pop_front();
+          seq = nextSeq++;
         }
-      });
-    }
+        uint64_t off = o_.offset + seq * o_.bufferSize;
+        size_t got = 0;
+        while (got < o_.bufferSize) {
+          ssize_t n = PreadOnce(o_.fileFd, static_cast<char*>(buf) + got, o_.bufferSize - got, off + got);
+          if (n < 0) {
+            Fail(static_cast<int>(-n), "pread", "file");
+            return;
+          }
+          if (n == 0) break;
+          got += static_cast<size_t>(n);
+          if (o_.padTail && got % o_.align) break;  // O_DIRECT: a short read means end of file
+        }
+        std::lock_guard<std::mutex> g(mu_);
+        if (got < o_.bufferSize) endSeq = std::min(endSeq, seq + 1);
+        ready[seq] = Slot{buf, got, got, off, seq};
+        cv_.notify_all();
+      }
+    });
+    if (int err = readers.Start(o_.threads)) Fail(err, "pthread_create", "thread");
 
     for (uint64_t seq = 0;; seq++) {
       Slot s;
@@ -277,7 +313,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
       CheckCancelled();
       if (failed()) break;
       if (s.len > 0) {
-        int rc = WriteAll(o_.pipeFd, s.buf, s.len, &progress_[1]);
+        int rc = WriteAll(o_.pipeFd, s.buf, s.len, Stop());
         if (rc < 0) {
           Fail(-rc, "write", "pipe");
           break;
@@ -305,7 +341,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
       endSeq = 0;
       cv_.notify_all();
     }
-    for (auto& r : readers) r.join();
+    readers.Join();
   }
 
   Options o_;
@@ -320,17 +356,6 @@ class StreamCopyWorker : public Napi::AsyncWorker {
   uint64_t written_ = 0;
 };
 
-bool GetNum(Napi::Object o, const char* key, double lo, double hi, double* out) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return true;
-  if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < lo || v.As<Napi::Number>().DoubleValue() > hi) {
-    Napi::RangeError::New(o.Env(), std::string("streamCopy: option ") + key + " out of range").ThrowAsJavaScriptException();
-    return false;
-  }
-  *out = v.As<Napi::Number>().DoubleValue();
-  return true;
-}
-
 // streamCopy(options, progress: BigUint64Array(2)) -> Promise<{bytes, written}>
 Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -341,44 +366,37 @@ Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   Napi::Object opt = info[0].As<Napi::Object>();
+  auto num = [&](const char* key, int64_t lo, int64_t hi, auto* out) {
+    return ToInteger(env, opt.Get(key), std::string("streamCopy: options.") + key, lo, hi, out);
+  };
   Options o;
-  double toFile = 1, pipeFd = -1, fileFd = -1, offset = 0, bufferSize = o.bufferSize, align = o.align,
-         threads = o.threads, slots = o.slots;
+  int pipeFd, fileFd;
+  if (!num("pipeFd", 0, kMaxFd, &pipeFd) || !num("fileFd", 0, kMaxFd, &fileFd) ||
+      !num("offset", 0, kMaxSafeInteger, &o.offset) || !num("bufferSize", 4096, 256 << 20, &o.bufferSize) ||
+      !num("align", 1, 1 << 20, &o.align) || !num("threads", 1, 64, &o.threads) || !num("slots", 2, 66, &o.slots))
+    return env.Undefined();
   o.toFile = opt.Get("toFile").ToBoolean();
   o.padTail = opt.Get("padTail").ToBoolean();
   o.dropCache = opt.Get("dropCache").ToBoolean();
-  (void)toFile;
-  if (!GetNum(opt, "pipeFd", 0, 0x7fffffff, &pipeFd) || !GetNum(opt, "fileFd", 0, 0x7fffffff, &fileFd) ||
-      !GetNum(opt, "offset", 0, 9007199254740991.0, &offset) ||
-      !GetNum(opt, "bufferSize", 4096, 256 << 20, &bufferSize) || !GetNum(opt, "align", 1, 1 << 20, &align) ||
-      !GetNum(opt, "threads", 1, 64, &threads) || !GetNum(opt, "slots", 2, 66, &slots))
-    return env.Undefined();
-  if (bufferSize * std::max(slots, threads + 1) > static_cast<double>(1u << 30)) {
+  o.slots = std::max(o.slots, o.threads + 1);
+  if (o.bufferSize * static_cast<size_t>(o.slots) > (size_t{1} << 30)) {
     Napi::RangeError::New(env, "streamCopy: bufferSize x slots over 1 GiB").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  if (pipeFd < 0 || fileFd < 0) {
-    Napi::TypeError::New(env, "streamCopy: pipeFd and fileFd are required").ThrowAsJavaScriptException();
+  if ((o.align & (o.align - 1)) != 0 || o.bufferSize % o.align != 0) {
+    Napi::RangeError::New(env, "streamCopy: align must be a power of two dividing bufferSize").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  // Every refusal is above: from here the duplicates belong to the worker, which closes them.
   // The copy's threads use duplicates of the caller's fds: whatever JavaScript closes meanwhile,
   // they never write to (or read from) a number that a later open has reused.
-  o.pipeFd = fcntl(static_cast<int>(pipeFd), F_DUPFD_CLOEXEC, 0);
+  o.pipeFd = fcntl(pipeFd, F_DUPFD_CLOEXEC, 0);
   if (o.pipeFd < 0) return ThrowErrno(env, errno, "fcntl");
-  o.fileFd = fcntl(static_cast<int>(fileFd), F_DUPFD_CLOEXEC, 0);
+  o.fileFd = fcntl(fileFd, F_DUPFD_CLOEXEC, 0);
   if (o.fileFd < 0) {
     int err = errno;
     close(o.pipeFd);
     return ThrowErrno(env, err, "fcntl");
-  }
-  o.offset = static_cast<uint64_t>(offset);
-  o.bufferSize = static_cast<size_t>(bufferSize);
-  o.align = static_cast<size_t>(align);
-  o.threads = static_cast<int>(threads);
-  o.slots = std::max(static_cast<int>(slots), o.threads + 1);
-  if ((o.align & (o.align - 1)) != 0 || o.bufferSize % o.align != 0) {
-    Napi::RangeError::New(env, "streamCopy: align must be a power of two dividing bufferSize").ThrowAsJavaScriptException();
-    return env.Undefined();
   }
   auto* w = new StreamCopyWorker(env, o, info[1].As<Napi::BigUint64Array>());
   Napi::Promise p = w->Promise();

@@ -48,6 +48,27 @@ test('a failing sync_file_range (buffered fallback) fails the copy instead of be
   fs.closeSync(devNull);
 });
 
+test('the first error wakes the other side: a failed pwrite rejects while the producer stays quiet', async () => {
+  const [r, w] = native.pipe();
+  native.setPipeSize(w, 1 << 20);
+  const readOnly = fs.openSync(path.join(dir, 'read-only'), 'w+');
+  const fileFd = fs.openSync(path.join(dir, 'read-only'), 'r'); // pwrite answers EBADF
+  const copy = native.streamCopy({ ...copyOptions, toFile: true, pipeFd: r, fileFd }, new BigUint64Array(2));
+  // One full buffer goes to a writer (which fails); the reader then waits for the rest of the
+  // second buffer from a producer that keeps its end open and sends nothing more.
+  native.write(w, Buffer.alloc(copyOptions.bufferSize + 100, 7));
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('still pending after 5 s')), 5000)));
+  try {
+    await expect(Promise.race([copy, late])).rejects.toMatchObject({ code: 'EBADF', syscall: 'pwrite' });
+  } finally {
+    clearTimeout(timer);
+    fs.closeSync(w); // ends the copy if it was still waiting
+    await copy.catch(() => undefined);
+    for (const fd of [r, readOnly, fileFd]) fs.closeSync(fd);
+  }
+});
+
 test('streamCopy refuses rings over 1 GiB', () => {
   const [r, w] = native.pipe();
   const fd = fs.openSync(path.join(dir, 'ring'), 'w');

@@ -7,6 +7,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { spawn } from 'child_process';
 import { native } from '../src/native';
 import { IOHELPER, lastLine, runHelper } from './support/cli';
 
@@ -221,6 +222,65 @@ describe('libvirt contract', () => {
   });
 });
 
+/**
+ * Runs `bin` as a command (so bin/iohelper's sh part runs) through sh, with `redirects` (e.g.
+ * '<&-') applied to it: Node's spawn cannot hand a child a closed fd 0 or 1, a shell can.
+ */
+function runClosed(bin: string, file: string, fileRedirect: string, redirects: string, input?: Buffer): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', `exec "$0" "$1" 3 3${fileRedirect}"$1" ${redirects}`, bin, file], { stdio: 'pipe' });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: err }));
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input);
+  });
+}
+
+describe('a closed stdin or stdout, refused only where the direction uses it (bin/iohelper run as a command)', () => {
+  test('save with stdin closed: exit 1, EBADF, nothing written (it used to save an empty stream and exit 0)', async () => {
+    const file = path.join(dir, 'closed-stdin-save');
+    fs.writeFileSync(file, '');
+    const r = await runClosed(IOHELPER, file, '>', '<&-');
+    expect(r.code).toBe(1);
+    expect(lastLine(r.stderr)).toBe(`${IOHELPER}: failure with ${file}: the stream: fd 0 was closed when iohelper started (EBADF)`);
+    expect(fs.statSync(file).size).toBe(0);
+  });
+
+  test('restore with stdout closed: exit 1, EBADF', async () => {
+    const file = path.join(dir, 'closed-stdout-restore');
+    fs.writeFileSync(file, randomBytes(100000, 5));
+    const r = await runClosed(IOHELPER, file, '<', '>&-');
+    expect(r.code).toBe(1);
+    expect(lastLine(r.stderr)).toBe(`${IOHELPER}: failure with ${file}: the stream: fd 1 was closed when iohelper started (EBADF)`);
+  });
+
+  test('the std stream the direction does not use may be closed: save without stdout, restore without stdin', async () => {
+    const data = randomBytes(300000, 6);
+    const file = path.join(dir, 'closed-unused');
+    const saved = await runClosed(IOHELPER, file, '>', '>&-', data);
+    expect({ code: saved.code, stderr: saved.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(fs.readFileSync(file).equals(data)).toBe(true);
+    const restored = await runClosed(IOHELPER, file, '<', '<&-');
+    expect({ code: restored.code, stderr: restored.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(restored.stdout.equals(data)).toBe(true);
+  });
+
+  test("libvirt-install's wrapper goes through the same check", async () => {
+    const { wrapperScript } = await import('../src/install/libvirt-helper');
+    const wrapper = path.join(dir, 'wrapper');
+    fs.writeFileSync(wrapper, wrapperScript(path.join(__dirname, '..'), process.execPath, '/nowhere'), { mode: 0o755 });
+    const file = path.join(dir, 'closed-stdin-wrapper');
+    fs.writeFileSync(file, '');
+    const r = await runClosed(wrapper, file, '>', '<&-');
+    expect(r.code).toBe(1);
+    expect(lastLine(r.stderr)).toBe(`${wrapper}: failure with ${file}: the stream: fd 0 was closed when iohelper started (EBADF)`);
+  });
+});
+
 const LIBVIRT_IOHELPER = '/usr/lib/libvirt/libvirt_iohelper';
 const haveLibvirt = fs.existsSync(LIBVIRT_IOHELPER);
 (haveLibvirt ? describe : describe.skip)('same contract as libvirt_iohelper (installed)', () => {
@@ -245,6 +305,16 @@ const haveLibvirt = fs.existsSync(LIBVIRT_IOHELPER);
       fs.closeSync(fd);
       expect(r.code).toBe(1);
       expect(lastLine(r.stderr)).toContain(`: failure with ${file}`);
+    }
+  });
+
+  test('both exit 1 on a save with stdin closed and on a restore with stdout closed', async () => {
+    const file = path.join(dir, 'closed-both');
+    for (const bin of [IOHELPER, LIBVIRT_IOHELPER]) {
+      fs.writeFileSync(file, '');
+      expect((await runClosed(bin, file, '>', '<&-')).code).toBe(1);
+      fs.writeFileSync(file, 'x');
+      expect((await runClosed(bin, file, '<', '>&-')).code).toBe(1);
     }
   });
 

@@ -5,8 +5,9 @@
  * corrupt Node while "succeeding". Node's own fds are recognisable: anonymous inodes, and pipes
  * whose two ends this process both holds (a pipe passed by a caller arrives with one end).
  * (Node marks every fd close-on-exec, inherited ones too, so that flag tells nothing.)
- * (A closed fd 0, 1 or 2 cannot be told apart here: Node reopens it as /dev/null read-write
- * before our code runs, exactly as a parent's stdio 'ignore' passes it.)
+ * A closed fd 0 or 1 cannot be told apart here: Node reopens it as /dev/null read-write before
+ * our code runs, exactly as a parent's stdio 'ignore' passes it. bin/iohelper's sh part sees
+ * them before Node starts and names them in IOHELPER_CLOSED_STDIO.
  */
 import * as fs from 'fs';
 import { systemError } from '../errors';
@@ -19,8 +20,13 @@ function target(fd: number): string | undefined {
   }
 }
 
+/** The std fds closed when bin/iohelper started. Read once and removed: no child we start inherits it. */
+const closedAtStart = new Set((process.env.IOHELPER_CLOSED_STDIO ?? '').split(' ').filter((s) => s !== '').map(Number));
+delete process.env.IOHELPER_CLOSED_STDIO;
+
 /** Throws EBADF unless `fd` is one our caller passed. `what` names it in the message. */
 export function checkPassedFd(fd: number, what: string): void {
+  if (closedAtStart.has(fd)) throw systemError('EBADF', `${what}: fd ${fd} was closed when iohelper started`);
   try {
     fs.accessSync(`/proc/self/fdinfo/${fd}`);
   } catch {

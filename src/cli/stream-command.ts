@@ -69,6 +69,7 @@ const VERBS: Record<string, string> = {
   fcntl: 'change flags of',
   fstat: 'stat',
   lseek: 'seek in',
+  pthread_create: 'start a thread for',
 };
 
 /** One stderr line: "Unable to write /x: no space left on device (ENOSPC)". */

@@ -7,6 +7,7 @@ import { ProgressListener } from '../progress';
 import * as fs from 'fs';
 import * as os from 'os';
 import { RamSource } from './ram-files';
+import { checkInteger, MAX_FD } from '../util/integer-option';
 
 /**
  * Worker threads: twice the CPUs, at least 2 and at most 8. Each worker's copy is synchronous
@@ -65,7 +66,15 @@ export function prepareImageFd(fd: number, name: string, need: 'read' | 'write',
 export const MAX_JOBS = 64;
 
 export function checkJobs(jobs: number): void {
-  if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_JOBS) throw systemError('EINVAL', `jobs ${jobs} is out of range (1..${MAX_JOBS})`);
+  checkInteger(jobs, 'jobs', 1, MAX_JOBS);
+}
+
+/** The numbers save and restore share: jobs, jobSize and the fds, before anything is opened. */
+export function checkCopyNumbers(o: ImageCopyOptions, jobs: number): void {
+  checkJobs(jobs);
+  checkInteger(o.imageFd, 'imageFd', 0, MAX_FD);
+  if (o.deviceStateFd !== undefined) checkInteger(o.deviceStateFd, 'deviceStateFd', 0, MAX_FD);
+  if (o.jobSize !== undefined) checkInteger(o.jobSize, 'jobSize', 1, Number.MAX_SAFE_INTEGER);
 }
 
 /**
@@ -86,7 +95,7 @@ export function explainCopyError(e: unknown, imageName: string, rams: Array<{ la
   if (!isSystemError(e)) return e;
   const side = (e as { side?: string }).side;
   if (e.code === 'ECANCELED') return systemError('ECANCELED', INTERRUPTED[verb](imageName), { path: imageName });
-  if (side === 'pipe') return e; // reported as "the stream"
+  if (side === 'pipe' || side === 'thread') return e; // reported as "the stream"
   if (side === 'ram') {
     const full = rams.filter((r) => freeBytes(r.fd) === 0).map((r) => r.label);
     if (e.code === 'EFAULT' && full.length) return systemError('ENOSPC', `no space left on device for RAM ${full.join(', ')} (${e.syscall})`, { syscall: e.syscall, path: full.join(', ') });

@@ -6,7 +6,7 @@
  * only once every chunk verified (src/image/restore-targets.ts).
  */
 import { systemError, UsageError } from '../errors';
-import { checkJobs, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
+import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { CopyProgress } from './copy-progress';
 import { copyDeviceState } from './device-state';
 import { BlockEntry, CHUNK_ZERO, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
@@ -56,7 +56,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const jobs = o.jobs ?? DEFAULT_JOBS;
 
   // Plan: every check of the image and of every target, nothing written.
-  checkJobs(jobs);
+  checkCopyNumbers(o, jobs);
   checkUniqueNames(o.ram);
   const { direct, unit } = prepareImageFd(o.imageFd, name, 'read', !!o.direct);
   const meta = describeImageErrors(name, () => readImageMetadata(o.imageFd, name, { skipChecksums: true }));

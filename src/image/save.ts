@@ -13,8 +13,9 @@ import { CopyProgress } from './copy-progress';
 import { writeAligned } from './aligned-io';
 import { copyDeviceState } from './device-state';
 import { checkQemuStream } from './qemu-stream-check';
+import { checkInteger } from '../util/integer-option';
 import { MAX_LEVEL, MIN_LEVEL } from './compression';
-import { checkJobs, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
+import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import {
   BlockEntry,
   checkChunksDisjoint,
@@ -83,8 +84,10 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   const name = o.imageName ?? `fd ${o.imageFd}`;
   const jobs = o.jobs ?? DEFAULT_JOBS;
   const chunkSize = o.chunkSize ?? DEFAULT_CHUNK;
-  checkJobs(jobs);
-  if (chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0) {
+  checkCopyNumbers(o, jobs);
+  if (o.minHole !== undefined) checkInteger(o.minHole, 'minHole', 0, Number.MAX_SAFE_INTEGER);
+  if (o.minPageSize !== undefined) checkInteger(o.minPageSize, 'minPageSize', 4096, 2 ** 30);
+  if (!Number.isSafeInteger(chunkSize) || chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0) {
     throw systemError('EINVAL', `chunk size ${chunkSize} is not a power of two in 4K..1G`);
   }
   checkUniqueNames(o.ram);

@@ -123,8 +123,9 @@ export function wrapperScript(packageDir: string, node: string, original: string
     `  printf '%s: failure: iohelper is gone from %s (or node from %s); run iohelper libvirt-install again, or --uninstall' "$0" "$IOHELPER_PKG" "$IOHELPER_NODE" >&2`,
     '  exit 1',
     'fi',
-    // Messages keep libvirt's helper name, as libvirt_iohelper's own do.
-    'IOHELPER_ARGV0="$0" exec "$IOHELPER_NODE" "$IOHELPER_PKG/bin/iohelper" "$@"',
+    // Messages keep libvirt's helper name, as libvirt_iohelper's own do. Through bin/iohelper's
+    // sh part, which sees a closed stdin or stdout before Node would reopen it as /dev/null.
+    'IOHELPER_ARGV0="$0" IOHELPER_NODE="$IOHELPER_NODE" exec /bin/sh "$IOHELPER_PKG/bin/iohelper" "$@"',
     '',
   ].join('\n');
 }

@@ -14,6 +14,7 @@ import { isSystemError, systemError, withPath } from '../errors';
 import * as fs from 'fs';
 import { native } from '../native';
 import { ProgressListener, ProgressSampler } from '../progress';
+import { checkInteger, MAX_FD, optionalInteger } from '../util/integer-option';
 
 /** How to treat O_DIRECT: as the fd already is, demanded, or wanted with a buffered fallback. */
 export type DirectMode = 'as-is' | 'require' | 'prefer';
@@ -29,9 +30,9 @@ export interface StreamCopyRequest {
   /** Name used in messages and as `path` of errors. */
   fileName: string;
   direct?: DirectMode;
-  /** Bytes per buffer (default 1 MiB). */
+  /** Bytes per buffer, 4 KiB .. 256 MiB (default 1 MiB), rounded up to the O_DIRECT alignment. */
   bufferSize?: number;
-  /** I/Os in flight on the file side (default 2). */
+  /** I/Os in flight on the file side, 1 .. 64 (default 2). */
   inflight?: number;
   onProgress?: ProgressListener;
   progressIntervalMs?: number;
@@ -57,6 +58,8 @@ export interface StreamCopyOutcome {
  */
 export const DEFAULT_BUFFER_SIZE = 1024 * 1024;
 export const DEFAULT_INFLIGHT = 2;
+export const MAX_INFLIGHT = 64;
+export const MIN_BUFFER_SIZE = 4096;
 const PIPE_SIZE = 1024 * 1024;
 /** The copy's buffers in all (--inflight + 2 of --buffer-size): memory stays bounded whatever is asked. */
 export const MAX_RING_BYTES = 256 * 1024 * 1024;
@@ -67,6 +70,17 @@ const KIND_NAMES: Record<string, string> = {
   char: 'a character device',
   other: 'a special file',
 };
+
+/** The request's numbers, each a safe integer in range (EINVAL naming the option otherwise). */
+function checkNumbers(req: StreamCopyRequest): { bufferSize: number; inflight: number } {
+  checkInteger(req.fileFd, 'fileFd', 0, MAX_FD);
+  if (req.pipeFd !== undefined) checkInteger(req.pipeFd, 'pipeFd', 0, MAX_FD);
+  if (req.progressIntervalMs !== undefined) checkInteger(req.progressIntervalMs, 'progressIntervalMs', 1, 2 ** 31 - 1);
+  return {
+    bufferSize: optionalInteger(req.bufferSize, 'bufferSize', MIN_BUFFER_SIZE, MAX_RING_BYTES, DEFAULT_BUFFER_SIZE),
+    inflight: optionalInteger(req.inflight, 'inflight', 1, MAX_INFLIGHT, DEFAULT_INFLIGHT),
+  };
+}
 
 /** Validates the fd pair and decides the direction; throws clear errors for wrong fds. */
 function checkFds(req: StreamCopyRequest): { file: FdInfo; toFile: boolean; pipeFd: number } {
@@ -197,18 +211,20 @@ async function copyHead(fileFd: number, pipeFd: number, toFile: boolean, start: 
 /** Native errors from the file side get the file's name as `path`. */
 function fileError(e: unknown, req: StreamCopyRequest): unknown {
   if (!isSystemError(e)) return e;
-  if ((e as { side?: string }).side === 'pipe') return e;
+  const side = (e as { side?: string }).side;
+  if (side === 'pipe' || side === 'thread') return e;
   return withPath(e, req.fileName);
 }
 
 /** Copies the whole stream; resolves once the data is durable (fdatasync) for saves. */
 export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutcome> {
   const t0 = process.hrtime.bigint();
+  const asked = checkNumbers(req);
   const { file, toFile, pipeFd } = checkFds(req);
   const direct = settleDirect(req, file);
   const alignment = direct ? directAlignment(req.fileFd) : 4096;
-  const bufferSize = alignUp(req.bufferSize ?? DEFAULT_BUFFER_SIZE, alignment);
-  const inflight = Math.max(1, Math.min(64, req.inflight ?? DEFAULT_INFLIGHT));
+  const bufferSize = alignUp(asked.bufferSize, alignment);
+  const inflight = asked.inflight;
   if (bufferSize * (inflight + 2) > MAX_RING_BYTES) {
     throw systemError('EINVAL', `buffer size ${bufferSize} x ${inflight + 2} buffers is over the ${MAX_RING_BYTES >> 20} MiB the copy may hold; use fewer or smaller buffers`);
   }
