@@ -271,9 +271,17 @@ describeAsRoot('disk full during save', () => {
   });
   afterAll(() => mnt.unmount());
 
-  test('ENOSPC: exit 1 naming the image, which stays incomplete and is refused', async () => {
+  test('ENOSPC: exit 1 naming the image; by path no image appears, into an fd it stays incomplete and is refused', async () => {
     const image = `${mnt.dir}/full.img`;
-    const r = await runHelper(['save', '--no-stream-check', '--image', image, '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`], [DEVICE_STATE, 'ignore']);
+    const args = ['--no-stream-check', '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`];
+    const byPath = await runHelper(['save', '--image', image, ...args], [DEVICE_STATE, 'ignore']);
+    expect(byPath.code).toBe(1);
+    expect(lastLine(byPath.stderr)).toMatch(/No space left on device \(ENOSPC\)$/);
+    expect(lastLine(byPath.stderr)).toContain(image);
+    expect(fs.readdirSync(mnt.dir)).toEqual([]); // the temporary went too
+    const fd = fs.openSync(image, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o600);
+    const r = await runHelper(['save', '--fd', '3', '--name', image, ...args], [DEVICE_STATE, 'ignore', 'pipe', fd]);
+    fs.closeSync(fd);
     expect(r.code).toBe(1);
     expect(lastLine(r.stderr)).toMatch(/No space left on device \(ENOSPC\)$/);
     expect(lastLine(r.stderr)).toContain(image);

@@ -122,6 +122,31 @@ describeQemu('VM manager: save, restore, clone', () => {
     fs.rmSync(ram);
   });
 
+  test('a vm save that QEMU refuses leaves the old image byte for byte, and no helper behind', async () => {
+    const ram = shmPath('mgr-refused');
+    createRamFile(ram, 64 * M);
+    fillPattern(ram, 12, 0.25);
+    const keep = path.join(dir, 'keep.img');
+    fs.copyFileSync(image, keep);
+    // An NVMe controller is a non-migratable device: QEMU refuses 'migrate' outright.
+    const blocker = ['-drive', 'if=none,id=nv0,file=null-co://,format=raw', '-device', 'nvme,drive=nv0,serial=blocker'];
+    const vm = await startQemu({ ram: [{ id: 'ram0', path: ram, size: 64 * M }], extraArgs: blocker });
+    running.push(vm);
+    const helpers = () => spawnSync('pgrep', ['-f', '--', `save --fd 3 --name ${keep}`], { encoding: 'utf8' }).stdout.trim();
+    try {
+      await expect(saveVm(vm.qmp, { image: keep })).rejects.toThrow(/non-migratable device/);
+      // pgrep (not through a shell, whose own command line would match): the helper has exited.
+      expect(helpers()).toBe('');
+      expect(await sha256File(keep)).toBe(imageHash);
+      await new Promise((r) => setTimeout(r, 1000)); // nothing goes on writing
+      expect(await sha256File(keep)).toBe(imageHash);
+      expect(fs.readdirSync(dir).filter((f) => f.startsWith('.keep.img.iohelper-'))).toEqual([]);
+    } finally {
+      for (const pid of helpers().split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+      fs.rmSync(ram, { force: true });
+    }
+  });
+
   test('a save of a guest whose RAM is not a shared file names the -object options needed', async () => {
     const vm = await startQemu({ ram: [{ id: 'ram0', path: shmPath('mgr-private'), size: 64 * M }], share: false });
     running.push(vm);

@@ -1,6 +1,6 @@
 /**
  * iohelper save | restore | inspect: the parallel RAM image (docs/FORMAT.md).
- *   save    --fd N [--direct] --ram NAME=PATH… [--jobs J] [--chunk SIZE]   device state on stdin
+ *   save    --fd N | --image PATH [--direct] --ram NAME=PATH… [--jobs J] [--chunk SIZE]   device state on stdin
  *   restore --fd N [--direct] --ram NAME=PATH… [--jobs J] [--no-verify]    device state to stdout
  *   inspect IMAGE [--json]
  *   convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct]
@@ -8,6 +8,7 @@
 import * as fs from 'fs';
 import * as tty from 'tty';
 import { errorText, UsageError } from '../errors';
+import { createReplacement } from '../fs/atomic-file';
 import { convert } from '../image/convert';
 import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
@@ -21,7 +22,8 @@ import { commandName, stderrLine, stdoutText } from './report';
 import { checkPassedFd } from './passed-fds';
 import { withInterrupts } from './signals';
 
-function imageFd(flags: Map<string, string | true>, write: boolean): { fd: number; name: string; owned: boolean } {
+/** --fd N, or (restore only: a save by path goes through createReplacement) --image PATH opened read-only. */
+function imageFd(flags: Map<string, string | true>): { fd: number; name: string; owned: boolean } {
   const fdText = flags.get('fd');
   const image = flags.get('image');
   if (typeof fdText === 'string' && typeof image === 'string') throw new UsageError('give --fd or --image, not both');
@@ -32,7 +34,7 @@ function imageFd(flags: Map<string, string | true>, write: boolean): { fd: numbe
     return { fd, name: typeof name === 'string' ? name : `fd ${fd}`, owned: false };
   }
   if (typeof image === 'string') {
-    const fd = fs.openSync(image, write ? fs.constants.O_WRONLY | fs.constants.O_CREAT : fs.constants.O_RDONLY, 0o600);
+    const fd = fs.openSync(image, fs.constants.O_RDONLY);
     return { fd, name: image, owned: true };
   }
   throw new UsageError('--fd N (or --image PATH) is required');
@@ -80,24 +82,35 @@ export async function saveCommand(args: string[]): Promise<number> {
   }
   const minHole = p.flags.has('min-hole') ? parseSize(String(p.flags.get('min-hole')), '--min-hole') : undefined;
   checkPassedFd(0, 'the device state (stdin)');
-  const img = imageFd(p.flags, true);
+  // --image PATH: a new file beside PATH, renamed over it only once committed and synced, so
+  // the last good image survives any failure and a reader mapping it keeps its pages.
+  // --fd N: the manager's file, written in place (truncated first).
+  const target = p.flags.get('image');
+  const img = typeof target === 'string' && !p.flags.has('fd') ? undefined : imageFd(p.flags);
+  const staged = img ? undefined : createReplacement(String(target));
+  const imageName = img?.name ?? String(target);
   try {
     await withInterrupts(commandName(), (signal) =>
       save({
         ...shared,
-        imageFd: img.fd,
-        imageName: img.name,
+        imageFd: img?.fd ?? staged!.fd,
+        imageName,
         chunkSize,
         checksums: !p.flags.has('no-checksums'),
         checkDeviceState: !p.flags.has('no-stream-check'),
         minHole,
         compressLevel,
-        onProgress: progressOf(p.flags.get('progress'), img.name),
+        staged: staged && { replaces: staged.replaced },
+        onProgress: progressOf(p.flags.get('progress'), imageName),
         signal,
       }),
     );
+    staged?.commit();
+  } catch (e) {
+    staged?.discard();
+    throw e;
   } finally {
-    if (img.owned) fs.closeSync(img.fd);
+    if (img?.owned) fs.closeSync(img.fd);
   }
   return 0;
 }
@@ -108,7 +121,7 @@ export async function restoreCommand(args: string[]): Promise<number> {
   const shared = copyArgs(p);
   checkPassedFd(1, 'the device state (stdout)');
   if (readyFd !== undefined) checkPassedFd(readyFd, '--ready-fd');
-  const img = imageFd(p.flags, false);
+  const img = imageFd(p.flags);
   try {
     await withInterrupts(commandName(), (signal) =>
       restore({

@@ -5,11 +5,10 @@
  * it is. The target appears only when complete (written under a temporary name, then renamed);
  * a refused or failed convert leaves no file behind.
  */
-import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { systemError } from '../errors';
-import { syncDir } from '../fs/atomic-file';
+import { syncDir, tempPathBeside } from '../fs/atomic-file';
 import { native } from '../native';
 import { ProgressListener } from '../progress';
 import { MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED } from './format';
@@ -65,7 +64,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
     } finally {
       fs.closeSync(nullFd);
     }
-    temp = path.join(dir, `.${path.basename(o.target)}.iohelper-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+    temp = tempPathBeside(path.join(dir, path.basename(o.target)));
     const out = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
     let stateFd: number | undefined;
     let result;

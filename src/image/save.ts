@@ -60,6 +60,13 @@ export interface SaveOptions extends ImageCopyOptions {
   compressLevel?: number;
   /** Records at least this page size (convert keeps a hugetlbfs image's page size when its RAM passes through ordinary files). */
   minPageSize?: number;
+  /**
+   * The image fd is a new temporary that the caller renames over `imageName` only after save()
+   * returned, and removes otherwise (src/fs/atomic-file.ts createReplacement): a failed or
+   * interrupted save leaves `imageName` as it was. `replaces` is the file the rename will
+   * replace, which must not be one of the RAM files either.
+   */
+  staged?: { replaces?: { dev: bigint; ino: bigint } };
 }
 
 export interface SaveResult {
@@ -99,7 +106,8 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     if (rams.some((r) => r.size % pageSize !== 0)) throw systemError('EINVAL', `RAM sizes must be multiples of the largest page size ${pageSize}`);
     if (chunkSize < pageSize) throw systemError('EINVAL', `chunk size ${chunkSize} is smaller than the page size ${pageSize}`);
     const { direct, unit: zeroUnit } = prepareImageFd(o.imageFd, name, 'write', !!o.direct);
-    checkDistinct([idOfFd(o.imageFd, name), ...rams.map((r) => idOfFd(r.fd, r.label))]);
+    const replaced = o.staged?.replaces ? [{ ...o.staged.replaces, label: name }] : [];
+    checkDistinct([idOfFd(o.imageFd, name), ...replaced, ...rams.map((r) => idOfFd(r.fd, r.label))]);
     const layout = planImage(name, {
       blocks: rams.map((r) => ({ name: r.name, size: r.size })),
       pageSize,
@@ -191,6 +199,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       o.signal?.removeEventListener('abort', onAbort);
       progress.finish();
     }
+    if (first !== undefined && o.signal?.aborted && o.staged) throw systemError('ECANCELED', `save interrupted; ${name} is left as it was`, { path: name });
     if (first !== undefined) throw explainCopyError(o.signal?.aborted ? systemError('ECANCELED', 'interrupted') : first, name, rams, 'save');
 
     if (o.checkDeviceState ?? true) checkQemuStream(o.imageFd, header.deviceStateOffset, deviceStateBytes, name);
