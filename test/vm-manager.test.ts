@@ -172,6 +172,28 @@ describeQemu('VM manager: save, restore, clone', () => {
     expect(await sha256File(image)).toBe(imageHash);
   });
 
+  test('a clone or lazy restore of an image whose device state has a flipped bit is refused before any QEMU starts', async () => {
+    const bad = path.join(dir, 'bad-state.img');
+    fs.copyFileSync(image, bad);
+    const fd = fs.openSync(bad, 'r+');
+    const at = fs.fstatSync(fd).size - 100; // inside the device state, the file's last bytes
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, at);
+    b[0] ^= 0x01;
+    fs.writeSync(fd, b, 0, 1, at);
+    fs.closeSync(fd);
+    const args = machineArgs([{ id: 'ram0', path: '/nonexistent/replaced-by-clone', size: SIZE }]);
+    for (const start of [() => cloneVm({ image: bad, qemuArgs: args, count: 2 }), () => restoreVm({ image: bad, lazy: true, qemuArgs: args })]) {
+      const err = await start().then(
+        (vms) => void running.push(...[vms].flat()),
+        (e: Error & { code?: string }) => e,
+      );
+      expect(err).toMatchObject({ code: 'EIMG_CHECKSUM', message: expect.stringMatching(/bad-state\.img: corrupted: the device state .* has CRC-32C/) });
+    }
+    const left = spawnSync('pgrep', ['-f', '--', bad], { encoding: 'utf8' });
+    expect({ status: left.status, pids: left.stdout.trim() }).toEqual({ status: 1, pids: '' });
+  });
+
   test('lazy restore: loads at once from the image, without filling any RAM file', async () => {
     const vm = await restoreVm({ image, lazy: true, qemuArgs: machineArgs([{ id: 'ram0', path: shmPath('mgr-lazy'), size: SIZE }]) });
     running.push(vm);

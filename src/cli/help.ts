@@ -56,12 +56,15 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       a temporary file beside it, and every chunk's CRC-32C is checked (unless --no-verify);
       only then are the temporaries renamed over the targets, so a refused, corrupted or
       interrupted restore leaves them as they were. fd:K targets (open read-write) are
-      written in place. Then the device state goes to stdout for QEMU's migrate-incoming.
+      written in place. Then the device state goes to stdout for QEMU's migrate-incoming; it
+      is checked against its CRC-32C first, before any target is touched (--no-verify skips
+      this too).
       A compressed image is decompressed by the J workers straight into the RAM files; a chunk
       that does not decode to exactly its size, or whose CRC differs, fails the restore.
   ${argv0} inspect IMAGE [--json]
-      Describes an iohelper image (exit 2 if incomplete; for a compressed one the ratio and
-      chunk kinds per block), a libvirt save image or a raw QEMU stream. The format is
+      Describes an iohelper image (exit 2 if incomplete or refused, or if its device state
+      fails its CRC-32C; images from older iohelpers have none; for a compressed one the ratio
+      and chunk kinds per block), a libvirt save image or a raw QEMU stream. The format is
       docs/FORMAT.md.
   ${argv0} convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct] [--progress[=FD]]
       Writes TARGET (which must not exist) as a mappable image, or with --compress as a

@@ -156,7 +156,7 @@ export function inspectCommand(args: string[]): number {
   if (p.positionals.length !== 1) throw new UsageError('inspect takes one IMAGE path');
   const r = inspect(p.positionals[0]);
   stdoutText(p.flags.has('json') ? JSON.stringify(r, null, 2) + '\n' : describe(r));
-  return r.kind === 'iohelper' && !r.committed ? 2 : 0;
+  return r.kind === 'iohelper' && (!r.committed || r.deviceStateCrc?.ok === false) ? 2 : 0;
 }
 
 /** Names and creator strings come from the image: control characters are shown escaped, never sent to the terminal. */
@@ -184,10 +184,16 @@ function describe(r: InspectResult): string {
             : `  block ${printable(b.name)}: ${formatBytes(b.size)} at offset ${b.offset}, ${formatBytes(b.dataBytes)} data (${((100 * b.dataBytes) / b.size).toFixed(0)}%), ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}`,
         );
       }
-      if (r.deviceStateBytes !== undefined) lines.push(`  device state: ${r.deviceStateBytes} bytes`);
+      if (r.deviceStateBytes !== undefined) lines.push(`  device state: ${r.deviceStateBytes} bytes, ${deviceStateCrcText(r.deviceStateCrc)}`);
     }
   } else lines.push('not an iohelper image, libvirt save image or QEMU stream');
   return lines.join('\n') + '\n';
+}
+
+function deviceStateCrcText(c: InspectResult['deviceStateCrc']): string {
+  if (!c) return 'no device-state checksum (saved by an older iohelper): not verified';
+  if (c.ok) return `CRC-32C ${c.recorded} verified`;
+  return `CORRUPTED: CRC-32C ${c.computed}, the image recorded ${c.recorded} (restore refuses it)`;
 }
 
 export async function convertCommand(args: string[]): Promise<number> {

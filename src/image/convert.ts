@@ -11,7 +11,7 @@ import { systemError } from '../errors';
 import { syncDir, tempPathBeside } from '../fs/atomic-file';
 import { native } from '../native';
 import { ProgressListener } from '../progress';
-import { MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED } from './format';
+import { hasDeviceStateCrc, hex, ImageFormatError, MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED } from './format';
 import { checkJobs, DEFAULT_JOBS } from './image-fd';
 import { readImageMetadata } from './read-image';
 import { restore } from './restore';
@@ -94,6 +94,12 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
     }
     if (result.deviceStateBytes !== header.deviceStateLength) {
       throw systemError('EIO', `${o.source}: device state gave ${result.deviceStateBytes} bytes, the header says ${header.deviceStateLength}`, { path: o.source });
+    }
+    // The restore above checked the source's device state against its CRC; the copy the save
+    // read again must be those same bytes, so the target records the same CRC (a source saved
+    // without one gets the CRC of its device state as it is).
+    if (hasDeviceStateCrc(header) && result.deviceStateCrc !== header.deviceStateCrc) {
+      throw new ImageFormatError('EIMG_CHECKSUM', `${o.source}: corrupted: the device state read for the copy has CRC-32C ${hex(result.deviceStateCrc)}, the image recorded ${hex(header.deviceStateCrc)}`);
     }
     // link() fails if the target appeared meanwhile: it is never replaced.
     try {

@@ -11,7 +11,7 @@ import { native } from '../native';
 import { packageVersion } from '../package-root';
 import { CopyProgress } from './copy-progress';
 import { writeAligned } from './aligned-io';
-import { copyDeviceState } from './device-state';
+import { streamDeviceState } from './device-state';
 import { checkQemuStream } from './qemu-stream-check';
 import { MAX_LEVEL, MIN_LEVEL } from './compression';
 import { checkJobs, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
@@ -24,6 +24,8 @@ import {
   encodeBlockTable,
   encodeChecksums,
   encodeHeader,
+  FLAG_DEVICE_STATE_CRC,
+  hasChecksums,
   HEADER_SIZE,
   ImageFormatError,
   ImageHeader,
@@ -72,6 +74,8 @@ export interface SaveOptions extends ImageCopyOptions {
 export interface SaveResult {
   blocks: Array<{ name: string; size: number; dataBytes: number; offset: number }>;
   deviceStateBytes: number;
+  /** CRC-32C of the device state, recorded in the header. */
+  deviceStateCrc: number;
   imageSize: number;
   elapsedMs: number;
 }
@@ -147,7 +151,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
         const job = { ramFd: rams[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit: zeroUnit };
         return { op: 'saveChunks', job: { ...job, level: o.compressLevel!, cursor, index: new Uint8Array(chunksOf(j, e) * INDEX_ENTRY) } };
       }
-      const sums = header.flags ? new Uint32Array(chunksOf(j, e)) : null;
+      const sums = hasChecksums(header) ? new Uint32Array(chunksOf(j, e)) : null;
       return { op: 'save', job: { ...rangeJob(j, e, rams[j.block].fd, o.imageFd, zeroUnit), minHole, checksums: sums } };
     });
 
@@ -164,8 +168,9 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       stop.abort();
     };
     let deviceStateBytes = 0;
+    let deviceStateCrc = 0;
     const copyState = () =>
-      copyDeviceState({
+      streamDeviceState({
         toImage: true,
         pipeFd: o.deviceStateFd ?? 0,
         imageFd: o.imageFd,
@@ -173,7 +178,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
         direct,
         align: zeroUnit,
         progress: progress.counters,
-      }).then((n) => (deviceStateBytes = n), fail);
+      }).then((r) => ({ bytes: deviceStateBytes, crc: deviceStateCrc } = r), fail);
     try {
       // Mappable: the device state's place is fixed, so it streams in while RAM is copied.
       const deviceState = compressed ? undefined : copyState();
@@ -217,11 +222,16 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
     onImage(() => native.fdatasync(o.imageFd));
     header.committed = true;
+    // The CRC of the stream as it arrived: a reader checks the stored bytes against it before
+    // QEMU gets them.
+    header.flags |= FLAG_DEVICE_STATE_CRC;
+    header.deviceStateCrc = deviceStateCrc;
     writeAligned(o.imageFd, encodeHeader(header), 0, name);
     onImage(() => native.fdatasync(o.imageFd));
     return {
       blocks: entries.map((e) => ({ name: e.name, size: e.size, dataBytes: e.dataBytes, offset: e.offset })),
       deviceStateBytes,
+      deviceStateCrc,
       imageSize: header.imageSize,
       elapsedMs: Date.now() - t0,
     };
