@@ -350,7 +350,10 @@ Napi::Value RestoreRangeJs(const Napi::CallbackInfo& info) {
 Napi::Value Crc32cJs(const Napi::CallbackInfo& info) {
   ByteView b;
   if (!ArgBytes(info, 0, &b)) return info.Env().Undefined();
-  return Napi::Number::New(info.Env(), Crc32c(b.data, b.length));
+  // An optional previous result continues it: crc32c(b, crc32c(a)) == crc32c(a ++ b), so a
+  // long range is checked in bounded pieces.
+  uint32_t seed = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : 0;
+  return Napi::Number::New(info.Env(), ~Crc32cUpdate(~seed, b.data, b.length));
 }
 
 }  // namespace

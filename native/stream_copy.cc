@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "args.h"
+#include "crc32c.h"
 #include "errno_error.h"
 #include "retry.h"
 
@@ -135,6 +136,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
     Napi::Object r = Napi::Object::New(env);
     r.Set("bytes", U64Value(env, done_));
     r.Set("written", U64Value(env, written_));
+    r.Set("crc", Napi::Number::New(env, ~crc_));
     deferred_.Resolve(r);
   }
 
@@ -229,6 +231,9 @@ class StreamCopyWorker : public Napi::AsyncWorker {
         freeBufs.push_back(buf);
         break;
       }
+      // The stream's CRC-32C, in stream order (this is the only reader thread): the image
+      // records it so a reader can check the device state before QEMU consumes it.
+      crc_ = Crc32cUpdate(crc_, buf, len);
       size_t ioLen = len;
       if (o_.padTail && len % o_.align) {
         ioLen = (len + o_.align - 1) / o_.align * o_.align;
@@ -313,6 +318,7 @@ class StreamCopyWorker : public Napi::AsyncWorker {
       CheckCancelled();
       if (failed()) break;
       if (s.len > 0) {
+        crc_ = Crc32cUpdate(crc_, s.buf, s.len);  // in stream order: the only writer thread
         int rc = WriteAll(o_.pipeFd, s.buf, s.len, Stop());
         if (rc < 0) {
           Fail(-rc, "write", "pipe");
@@ -354,9 +360,10 @@ class StreamCopyWorker : public Napi::AsyncWorker {
   Failure fail_;
   uint64_t done_ = 0;
   uint64_t written_ = 0;
+  uint32_t crc_ = ~0u;  // raw CRC-32C state of the stream bytes moved
 };
 
-// streamCopy(options, progress: BigUint64Array(2)) -> Promise<{bytes, written}>
+// streamCopy(options, progress: BigUint64Array(2)) -> Promise<{bytes, written, crc}>
 Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsTypedArray() ||

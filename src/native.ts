@@ -38,6 +38,8 @@ export interface StreamCopyResult {
   bytes: number;
   /** Bytes written to the destination (includes tail padding). */
   written: number;
+  /** CRC-32C of the stream bytes moved, in stream order. */
+  crc: number;
 }
 
 /** One range of a RAM file and its fixed place in the image (native/ram_copy.cc). */
@@ -127,7 +129,8 @@ export interface NativeBinding {
   zstd: string | null;
   /** Reads [offset, offset + length) pairs of fd through the page cache (prefetch); returns bytes read. Stops at EOF. */
   readRanges(fd: number, ranges: Float64Array): number;
-  crc32c(bytes: Bytes): number;
+  /** CRC-32C; a previous result as `seed` continues it: crc32c(b, crc32c(a)) === crc32c(a ++ b). */
+  crc32c(bytes: Bytes, seed?: number): number;
   /** progress[0] counts bytes moved; set progress[1] = 1n to cancel. */
   streamCopy(options: StreamCopyOptions, progress: BigUint64Array): Promise<StreamCopyResult>;
   constants: {

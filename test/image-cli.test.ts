@@ -123,9 +123,9 @@ describe('refused restores write nothing to RAM files', () => {
     expect([await sha256File(a), await sha256File(b)]).toEqual(before);
   }
 
-  function copyWith(edit: (fd: number) => void): string {
+  function copyWith(edit: (fd: number) => void, from = good): string {
     const f = path.join(dir, `bad-${crypto.randomUUID()}.img`);
-    fs.copyFileSync(good, f);
+    fs.copyFileSync(from, f);
     const fd = fs.openSync(f, 'r+');
     edit(fd);
     fs.closeSync(fd);
@@ -190,6 +190,77 @@ describe('refused restores write nothing to RAM files', () => {
     fs.symlinkSync(shm('target-b'), link);
     await refused(good, restoreArgs(good, shm('target-a'), link), /is a symlink; refusing to follow it \(ELOOP\)$/);
     fs.rmSync(link);
+  });
+
+  describe.each([
+    ['mappable (v1)', [] as string[]],
+    ['compressed (v2)', ['--compress=zstd:0']],
+  ])('the device-state CRC-32C of a %s image', (_kind, saveOpts) => {
+    let image: string;
+    beforeAll(async () => {
+      image = path.join(dir, `dscrc-${saveOpts.length}.img`);
+      await saveImage(image, saveOpts);
+    });
+    const inspectJson = async (img: string) => JSON.parse((await runHelper(['inspect', img, '--json'], ['ignore', 'pipe'])).stdout.toString());
+    const copyOf = (edit: (fd: number) => void) => copyWith(edit, image);
+
+    test('is recorded and verified by inspect', async () => {
+      const info = await inspectJson(image);
+      expect(info.deviceStateCrc).toEqual({ recorded: expect.stringMatching(/^0x[0-9a-f]{8}$/), computed: expect.stringMatching(/^0x[0-9a-f]{8}$/), ok: true });
+      expect(info.deviceStateCrc.recorded).toBe(`0x${native.crc32c(DEVICE_STATE).toString(16).padStart(8, '0')}`);
+      const text = await runHelper(['inspect', image], ['ignore', 'pipe']);
+      expect(text.code).toBe(0);
+      expect(text.stdout.toString()).toMatch(/device state: 5242957 bytes, CRC-32C 0x[0-9a-f]{8} verified/);
+    });
+
+    test('one flipped bit in the device state: restore refused before any RAM target or QEMU is touched; inspect says CORRUPTED (exit 2)', async () => {
+      const img = copyOf((fd) => {
+        const at = fs.fstatSync(fd).size - DEVICE_STATE.length + 123457;
+        const b = Buffer.alloc(1);
+        fs.readSync(fd, b, 0, 1, at);
+        b[0] ^= 0x08;
+        fs.writeSync(fd, b, 0, 1, at);
+      });
+      await refused(img, [], /corrupted: the device state \(5242957 bytes at \d+\) has CRC-32C 0x[0-9a-f]{8}, the image recorded 0x[0-9a-f]{8} \(EIMG_CHECKSUM\)$/);
+      const text = await runHelper(['inspect', img], ['ignore', 'pipe']);
+      expect(text.code).toBe(2);
+      expect(text.stdout.toString()).toMatch(/device state: 5242957 bytes, CORRUPTED: CRC-32C 0x[0-9a-f]{8}, the image recorded 0x[0-9a-f]{8} \(restore refuses it\)/);
+      expect((await inspectJson(img)).deviceStateCrc.ok).toBe(false);
+    });
+
+    test('an image written before the CRC existed (flag bit 2 and the field clear) still restores; inspect says it has none', async () => {
+      const img = copyOf((fd) =>
+        rewriteHeader(fd, (b) => {
+          b.writeUInt32LE(b.readUInt32LE(12) & ~4, 12);
+          b.writeUInt32LE(0, 128);
+        }),
+      );
+      const text = await runHelper(['inspect', img], ['ignore', 'pipe']);
+      expect(text.code).toBe(0);
+      expect(text.stdout.toString()).toMatch(/device state: 5242957 bytes, no device-state checksum \(saved by an older iohelper\): not verified/);
+      expect((await inspectJson(img)).deviceStateCrc).toBeNull();
+      const a = shm('old-a');
+      const b = shm('old-b');
+      const r = await runHelper(restoreArgs(img, a, b), ['ignore', 'pipe']);
+      expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(r.stdout.equals(DEVICE_STATE)).toBe(true);
+      expect(await filesEqual(SRC.a, a)).toEqual({ equal: true });
+      fs.rmSync(a);
+      fs.rmSync(b);
+    });
+
+    test('convert carries it to the other version; from a corrupted device state it makes no target', async () => {
+      const out = path.join(dir, `dscrc-conv-${saveOpts.length}.img`);
+      const r = await runHelper(['convert', image, out, ...(saveOpts.length ? [] : ['--compress=zstd:0'])], ['ignore', 'pipe']);
+      expect(r.code).toBe(0);
+      expect((await inspectJson(out)).deviceStateCrc).toEqual((await inspectJson(image)).deviceStateCrc);
+      const bad = copyOf((fd) => fs.writeSync(fd, Buffer.from([0xff]), 0, 1, fs.fstatSync(fd).size - 1));
+      const out2 = path.join(dir, `dscrc-conv-bad-${saveOpts.length}.img`);
+      const r2 = await runHelper(['convert', bad, out2], ['ignore', 'pipe']);
+      expect(r2.code).toBe(1);
+      expect(lastLine(r2.stderr)).toMatch(/the device state .*\(EIMG_CHECKSUM\)$/);
+      expect(fs.existsSync(out2)).toBe(false);
+    });
   });
 
   test('an image that is not one', async () => {
@@ -271,9 +342,17 @@ describeAsRoot('disk full during save', () => {
   });
   afterAll(() => mnt.unmount());
 
-  test('ENOSPC: exit 1 naming the image, which stays incomplete and is refused', async () => {
+  test('ENOSPC: exit 1 naming the image; by path no image appears, into an fd it stays incomplete and is refused', async () => {
     const image = `${mnt.dir}/full.img`;
-    const r = await runHelper(['save', '--no-stream-check', '--image', image, '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`], [DEVICE_STATE, 'ignore']);
+    const args = ['--no-stream-check', '--ram', `pc.ram=${SRC.a}`, '--ram', `node1=${SRC.b}`];
+    const byPath = await runHelper(['save', '--image', image, ...args], [DEVICE_STATE, 'ignore']);
+    expect(byPath.code).toBe(1);
+    expect(lastLine(byPath.stderr)).toMatch(/No space left on device \(ENOSPC\)$/);
+    expect(lastLine(byPath.stderr)).toContain(image);
+    expect(fs.readdirSync(mnt.dir)).toEqual([]); // the temporary went too
+    const fd = fs.openSync(image, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o600);
+    const r = await runHelper(['save', '--fd', '3', '--name', image, ...args], [DEVICE_STATE, 'ignore', 'pipe', fd]);
+    fs.closeSync(fd);
     expect(r.code).toBe(1);
     expect(lastLine(r.stderr)).toMatch(/No space left on device \(ENOSPC\)$/);
     expect(lastLine(r.stderr)).toContain(image);

@@ -204,6 +204,16 @@ describe('round trip', () => {
     expect(decodeChecksums(encoded, 4)).toEqual(sums);
   });
 
+  test('flag bit 2 carries the device-state CRC at bytes 128..131; without it (older images) the CRC is 0 and absent', () => {
+    const { h } = image();
+    const withCrc = encodeHeader({ ...h, flags: h.flags | 4, deviceStateCrc: 0xe3069283 });
+    expect(withCrc.readUInt32LE(128)).toBe(0xe3069283);
+    expect(decodeHeader(withCrc, h.imageSize)).toMatchObject({ flags: h.flags | 4, deviceStateCrc: 0xe3069283 });
+    const old = encodeHeader({ ...h, deviceStateCrc: 0xe3069283 }); // the flag decides, not the value
+    expect(old.readUInt32LE(128)).toBe(0);
+    expect(decodeHeader(old, h.imageSize)).toMatchObject({ flags: h.flags, deviceStateCrc: 0 });
+  });
+
   test('an uncommitted image is readable when asked (inspect), even when the file ends early', () => {
     const { h, entries } = image();
     h.committed = false;
@@ -240,6 +250,8 @@ describe('header rules', () => {
     { rule: 'H7 unknown flag bits', edit: (b) => b.writeUInt32LE(0x80000001, HDR.flags), code: 'EIMG_RESERVED', field: /flag/ },
     { rule: 'H8 non-zero reserved byte (first)', edit: (b) => (b[HDR.reserved] = 1), code: 'EIMG_RESERVED', field: /reserved/ },
     { rule: 'H8 non-zero reserved byte (last)', edit: (b) => (b[HDR.headerCrc - 1] = 1), code: 'EIMG_RESERVED', field: /reserved/ },
+    { rule: 'H8 a device-state CRC without flag bit 2', edit: (b) => b.writeUInt32LE(0x1234, 128), code: 'EIMG_RESERVED', field: /reserved header bytes 128\.\.131/ },
+    { rule: 'H8 byte 127 with flag bit 2 (only 128..131 hold the CRC)', edit: (b) => (b.writeUInt32LE(5, HDR.flags), (b[127] = 1)), code: 'EIMG_RESERVED', field: /reserved header bytes 120\.\.127/ },
     { rule: 'H10 uncommitted', edit: (b) => b.writeUInt32LE(0, HDR.state), code: 'EIMG_UNCOMMITTED', field: /incomplete/ },
     { rule: 'H11 pageSize not a power of two', edit: (b) => b.writeUInt32LE(5000, HDR.pageSize), code: 'EIMG_BOUNDS', field: /pageSize 5000/ },
     { rule: 'H11 pageSize below 4096', edit: (b) => b.writeUInt32LE(2048, HDR.pageSize), code: 'EIMG_BOUNDS', field: /pageSize 2048/ },

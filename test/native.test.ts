@@ -1,4 +1,5 @@
 /** The addon's system-call wrappers on plain files: results, and errors shaped like Node's fs errors. */
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -93,4 +94,36 @@ test('crc32c matches the standard check value and saveRange fills per-chunk chec
   expect(sums[1]).toBe(native.crc32c(Buffer.alloc(256 << 10)));
   fs.closeSync(ram);
   fs.closeSync(img);
+});
+
+test('crc32c continues from a previous result, so a long range is checked in pieces', () => {
+  const a = crypto.randomBytes(10000);
+  const b = crypto.randomBytes(4097);
+  expect(native.crc32c(b, native.crc32c(a))).toBe(native.crc32c(Buffer.concat([a, b])));
+  expect(native.crc32c(Buffer.from('6789'), native.crc32c(Buffer.from('12345')))).toBe(0xe3069283);
+});
+
+test('streamCopy reports the CRC-32C of the bytes it moved, both ways', async () => {
+  const data = crypto.randomBytes(3 * 1024 * 1024 + 77); // several buffers and a short tail
+  const fd = fs.openSync(file('stream-crc'), 'w+');
+  try {
+    const [r, w] = native.pipe();
+    const feeding = new Promise<void>((resolve, reject) => fs.write(w, data, (e) => (e ? reject(e) : resolve())));
+    const options = { pipeFd: r, fileFd: fd, offset: 0, bufferSize: 1 << 20, align: 4096, threads: 2, slots: 4, padTail: false, dropCache: false };
+    const saved = native.streamCopy({ ...options, toFile: true }, new BigUint64Array(2));
+    await feeding;
+    fs.closeSync(w);
+    expect(await saved).toMatchObject({ bytes: data.length, crc: native.crc32c(data) });
+    fs.closeSync(r);
+    const [r2, w2] = native.pipe();
+    const chunks: Buffer[] = [];
+    const drained = new Promise<void>((resolve) => fs.createReadStream('', { fd: r2 }).on('data', (c) => chunks.push(c as Buffer)).on('close', resolve));
+    const sent = await native.streamCopy({ ...options, pipeFd: w2, toFile: false }, new BigUint64Array(2));
+    fs.closeSync(w2);
+    await drained;
+    expect(sent).toMatchObject({ bytes: data.length, crc: native.crc32c(data) });
+    expect(Buffer.concat(chunks).equals(data)).toBe(true);
+  } finally {
+    fs.closeSync(fd);
+  }
 });

@@ -125,6 +125,31 @@ describeQemu('VM manager: save, restore, clone', () => {
     fs.rmSync(ram);
   });
 
+  test('a vm save that QEMU refuses leaves the old image byte for byte, and no helper behind', async () => {
+    const ram = shmPath('mgr-refused');
+    createRamFile(ram, 64 * M);
+    fillPattern(ram, 12, 0.25);
+    const keep = path.join(dir, 'keep.img');
+    fs.copyFileSync(image, keep);
+    // An NVMe controller is a non-migratable device: QEMU refuses 'migrate' outright.
+    const blocker = ['-drive', 'if=none,id=nv0,file=null-co://,format=raw', '-device', 'nvme,drive=nv0,serial=blocker'];
+    const vm = await startQemu({ ram: [{ id: 'ram0', path: ram, size: 64 * M }], extraArgs: blocker });
+    running.push(vm);
+    const helpers = () => spawnSync('pgrep', ['-f', '--', `save --fd 3 --name ${keep}`], { encoding: 'utf8' }).stdout.trim();
+    try {
+      await expect(saveVm(vm.qmp, { image: keep })).rejects.toThrow(/non-migratable device/);
+      // pgrep (not through a shell, whose own command line would match): the helper has exited.
+      expect(helpers()).toBe('');
+      expect(await sha256File(keep)).toBe(imageHash);
+      await new Promise((r) => setTimeout(r, 1000)); // nothing goes on writing
+      expect(await sha256File(keep)).toBe(imageHash);
+      expect(fs.readdirSync(dir).filter((f) => f.startsWith('.keep.img.iohelper-'))).toEqual([]);
+    } finally {
+      for (const pid of helpers().split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+      fs.rmSync(ram, { force: true });
+    }
+  });
+
   test('a save of a guest whose RAM is not a shared file names the -object options needed', async () => {
     const vm = await startQemu({ ram: [{ id: 'ram0', path: shmPath('mgr-private'), size: 64 * M }], share: false });
     running.push(vm);
@@ -148,6 +173,28 @@ describeQemu('VM manager: save, restore, clone', () => {
     expect((await filesEqual(await guestMemory(clones[0], 'clone0-after'), tail)).equal).toBe(false);
     expect(await filesEqual(await guestMemory(clones[1], 'clone1-after'), tail)).toEqual({ equal: true });
     expect(await sha256File(image)).toBe(imageHash);
+  });
+
+  test('a clone or lazy restore of an image whose device state has a flipped bit is refused before any QEMU starts', async () => {
+    const bad = path.join(dir, 'bad-state.img');
+    fs.copyFileSync(image, bad);
+    const fd = fs.openSync(bad, 'r+');
+    const at = fs.fstatSync(fd).size - 100; // inside the device state, the file's last bytes
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, at);
+    b[0] ^= 0x01;
+    fs.writeSync(fd, b, 0, 1, at);
+    fs.closeSync(fd);
+    const args = machineArgs([{ id: 'ram0', path: '/nonexistent/replaced-by-clone', size: SIZE }]);
+    for (const start of [() => cloneVm({ image: bad, qemuArgs: args, count: 2 }), () => restoreVm({ image: bad, lazy: true, qemuArgs: args })]) {
+      const err = await start().then(
+        (vms) => void running.push(...[vms].flat()),
+        (e: Error & { code?: string }) => e,
+      );
+      expect(err).toMatchObject({ code: 'EIMG_CHECKSUM', message: expect.stringMatching(/bad-state\.img: corrupted: the device state .* has CRC-32C/) });
+    }
+    const left = spawnSync('pgrep', ['-f', '--', bad], { encoding: 'utf8' });
+    expect({ status: left.status, pids: left.stdout.trim() }).toEqual({ status: 1, pids: '' });
   });
 
   test('lazy restore: loads at once from the image, without filling any RAM file', async () => {

@@ -33,11 +33,14 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
                    [--no-checksums] [--no-stream-check] [--compress[=zstd[:LEVEL]]] [--progress[=FD]]
       Reads QEMU's device-state stream on stdin; the RAM files are copied by J worker
       threads (default twice the CPUs, 2 to 8) from an mmap straight to fixed 1 MiB-aligned offsets of the image
-      (O_DIRECT with --direct). The image is truncated first and marked complete only after
-      all data is synced: a save that fails or is interrupted leaves an image that every
-      reader refuses. So does a device-state stream that is not a complete QEMU stream
-      (QEVM … vmdesc): QEMU dying mid-migration only closes the pipe (--no-stream-check for
-      other producers). Zero runs of at least --min-hole (default 64K) stay holes; --chunk
+      (O_DIRECT with --direct). The image is marked complete only after all data is synced.
+      --image PATH writes a new file beside PATH (.NAME.iohelper-PID-HEX) and renames it over
+      PATH only then: a save that fails or is interrupted removes it and leaves PATH (the last
+      good image) as it was, and a reader that maps the old image keeps it unchanged (a
+      kill -9 leaves the hidden file behind). --fd N (a manager's file) is written in place:
+      truncated first, so a save that fails leaves an image every reader refuses. A save
+      fails when the device-state stream is not a complete QEMU stream (QEVM … vmdesc): QEMU
+      dying mid-migration only closes the pipe (--no-stream-check for other producers). Zero runs of at least --min-hole (default 64K) stay holes; --chunk
       (default 8M) is the CRC-32C granularity.
       --compress writes a compressed image (format version 2): each --chunk of RAM is stored
       as one zstd frame at LEVEL (default 1; -7 fastest .. 19 smallest; 0 stores raw), raw
@@ -57,12 +60,15 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       beside it, renamed over it only once every chunk verified, so a refused, corrupted or
       interrupted restore leaves it as it was; it is refused (EBUSY) while another process has
       it open or mapped, which would keep the old memory. fd:K targets (open read-write) are
-      written in place. Then the device state goes to stdout for QEMU's migrate-incoming.
+      written in place. Then the device state goes to stdout for QEMU's migrate-incoming; it
+      is checked against its CRC-32C first, before any target is touched (--no-verify skips
+      this too).
       A compressed image is decompressed by the J workers straight into the RAM files; a chunk
       that does not decode to exactly its size, or whose CRC differs, fails the restore.
   ${argv0} inspect IMAGE [--json]
-      Describes an iohelper image (exit 2 if incomplete; for a compressed one the ratio and
-      chunk kinds per block), a libvirt save image or a raw QEMU stream. The format is
+      Describes an iohelper image (exit 2 if incomplete or refused, or if its device state
+      fails its CRC-32C; images from older iohelpers have none; for a compressed one the ratio
+      and chunk kinds per block), a libvirt save image or a raw QEMU stream. The format is
       docs/FORMAT.md.
   ${argv0} convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct] [--progress[=FD]]
       Writes TARGET (which must not exist) as a mappable image, or with --compress as a
@@ -74,7 +80,9 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
 Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/shm/F,share=on):
   ${argv0} vm save --qmp SOCKET --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--stream]
       Stops the guest (it stays paused), checks its RAM backends are shared files, and saves
-      through the parallel image (x-ignore-shared). --stream uses the classic stream path,
+      through the parallel image (x-ignore-shared) into a new file beside IMAGE, renamed over
+      it once the save committed and QEMU completed: if QEMU refuses or the save fails, IMAGE
+      is as it was and no helper is left running. --stream uses the classic stream path,
       which works with any RAM.
   ${argv0} vm restore --image IMAGE [--direct] [--jobs J] [--no-verify] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir D] -- QEMU ARGS
       Fills the RAM files named by the memory-backend-file objects in QEMU ARGS (ids = the

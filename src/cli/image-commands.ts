@@ -1,6 +1,6 @@
 /**
  * iohelper save | restore | inspect: the parallel RAM image (docs/FORMAT.md).
- *   save    --fd N [--direct] --ram NAME=PATH… [--jobs J] [--chunk SIZE]   device state on stdin
+ *   save    --fd N | --image PATH [--direct] --ram NAME=PATH… [--jobs J] [--chunk SIZE]   device state on stdin
  *   restore --fd N [--direct] --ram NAME=PATH… [--jobs J] [--no-verify]    device state to stdout
  *   inspect IMAGE [--json]
  *   convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct]
@@ -8,6 +8,7 @@
 import * as fs from 'fs';
 import * as tty from 'tty';
 import { errorText, UsageError } from '../errors';
+import { createReplacement } from '../fs/atomic-file';
 import { convert } from '../image/convert';
 import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
@@ -21,7 +22,8 @@ import { commandName, stderrLine, stdoutText } from './report';
 import { checkPassedFd } from './passed-fds';
 import { withInterrupts } from './signals';
 
-function imageFd(flags: Map<string, string | true>, write: boolean): { fd: number; name: string; owned: boolean } {
+/** --fd N, or (restore only: a save by path goes through createReplacement) --image PATH opened read-only. */
+function imageFd(flags: Map<string, string | true>): { fd: number; name: string; owned: boolean } {
   const fdText = flags.get('fd');
   const image = flags.get('image');
   if (typeof fdText === 'string' && typeof image === 'string') throw new UsageError('give --fd or --image, not both');
@@ -32,7 +34,7 @@ function imageFd(flags: Map<string, string | true>, write: boolean): { fd: numbe
     return { fd, name: typeof name === 'string' ? name : `fd ${fd}`, owned: false };
   }
   if (typeof image === 'string') {
-    const fd = fs.openSync(image, write ? fs.constants.O_WRONLY | fs.constants.O_CREAT : fs.constants.O_RDONLY, 0o600);
+    const fd = fs.openSync(image, fs.constants.O_RDONLY);
     return { fd, name: image, owned: true };
   }
   throw new UsageError('--fd N (or --image PATH) is required');
@@ -80,24 +82,35 @@ export async function saveCommand(args: string[]): Promise<number> {
   }
   const minHole = p.flags.has('min-hole') ? parseSize(String(p.flags.get('min-hole')), '--min-hole') : undefined;
   checkPassedFd(0, 'the device state (stdin)');
-  const img = imageFd(p.flags, true);
+  // --image PATH: a new file beside PATH, renamed over it only once committed and synced, so
+  // the last good image survives any failure and a reader mapping it keeps its pages.
+  // --fd N: the manager's file, written in place (truncated first).
+  const target = p.flags.get('image');
+  const img = typeof target === 'string' && !p.flags.has('fd') ? undefined : imageFd(p.flags);
+  const staged = img ? undefined : createReplacement(String(target));
+  const imageName = img?.name ?? String(target);
   try {
     await withInterrupts(commandName(), (signal) =>
       save({
         ...shared,
-        imageFd: img.fd,
-        imageName: img.name,
+        imageFd: img?.fd ?? staged!.fd,
+        imageName,
         chunkSize,
         checksums: !p.flags.has('no-checksums'),
         checkDeviceState: !p.flags.has('no-stream-check'),
         minHole,
         compressLevel,
-        onProgress: progressOf(p.flags.get('progress'), img.name),
+        staged: staged && { replaces: staged.replaced },
+        onProgress: progressOf(p.flags.get('progress'), imageName),
         signal,
       }),
     );
+    staged?.commit();
+  } catch (e) {
+    staged?.discard();
+    throw e;
   } finally {
-    if (img.owned) fs.closeSync(img.fd);
+    if (img?.owned) fs.closeSync(img.fd);
   }
   return 0;
 }
@@ -114,7 +127,7 @@ export async function restoreCommand(args: string[]): Promise<number> {
   const plannedFd = signalFd('planned-fd');
   const shared = copyArgs(p);
   checkPassedFd(1, 'the device state (stdout)');
-  const img = imageFd(p.flags, false);
+  const img = imageFd(p.flags);
   try {
     await withInterrupts(commandName(), (signal) =>
       restore({
@@ -154,7 +167,7 @@ export function inspectCommand(args: string[]): number {
   if (p.positionals.length !== 1) throw new UsageError('inspect takes one IMAGE path');
   const r = inspect(p.positionals[0]);
   stdoutText(p.flags.has('json') ? JSON.stringify(r, null, 2) + '\n' : describe(r));
-  return r.kind === 'iohelper' && !r.committed ? 2 : 0;
+  return r.kind === 'iohelper' && (!r.committed || r.deviceStateCrc?.ok === false) ? 2 : 0;
 }
 
 /** Names and creator strings come from the image: control characters are shown escaped, never sent to the terminal. */
@@ -182,10 +195,16 @@ function describe(r: InspectResult): string {
             : `  block ${printable(b.name)}: ${formatBytes(b.size)} at offset ${b.offset}, ${formatBytes(b.dataBytes)} data (${((100 * b.dataBytes) / b.size).toFixed(0)}%), ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}`,
         );
       }
-      if (r.deviceStateBytes !== undefined) lines.push(`  device state: ${r.deviceStateBytes} bytes`);
+      if (r.deviceStateBytes !== undefined) lines.push(`  device state: ${r.deviceStateBytes} bytes, ${deviceStateCrcText(r.deviceStateCrc)}`);
     }
   } else lines.push('not an iohelper image, libvirt save image or QEMU stream');
   return lines.join('\n') + '\n';
+}
+
+function deviceStateCrcText(c: InspectResult['deviceStateCrc']): string {
+  if (!c) return 'no device-state checksum (saved by an older iohelper): not verified';
+  if (c.ok) return `CRC-32C ${c.recorded} verified`;
+  return `CORRUPTED: CRC-32C ${c.computed}, the image recorded ${c.recorded} (restore refuses it)`;
 }
 
 export async function convertCommand(args: string[]): Promise<number> {

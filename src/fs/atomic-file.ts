@@ -2,10 +2,20 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import { isSystemError, systemError } from '../errors';
+
+/**
+ * A fresh temporary name beside `file` (same directory, so a rename over `file` stays on one
+ * filesystem and is atomic): `.NAME.iohelper-PID-HEX`, hidden, and naming the process that left
+ * it should a kill -9 leave it behind.
+ */
+export function tempPathBeside(file: string): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.iohelper-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+}
 
 /** Writes `data` to `file` atomically with `mode`; on failure the temporary is removed and `file` is as it was. */
 export function writeFileAtomic(file: string, data: string | Uint8Array, mode: number): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.iohelper-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+  const tmp = tempPathBeside(file);
   try {
     const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
     try {
@@ -30,4 +40,97 @@ export function syncDir(dir: string): void {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * A large file (an image) written in place of `file` without touching `file` until it is
+ * complete: the data goes to a new temporary beside it (O_EXCL), and commit() renames it over
+ * `file` and syncs the directory. Until then, and after discard(), `file` is exactly as it was;
+ * a process that has the old file open or mapped keeps the old inode either way.
+ */
+export interface FileReplacement {
+  /** The temporary, open write-only. */
+  fd: number;
+  tempPath: string;
+  /** The path commit() replaces: `file` with symlinks resolved, so a link keeps pointing at the new file. */
+  target: string;
+  /** (dev, ino) of the file being replaced, when it exists. */
+  replaced?: { dev: bigint; ino: bigint };
+  /** Closes the fd, renames the temporary over the target, syncs the directory. The caller has synced the data. */
+  commit(): void;
+  /** Closes the fd (if still open) and removes the temporary. Never throws. */
+  discard(): void;
+}
+
+export function createReplacement(file: string, mode = 0o600): FileReplacement {
+  let old: fs.BigIntStats | undefined;
+  try {
+    old = fs.statSync(file, { bigint: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  if (old && !old.isFile()) throw systemError('EINVAL', `${file} is not a regular file; a save writes a new file and renames it over the old one`, { path: file });
+  const target = old ? fs.realpathSync(file) : file;
+  const tempPath = tempPathBeside(target);
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(tempPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
+  } catch (e) {
+    throw namedAs(e, tempPath, file);
+  }
+  try {
+    // The new file takes the old one's place, so it keeps its permissions (and, where we may
+    // set it, its owner): a reader that could open the old image can open the new one.
+    if (old) {
+      fs.fchmodSync(fd, Number(old.mode) & 0o7777);
+      try {
+        fs.fchownSync(fd, Number(old.uid), Number(old.gid));
+      } catch {
+        // not root: the new file is ours, as a file we create always is
+      }
+    }
+  } catch (e) {
+    fs.closeSync(fd);
+    fs.rmSync(tempPath, { force: true });
+    throw namedAs(e, tempPath, file);
+  }
+  let open = true;
+  const close = () => {
+    if (open) fs.closeSync(fd!);
+    open = false;
+  };
+  return {
+    fd,
+    tempPath,
+    target,
+    replaced: old && { dev: old.dev, ino: old.ino },
+    commit() {
+      close();
+      try {
+        fs.renameSync(tempPath, target);
+      } catch (e) {
+        fs.rmSync(tempPath, { force: true });
+        throw namedAs(e, tempPath, file);
+      }
+      syncDir(path.dirname(target));
+    },
+    discard() {
+      try {
+        close();
+      } catch {
+        // the temporary goes either way
+      }
+      fs.rmSync(tempPath, { force: true });
+    },
+  };
+}
+
+/** An error about the temporary names the file the user gave (the temporary is our detail). */
+function namedAs(e: unknown, tempPath: string, file: string): unknown {
+  if (isSystemError(e)) {
+    e.message = e.message.split(tempPath).join(file);
+    if (e.path === tempPath) e.path = file;
+    if ((e as { dest?: string }).dest !== undefined) (e as { dest?: string }).dest = file;
+  }
+  return e;
 }

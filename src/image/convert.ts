@@ -5,14 +5,13 @@
  * it is. The target appears only when complete (written under a temporary name, then renamed);
  * a refused or failed convert leaves no file behind.
  */
-import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { systemError } from '../errors';
-import { syncDir } from '../fs/atomic-file';
+import { syncDir, tempPathBeside } from '../fs/atomic-file';
 import { native } from '../native';
 import { ProgressListener } from '../progress';
-import { MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED } from './format';
+import { hasDeviceStateCrc, hex, ImageFormatError, MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED } from './format';
 import { checkJobs, DEFAULT_JOBS } from './image-fd';
 import { readImageMetadata } from './read-image';
 import { restore } from './restore';
@@ -65,7 +64,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
     } finally {
       fs.closeSync(nullFd);
     }
-    temp = path.join(dir, `.${path.basename(o.target)}.iohelper-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+    temp = tempPathBeside(path.join(dir, path.basename(o.target)));
     const out = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
     let stateFd: number | undefined;
     let result;
@@ -95,6 +94,12 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
     }
     if (result.deviceStateBytes !== header.deviceStateLength) {
       throw systemError('EIO', `${o.source}: device state gave ${result.deviceStateBytes} bytes, the header says ${header.deviceStateLength}`, { path: o.source });
+    }
+    // The restore above checked the source's device state against its CRC; the copy the save
+    // read again must be those same bytes, so the target records the same CRC (a source saved
+    // without one gets the CRC of its device state as it is).
+    if (hasDeviceStateCrc(header) && result.deviceStateCrc !== header.deviceStateCrc) {
+      throw new ImageFormatError('EIMG_CHECKSUM', `${o.source}: corrupted: the device state read for the copy has CRC-32C ${hex(result.deviceStateCrc)}, the image recorded ${hex(header.deviceStateCrc)}`);
     }
     // link() fails if the target appeared meanwhile: it is never replaced.
     try {

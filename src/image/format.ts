@@ -19,6 +19,10 @@ export const DEFAULT_ALIGNMENT = 1 << 20;
 export const DEFAULT_CHUNK = 8 << 20;
 export const FLAG_CHECKSUMS = 1;
 export const FLAG_COMPRESSED = 2;
+/** The header records the device state's CRC-32C (`deviceStateCrc`); images saved before it existed have none. */
+export const FLAG_DEVICE_STATE_CRC = 4;
+/** Header offset of `deviceStateCrc` (reserved, zero, without FLAG_DEVICE_STATE_CRC). */
+const DEVICE_STATE_CRC_AT = 128;
 /** Version 2: bytes of one chunk index entry. */
 export const INDEX_ENTRY = 24;
 export const CHUNK_ZERO = 0;
@@ -77,7 +81,14 @@ export interface ImageHeader {
   creator: string;
   /** Version 2: start of the chunk area (0 in version 1). */
   dataOffset: number;
+  /** CRC-32C of the device state's bytes, when `flags` has FLAG_DEVICE_STATE_CRC (else 0). */
+  deviceStateCrc: number;
 }
+
+/** Whether every block has a checksum table (version 1) or chunk CRCs (version 2). */
+export const hasChecksums = (h: ImageHeader) => (h.flags & FLAG_CHECKSUMS) !== 0;
+/** Whether the header records the device state's CRC-32C (absent in images of older writers). */
+export const hasDeviceStateCrc = (h: ImageHeader) => (h.flags & FLAG_DEVICE_STATE_CRC) !== 0;
 
 export interface BlockEntry {
   name: string;
@@ -130,6 +141,7 @@ export function encodeHeader(h: ImageHeader): Buffer {
   b.writeBigUInt64LE(BigInt(h.createdMs), 80);
   creatorBytes(h.creator).copy(b, 88);
   if (h.version === VERSION_COMPRESSED) b.writeBigUInt64LE(BigInt(h.dataOffset), 120);
+  if (h.flags & FLAG_DEVICE_STATE_CRC) b.writeUInt32LE(h.deviceStateCrc >>> 0, DEVICE_STATE_CRC_AT);
   b.writeUInt32LE(native.crc32c(b.subarray(0, CRC_AT)), CRC_AT);
   return b;
 }
@@ -162,12 +174,16 @@ export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowU
   if (crc !== actual) fail('EIMG_CHECKSUM', `header checksum mismatch (stored ${hex(crc)}, computed ${hex(actual)})`);
   if (b.readUInt32LE(16) !== HEADER_SIZE) fail('EIMG_VERSION', `headerSize ${b.readUInt32LE(16)} is not ${HEADER_SIZE}`);
   const flags = b.readUInt32LE(12);
-  if (v2 && flags !== (FLAG_CHECKSUMS | FLAG_COMPRESSED)) fail('EIMG_RESERVED', `flags ${hex(flags)} of a version 2 image are not 0x00000003`);
-  if (!v2 && flags & ~FLAG_CHECKSUMS) fail('EIMG_RESERVED', `unknown flag bits ${hex(flags & ~FLAG_CHECKSUMS)}`);
+  if (v2 && (flags & ~FLAG_DEVICE_STATE_CRC) !== (FLAG_CHECKSUMS | FLAG_COMPRESSED)) fail('EIMG_RESERVED', `flags ${hex(flags)} of a version 2 image are neither 0x00000003 nor 0x00000007`);
+  if (!v2 && flags & ~(FLAG_CHECKSUMS | FLAG_DEVICE_STATE_CRC)) fail('EIMG_RESERVED', `unknown flag bits ${hex(flags & ~(FLAG_CHECKSUMS | FLAG_DEVICE_STATE_CRC))}`);
   const state = b.readUInt32LE(20);
   if (state > 1) fail('EIMG_RESERVED', `state ${state} is neither 0 (incomplete) nor 1 (committed)`);
-  const reservedFrom = v2 ? 128 : 120;
-  if (b.subarray(reservedFrom, CRC_AT).some((x) => x !== 0)) fail('EIMG_RESERVED', `reserved header bytes ${reservedFrom}..4091 are not zero`);
+  const withStateCrc = (flags & FLAG_DEVICE_STATE_CRC) !== 0;
+  // Reserved: v1 120..127 (v2's dataOffset), the device-state CRC's 4 bytes unless its flag says they hold one, and the rest.
+  const reserved = [...(v2 ? [] : [[120, DEVICE_STATE_CRC_AT]]), ...(withStateCrc ? [] : [[DEVICE_STATE_CRC_AT, DEVICE_STATE_CRC_AT + 4]]), [DEVICE_STATE_CRC_AT + 4, CRC_AT]];
+  for (const [from, to] of reserved) {
+    if (b.subarray(from, to).some((x) => x !== 0)) fail('EIMG_RESERVED', `reserved header bytes ${from}..${to - 1} are not zero`);
+  }
   const h: ImageHeader = {
     version,
     flags,
@@ -184,6 +200,7 @@ export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowU
     createdMs: u64(b, 80, 'createdMs'),
     creator: decodeCreator(b.subarray(88, 120)),
     dataOffset: v2 ? u64(b, 120, 'dataOffset') : 0,
+    deviceStateCrc: withStateCrc ? b.readUInt32LE(DEVICE_STATE_CRC_AT) : 0,
   };
   if (!h.committed && !opts.allowUncommitted) fail('EIMG_UNCOMMITTED', 'the image is incomplete: its save never finished (state 0)');
   if (!isPow2(h.pageSize) || h.pageSize < 4096 || h.pageSize > GiB) fail('EIMG_BOUNDS', `pageSize ${h.pageSize} is not a power of two in 4096..1 GiB`);
@@ -255,7 +272,7 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
   const b = view(bytes).subarray(0, h.tableLength);
   const crc = native.crc32c(b);
   if (crc !== h.tableCrc) fail('EIMG_CHECKSUM', `block table checksum mismatch (stored ${hex(h.tableCrc)}, computed ${hex(crc)})`);
-  const withSums = (h.flags & FLAG_CHECKSUMS) !== 0;
+  const withSums = hasChecksums(h);
   const v2 = h.version === VERSION_COMPRESSED;
   const perEntry = v2 ? INDEX_ENTRY : 4;
   const maxEntries = v2 ? MAX_INDEX_ENTRIES : MAX_CHECKSUMS;
@@ -480,10 +497,13 @@ function placeRegions(o: LayoutInput): Layout {
     createdMs: Date.now(),
     creator: o.creator,
     dataOffset,
+    // Known only once the stream has ended: the writer sets it, with its flag, at the commit.
+    deviceStateCrc: 0,
   };
   return { header, entries };
 }
 
-function hex(n: number): string {
+/** A CRC-32C as messages show it: 0x and 8 hex digits. */
+export function hex(n: number): string {
   return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
 }

@@ -1,6 +1,7 @@
 /** inspect(): what a file is (our image, a libvirt save image, a raw QEMU stream) and its facts. */
 import * as fs from 'fs';
-import { CHUNK_RAW, CHUNK_ZERO, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
+import { deviceStateCrc } from './device-state';
+import { CHUNK_RAW, CHUNK_ZERO, hasChecksums, hex, hasDeviceStateCrc, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
 import { readChunkIndexes, readImageMetadata } from './read-image';
 import { SNIFF_BYTES, sniffImage } from './sniff';
 
@@ -30,6 +31,11 @@ export interface InspectResult {
     chunks?: { zero: number; raw: number; zstd: number; ratio: number };
   }>;
   deviceStateBytes?: number;
+  /**
+   * Committed images: the device state's CRC-32C as recorded and as read now (hex), or null when
+   * the image records none (saved by an iohelper before the device-state CRC existed).
+   */
+  deviceStateCrc?: { recorded: string; computed: string; ok: boolean } | null;
   /** Why a file that looks like our image is refused. */
   invalid?: { code: string; message: string };
   /** libvirt save images */
@@ -72,7 +78,7 @@ function describeImage(fd: number): Partial<InspectResult> {
       version: h.version,
       pageSize: h.pageSize,
       alignment: h.alignment,
-      checksums: h.flags !== 0,
+      checksums: hasChecksums(h),
       creator: h.creator,
       createdAt: isoTime(h.createdMs),
       blocks: entries.map((e, i) => ({
@@ -85,11 +91,17 @@ function describeImage(fd: number): Partial<InspectResult> {
         chunks: compressed && h.committed ? chunkKinds(indexes[i], e.size, e.dataBytes) : undefined,
       })),
       deviceStateBytes: h.committed ? h.deviceStateLength : undefined,
+      deviceStateCrc: h.committed ? checkedCrc(h.deviceStateCrc, hasDeviceStateCrc(h) ? deviceStateCrc(fd, h, '') : undefined) : undefined,
     };
   } catch (e) {
     if (!(e instanceof ImageFormatError)) throw e;
     return { kind: 'iohelper', committed: false, invalid: { code: e.code, message: e.message } };
   }
+}
+
+function checkedCrc(recorded: number, computed: number | undefined): InspectResult['deviceStateCrc'] {
+  if (computed === undefined) return null;
+  return { recorded: hex(recorded), computed: hex(computed), ok: recorded === computed };
 }
 
 function chunkKinds(index: Buffer, size: number, stored: number) {

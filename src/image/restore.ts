@@ -8,8 +8,8 @@
 import { systemError, UsageError } from '../errors';
 import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { CopyProgress } from './copy-progress';
-import { copyDeviceState } from './device-state';
-import { BlockEntry, CHUNK_ZERO, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
+import { checkDeviceState, copyDeviceState } from './device-state';
+import { BlockEntry, CHUNK_ZERO, hasChecksums, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool, warmPool } from './pool';
 import { readChecksums, readChunkIndexes, readImageMetadata } from './read-image';
@@ -22,7 +22,7 @@ import { WorkerTask } from './worker-types';
 export interface RestoreOptions extends ImageCopyOptions {
   /** Allow hard-linked RAM targets (restoring changes the file under every name). */
   force?: boolean;
-  /** Skip checking chunk CRCs (default: check). */
+  /** Skip checking chunk CRCs and the device state's CRC (default: check). */
   noVerify?: boolean;
   /** Called once every check passed and the targets are open, before the first byte is filled. */
   onPlanned?: () => void;
@@ -73,8 +73,11 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const ramNeeds = compressed ? entries.map((e, i) => ({ ...e, dataBytes: ramBytesOf(indexes[i], e) })) : entries;
   const plans = planTargets(ramNeeds, o.ram, idOfFd(o.imageFd, name), !!o.force);
   // Read only now that names and targets match (their size is bounded by the format: 64 MiB).
-  const verify = !o.noVerify && header.flags !== 0;
+  const verify = !o.noVerify && hasChecksums(header);
   const checksums = verify && !compressed ? describeImageErrors(name, () => readChecksums(o.imageFd, name, entries)) : [];
+  // The device state goes to QEMU as it is, so it is checked whole now, before any RAM target
+  // is touched (it is read again to be streamed; the format bounds it).
+  if (!o.noVerify) checkDeviceState(o.imageFd, header, name);
 
   // Execute: fill temporaries (fd targets in place), verify, then replace the targets.
   const staged = stageTargets(plans);

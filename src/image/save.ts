@@ -11,7 +11,7 @@ import { native } from '../native';
 import { packageVersion } from '../package-root';
 import { CopyProgress } from './copy-progress';
 import { writeAligned } from './aligned-io';
-import { copyDeviceState } from './device-state';
+import { streamDeviceState } from './device-state';
 import { checkQemuStream } from './qemu-stream-check';
 import { checkInteger } from '../util/integer-option';
 import { MAX_LEVEL, MIN_LEVEL } from './compression';
@@ -25,6 +25,8 @@ import {
   encodeBlockTable,
   encodeChecksums,
   encodeHeader,
+  FLAG_DEVICE_STATE_CRC,
+  hasChecksums,
   HEADER_SIZE,
   ImageFormatError,
   ImageHeader,
@@ -61,11 +63,20 @@ export interface SaveOptions extends ImageCopyOptions {
   compressLevel?: number;
   /** Records at least this page size (convert keeps a hugetlbfs image's page size when its RAM passes through ordinary files). */
   minPageSize?: number;
+  /**
+   * The image fd is a new temporary that the caller renames over `imageName` only after save()
+   * returned, and removes otherwise (src/fs/atomic-file.ts createReplacement): a failed or
+   * interrupted save leaves `imageName` as it was. `replaces` is the file the rename will
+   * replace, which must not be one of the RAM files either.
+   */
+  staged?: { replaces?: { dev: bigint; ino: bigint } };
 }
 
 export interface SaveResult {
   blocks: Array<{ name: string; size: number; dataBytes: number; offset: number }>;
   deviceStateBytes: number;
+  /** CRC-32C of the device state, recorded in the header. */
+  deviceStateCrc: number;
   imageSize: number;
   elapsedMs: number;
 }
@@ -102,7 +113,8 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     if (rams.some((r) => r.size % pageSize !== 0)) throw systemError('EINVAL', `RAM sizes must be multiples of the largest page size ${pageSize}`);
     if (chunkSize < pageSize) throw systemError('EINVAL', `chunk size ${chunkSize} is smaller than the page size ${pageSize}`);
     const { direct, unit: zeroUnit } = prepareImageFd(o.imageFd, name, 'write', !!o.direct);
-    checkDistinct([idOfFd(o.imageFd, name), ...rams.map((r) => idOfFd(r.fd, r.label))]);
+    const replaced = o.staged?.replaces ? [{ ...o.staged.replaces, label: name }] : [];
+    checkDistinct([idOfFd(o.imageFd, name), ...replaced, ...rams.map((r) => idOfFd(r.fd, r.label))]);
     const layout = planImage(name, {
       blocks: rams.map((r) => ({ name: r.name, size: r.size })),
       pageSize,
@@ -142,7 +154,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
         const job = { ramFd: rams[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit: zeroUnit };
         return { op: 'saveChunks', job: { ...job, level: o.compressLevel!, cursor, index: new Uint8Array(chunksOf(j, e) * INDEX_ENTRY) } };
       }
-      const sums = header.flags ? new Uint32Array(chunksOf(j, e)) : null;
+      const sums = hasChecksums(header) ? new Uint32Array(chunksOf(j, e)) : null;
       return { op: 'save', job: { ...rangeJob(j, e, rams[j.block].fd, o.imageFd, zeroUnit), minHole, checksums: sums } };
     });
 
@@ -159,8 +171,9 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       stop.abort();
     };
     let deviceStateBytes = 0;
+    let deviceStateCrc = 0;
     const copyState = () =>
-      copyDeviceState({
+      streamDeviceState({
         toImage: true,
         pipeFd: o.deviceStateFd ?? 0,
         imageFd: o.imageFd,
@@ -168,7 +181,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
         direct,
         align: zeroUnit,
         progress: progress.counters,
-      }).then((n) => (deviceStateBytes = n), fail);
+      }).then((r) => ({ bytes: deviceStateBytes, crc: deviceStateCrc } = r), fail);
     try {
       // Mappable: the device state's place is fixed, so it streams in while RAM is copied.
       const deviceState = compressed ? undefined : copyState();
@@ -194,6 +207,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       o.signal?.removeEventListener('abort', onAbort);
       progress.finish();
     }
+    if (first !== undefined && o.signal?.aborted && o.staged) throw systemError('ECANCELED', `save interrupted; ${name} is left as it was`, { path: name });
     if (first !== undefined) throw explainCopyError(o.signal?.aborted ? systemError('ECANCELED', 'interrupted') : first, name, rams, 'save');
 
     if (o.checkDeviceState ?? true) checkQemuStream(o.imageFd, header.deviceStateOffset, deviceStateBytes, name);
@@ -211,11 +225,16 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
     onImage(() => native.fdatasync(o.imageFd));
     header.committed = true;
+    // The CRC of the stream as it arrived: a reader checks the stored bytes against it before
+    // QEMU gets them.
+    header.flags |= FLAG_DEVICE_STATE_CRC;
+    header.deviceStateCrc = deviceStateCrc;
     writeAligned(o.imageFd, encodeHeader(header), 0, name);
     onImage(() => native.fdatasync(o.imageFd));
     return {
       blocks: entries.map((e) => ({ name: e.name, size: e.size, dataBytes: e.dataBytes, offset: e.offset })),
       deviceStateBytes,
+      deviceStateCrc,
       imageSize: header.imageSize,
       elapsedMs: Date.now() - t0,
     };

@@ -6,6 +6,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
+import { createReplacement } from '../fs/atomic-file';
 import { native } from '../native';
 import { Progress, ProgressListener } from '../progress';
 import { QmpClient, waitForMigration } from '../qmp/client';
@@ -88,28 +89,68 @@ export async function enableIgnoreShared(qmp: QmpClient): Promise<void> {
   await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
 }
 
-/** The guest must be stopped (or never started). Resolves when the image is committed. */
+/**
+ * The guest must be stopped (or never started). Resolves when the image is committed: written
+ * by the helper into a new file beside `image` (never `image` itself) and renamed over it only
+ * after the helper committed it (synced) and QEMU reported the migration completed. On any
+ * failure the helper is ended and awaited, the new file removed, and `image` is as it was.
+ */
 export async function saveVmToImage(qmp: QmpClient, o: ImageMigrationOptions, onSpawn?: (h: HelperRun) => void): Promise<void> {
   await enableIgnoreShared(qmp);
   await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 2 ** 50 });
-  const out = fs.openSync(o.image, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o600);
-  const [r, w] = native.pipe();
-  let h: HelperRun;
+  const out = createReplacement(o.image);
+  let h: HelperRun | undefined;
+  let migrateSent = false;
   try {
-    h = spawnHelper(helperArgs('save', o), [r, 'ignore', 'ignore', out], o.onProgress);
-    onSpawn?.(h);
-    await qmp.executeWithFds('getfd', { fdname: 'iohelper-save' }, [w]);
-  } finally {
-    fs.closeSync(r);
-    fs.closeSync(w);
-    fs.closeSync(out);
+    const [r, w] = native.pipe();
+    try {
+      h = spawnHelper(helperArgs('save', o), [r, 'ignore', 'ignore', out.fd], o.onProgress);
+      onSpawn?.(h);
+      await qmp.executeWithFds('getfd', { fdname: 'iohelper-save' }, [w]);
+    } finally {
+      fs.closeSync(r);
+      fs.closeSync(w);
+    }
+    await qmp.execute('migrate', { uri: 'fd:iohelper-save' });
+    migrateSent = true;
+    // A compressed save reads QEMU's device state only after every chunk is stored, so QEMU's
+    // migration stays active for the whole save: no deadline of its own then (the helper's exit,
+    // which closes the pipe, ends it either way).
+    const timeoutMs = o.timeoutMs ?? (o.compressLevel !== undefined ? Infinity : undefined);
+    await Promise.all([waitForMigration(qmp, { timeoutMs }), h.done]);
+    out.commit();
+  } catch (e) {
+    const cause = h ? await stopHelper(h) : undefined;
+    out.discard();
+    // A refused migrate leaves the pipe's write end with QEMU (it has just answered, so this
+    // cannot hang on a stuck QEMU); the helper is gone, so nothing would ever read it.
+    if (h && !migrateSent) await qmp.execute('closefd', { fdname: 'iohelper-save' }).catch(() => undefined);
+    throw cause ?? e;
   }
-  await qmp.execute('migrate', { uri: 'fd:iohelper-save' });
-  // A compressed save reads QEMU's device state only after every chunk is stored, so QEMU's
-  // migration stays active for the whole save: no deadline of its own then (the helper's exit,
-  // which closes the pipe, ends it either way).
-  const timeoutMs = o.timeoutMs ?? (o.compressLevel !== undefined ? Infinity : undefined);
-  await bothDone(waitForMigration(qmp, { timeoutMs }), h.done);
+}
+
+/** How long a helper gets to stop after SIGTERM (it stops its copies and exits 1) before SIGKILL. */
+const HELPER_STOP_MS = 10_000;
+
+/**
+ * Ends the helper and waits until it has exited: no child outlives a failed operation (it would
+ * be re-parented and go on writing). Resolves with the helper's own error when it failed by
+ * itself (the cause, e.g. ENOSPC, of QEMU's broken pipe), else undefined.
+ */
+async function stopHelper(h: HelperRun): Promise<unknown> {
+  const kill = setTimeout(() => h.proc.kill('SIGKILL'), HELPER_STOP_MS);
+  const signalled = h.proc.exitCode === null && h.proc.signalCode === null && h.proc.kill('SIGTERM');
+  try {
+    await h.done;
+    return undefined;
+  } catch (e) {
+    // Our SIGTERM ends it with "… interrupted … (ECANCELED)", or by the signal itself when it
+    // came before the helper set up its handler (or after SIGKILL).
+    const ours = signalled && (h.proc.signalCode !== null || (e instanceof Error && /\(ECANCELED\)$/.test(e.message)));
+    return ours ? undefined : e;
+  } finally {
+    clearTimeout(kill);
+  }
 }
 
 /**

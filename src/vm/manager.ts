@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native } from '../native';
 import { QmpClient, waitForMigration } from '../qmp/client';
-import { copyDeviceState } from '../image/device-state';
+import { checkDeviceState, copyDeviceState } from '../image/device-state';
 import { readImageMetadata } from '../image/read-image';
 import { BlockEntry, ImageFormatError, VERSION_COMPRESSED } from '../image/format';
 import { fillsInPlace } from '../image/restore-targets';
@@ -150,6 +150,9 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & { image: strin
   let meta;
   try {
     meta = readImageMetadata(imageFd, o.image, { skipChecksums: true });
+    // Each clone streams the device state straight from the image into QEMU (loadDeviceState),
+    // which loads whatever it gets: it is checked against its CRC before any QEMU starts.
+    checkDeviceState(imageFd, meta.header, o.image);
   } finally {
     fs.closeSync(imageFd);
   }
