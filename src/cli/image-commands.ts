@@ -17,6 +17,7 @@ import { save } from '../image/save';
 import { parseCompress } from '../image/compression';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
 import { parseFlags, parseInteger, parseSize, ParsedFlags } from '../util/flags';
+import { openFile } from '../fs/open-file';
 import { commandName, stderrLine, stdoutText } from './report';
 import { checkPassedFd } from './passed-fds';
 import { withInterrupts } from './signals';
@@ -32,7 +33,7 @@ function imageFd(flags: Map<string, string | true>, write: boolean): { fd: numbe
     return { fd, name: typeof name === 'string' ? name : `fd ${fd}`, owned: false };
   }
   if (typeof image === 'string') {
-    const fd = fs.openSync(image, write ? fs.constants.O_WRONLY | fs.constants.O_CREAT : fs.constants.O_RDONLY, 0o600);
+    const fd = openFile(image, write ? fs.constants.O_WRONLY | fs.constants.O_CREAT : fs.constants.O_RDONLY);
     return { fd, name: image, owned: true };
   }
   throw new UsageError('--fd N (or --image PATH) is required');

@@ -6,6 +6,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
+import { openFile } from '../fs/open-file';
 import { native } from '../native';
 import { Progress, ProgressListener } from '../progress';
 import { QmpClient, waitForMigration } from '../qmp/client';
@@ -92,7 +93,7 @@ export async function enableIgnoreShared(qmp: QmpClient): Promise<void> {
 export async function saveVmToImage(qmp: QmpClient, o: ImageMigrationOptions, onSpawn?: (h: HelperRun) => void): Promise<void> {
   await enableIgnoreShared(qmp);
   await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 2 ** 50 });
-  const out = fs.openSync(o.image, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o600);
+  const out = openFile(o.image, fs.constants.O_WRONLY | fs.constants.O_CREAT);
   const [r, w] = native.pipe();
   let h: HelperRun;
   try {
@@ -127,7 +128,7 @@ export interface ImageRestore {
 }
 
 export function startImageRestore(o: ImageMigrationOptions): ImageRestore {
-  const inp = fs.openSync(o.image, fs.constants.O_RDONLY);
+  const inp = openFile(o.image, fs.constants.O_RDONLY);
   const [r, w] = native.pipe();
   const [readyR, readyW] = native.pipe();
   let helper: HelperRun;
