@@ -6,6 +6,7 @@ import { describeFd, setDirect } from '../fs/fd-info';
 import { ProgressListener } from '../progress';
 import * as fs from 'fs';
 import * as os from 'os';
+import { ImageFormatError } from './format';
 import { RamSource } from './ram-files';
 
 /**
@@ -73,7 +74,8 @@ export function checkJobs(jobs: number): void {
  * A RAM file whose filesystem could not supply a page (EFAULT on the mapping) is out of space.
  */
 export function explainCopyError(e: unknown, imageName: string, rams: Array<{ label: string; fd: number }>, verb: 'save' | 'restore'): unknown {
-  if (!isSystemError(e)) return e;
+  // An image format error's message starts with the image's name already.
+  if (!isSystemError(e) || e instanceof ImageFormatError) return e;
   const side = (e as { side?: string }).side;
   if (e.code === 'ECANCELED') return systemError('ECANCELED', `${verb} interrupted${verb === 'save' ? `; ${imageName} is left incomplete` : '; no RAM file was replaced'}`, { path: imageName });
   if (side === 'pipe') return e; // reported as "the stream"
