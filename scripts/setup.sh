@@ -16,7 +16,8 @@ as_root() {
   fi
 }
 
-as_root bash scripts/install-qemu.sh --libvirt
+# --bench: libvirt and fio too; npm test runs the bench's smoke test (test/bench-smoke.test.ts).
+as_root bash scripts/install-qemu.sh --bench
 # The addon links the system libzstd for compressed images (without it, it builds without them).
 dpkg -s libzstd-dev >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libzstd-dev >/dev/null
 as_root bash scripts/build-test-guest.sh "$PWD/.cache/guest"

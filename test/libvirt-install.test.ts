@@ -14,10 +14,10 @@ import { IOHELPER } from './support/cli';
 
 const sha = (f: string) => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
 
-function cli(args: string[], opts: { input?: Buffer; uid?: number } = {}) {
+function cli(args: string[], opts: { input?: Buffer; uid?: number; env?: NodeJS.ProcessEnv } = {}) {
   const cmd = opts.uid === undefined ? process.execPath : 'setpriv';
   const argv = opts.uid === undefined ? [IOHELPER, ...args] : ['--reuid', String(opts.uid), '--regid', String(opts.uid), '--clear-groups', process.execPath, IOHELPER, ...args];
-  const r = spawnSync(cmd, argv, { input: opts.input, encoding: 'utf8' });
+  const r = spawnSync(cmd, argv, { input: opts.input, encoding: 'utf8', env: opts.env });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -93,6 +93,44 @@ describeAsRoot('iohelper libvirt-install', () => {
     expect(missing.stderr).toMatch(/does not exist: is libvirt installed\?.*\(ENOENT\)$/);
     expect(fs.readdirSync(dir)).toEqual(['libvirt_iohelper']);
     expect(sha(target)).toBe(originalHash);
+  });
+
+  test.each([
+    // Without dpkg-divert on PATH the original is kept as a side copy (dpkg-divert itself refuses newlines).
+    ['side-copy', { ...process.env, PATH: '/nonexistent' }],
+    ['dpkg-divert', process.env],
+  ])('%s: a target path with a newline is refused before anything changes: it never reaches the script', (_n, env) => {
+    const evil = path.join(dir, 'x\necho INJECTED\n#');
+    fs.copyFileSync(target, evil);
+    fs.chmodSync(evil, 0o755);
+    const r = cli(['libvirt-install', '--target', evil], { env });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^\S+: target ".*x\\necho INJECTED\\n#" contains a control character \(EINVAL\)$/);
+    expect(fs.readdirSync(dir).sort()).toEqual(['libvirt_iohelper', 'x\necho INJECTED\n#']);
+    expect(sha(evil)).toBe(originalHash);
+    const run = spawnSync(evil, [path.join(dir, 'f'), '1'], { encoding: 'utf8' });
+    expect(run.stdout).not.toContain('INJECTED');
+  });
+
+  test("every path in the wrapper is single-quoted: quotes, spaces and $ in them stay text", () => {
+    const odd = path.join(dir, "it's $HOME `id` pkg");
+    fs.mkdirSync(path.join(odd, 'bin'), { recursive: true });
+    const script: string = require('../src/install/libvirt-helper').wrapperScript(odd, process.execPath, `${odd}/kept'; echo INJECTED; '`);
+    expect(script).toContain(`# Runs iohelper ('${dir}/it'\\''s $HOME \`id\` pkg') in place of libvirt's helper, kept at '${dir}/it'\\''s $HOME \`id\` pkg/kept'\\''; echo INJECTED; '\\'''.`);
+    const w = path.join(dir, 'wrapper');
+    fs.writeFileSync(w, script, { mode: 0o755 });
+    const r = spawnSync(w, ['f', '1'], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe(`${w}: failure: iohelper is gone from ${odd} (or node from ${process.execPath}); run iohelper libvirt-install again, or --uninstall`);
+    expect(() => require('../src/install/libvirt-helper').wrapperScript(odd, process.execPath, `${odd}\rx`)).toThrow(/kept path .* contains a control character/);
+  });
+
+  test('--status says only what it can tell: a file that is not our wrapper, a directory, nothing', () => {
+    const st = (t: string) => cli(['libvirt-install', '--status', '--target', t]);
+    expect(st(target)).toEqual({ status: 0, stdout: `${target}: a file that is not an iohelper wrapper (iohelper is not installed there)\n`, stderr: '' });
+    expect(st(dir)).toEqual({ status: 0, stdout: `${dir}: a directory, not a helper program (iohelper is not installed there)\n`, stderr: '' });
+    expect(st(path.join(dir, 'absent'))).toEqual({ status: 0, stdout: `${path.join(dir, 'absent')}: absent (is libvirt installed?)\n`, stderr: '' });
   });
 
   test('a wrapper whose package is gone fails in one line, exit 1', () => {

@@ -318,6 +318,37 @@ const haveLibvirt = fs.existsSync(LIBVIRT_IOHELPER);
     }
   });
 
+  test('the FD argument is read as libvirt_iohelper reads it (strtol, whole string): leading white space and a sign are fine', async () => {
+    const data = randomBytes(100000, 31);
+    for (const text of [' 1', '+1', ' \t\n+1', '01', '+001']) {
+      for (const bin of [LIBVIRT_IOHELPER, IOHELPER]) {
+        const file = path.join(dir, 'fd-text');
+        const fd = fs.openSync(file, 'w');
+        const r = await runHelper([file, text], [data, fd], bin);
+        fs.closeSync(fd);
+        expect({ bin, text, code: r.code, stderr: r.stderr }).toEqual({ bin, text, code: 0, stderr: '' });
+        expect(fs.readFileSync(file).equals(data)).toBe(true);
+      }
+    }
+  });
+
+  test('an FD argument strtol does not take whole is refused by both; a negative one parses but is no open fd', async () => {
+    for (const text of ['1 ', '0x1', '', ' ', '+', '1x', '+-1', '2147483648', '99999999999']) {
+      for (const bin of [LIBVIRT_IOHELPER, IOHELPER]) {
+        const r = await runHelper(['f', text], [Buffer.alloc(0), 'ignore'], bin);
+        expect({ bin, text, code: r.code }).toEqual({ bin, text, code: 1 });
+      }
+      const ours = await runHelper(['f', text], [Buffer.alloc(0), 'ignore']);
+      expect(ours.stderr).toBe(`${IOHELPER}: failure with f: unable to parse FD number '${text}'`);
+    }
+    for (const text of ['-1', ' -5', '-2147483648']) {
+      const theirs = await runHelper(['f', text], [Buffer.alloc(0), 'ignore'], LIBVIRT_IOHELPER);
+      expect(theirs.code).toBe(1);
+      const ours = await runHelper(['f', text], [Buffer.alloc(0), 'ignore']);
+      expect({ code: ours.code, last: lastLine(ours.stderr) }).toEqual({ code: 1, last: `${IOHELPER}: failure with f: f: fd ${Number(text)} is not open (EBADF)` });
+    }
+  });
+
   /** Saves `data` through `bin` onto an O_APPEND fd of a file that already holds `existing`. */
   async function appendSave(bin: string, data: Buffer, existing: Buffer, direct: boolean): Promise<{ code: number | null; stderr: string; out: Buffer }> {
     const file = path.join(dir, `append-${path.basename(bin)}-${direct}`);

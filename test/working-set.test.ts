@@ -1,16 +1,20 @@
 /**
  * The working-set file (docs/FORMAT.md, "Working-set file"): the codec against every reader
- * rule (W1–W7) and fuzzing, coalescing, and with real QEMU 10 and the test guest: a working set
+ * rule (W1–W8) and fuzzing, coalescing and the bounds of what a crafted file can make a
+ * prefetch read, how the file is read (a regular file only, never past the largest legal
+ * size), and with real QEMU 10 and the test guest: a working set
  * recorded by `vm restore --lazy --record-ws` round-trips through the image, a lazy restore and
  * a clone prefetch it and the guest runs on, and damaged or stale files are ignored with a
  * warning.
  */
+import { execFileSync, spawnSync } from 'child_process';
 import fc from 'fast-check';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { crc32c } from '../src/image/crc32c';
 import { encodeBlockTable, encodeHeader, planLayout } from '../src/image/format';
+import { planPrefetch } from '../src/image/prefetch';
 import { readImageMetadata } from '../src/image/read-image';
 import { coalesce, decodeWorkingSet, encodeWorkingSet, WorkingSet, WorkingSetError } from '../src/image/working-set';
 import { saveVm } from '../src/vm/manager';
@@ -108,6 +112,68 @@ describe('working-set codec', () => {
     ]);
   });
 
+  test('W8 ranges that overlap (the same pages twice) are refused: a crafted file cannot read a block over and over', () => {
+    // Two halves of block a, alternating, 1,000 times: W1–W7 pass, and coalescing in
+    // first-touch order could merge none of them (16,000 reads of 8 MiB).
+    const half = a.size / 2;
+    const ranges = Array.from({ length: 1000 }, (_, i) => ({ offset: a.offset + (i % 2) * half, length: half }));
+    refused(encodeWorkingSet(ws(meta, ranges)), meta, /ranges 0 and 2 overlap .*a recording lists each page once/);
+    refused(encodeWorkingSet(ws(meta, [good.ranges[0], { offset: a.offset + 8 * M - 4096, length: 8192 }])), meta, /ranges 0 and 1 overlap/);
+  });
+
+  test('the plan reads each byte once, at most the data bytes of the image, in at most ranges + data / 8 MiB reads', () => {
+    // Single pages alternating between the two halves of block a: disjoint (W8 passes) and
+    // never adjacent in first-touch order.
+    const half = a.size / 2;
+    const ranges = Array.from({ length: half / 4096 }, (_, i) => ({ offset: a.offset + (i % 2) * half + Math.floor(i / 2) * 4096, length: 4096 }));
+    const covered = ranges.reduce((n, r) => n + r.length, 0);
+    expect(decodeWorkingSet(encodeWorkingSet(ws(meta, ranges)), meta).ranges).toHaveLength(ranges.length);
+    const all = coalesce(ranges);
+    expect(all.reduce((n, r) => n + r.length, 0)).toBe(covered);
+    expect(all).toHaveLength(4); // two runs of 16 MiB, not 8,192 reads of a page
+    expect(all[0].offset).toBe(a.offset); // first-touch order: the run holding range 0 first
+    // The image holds 3 MiB of data: the plan stops there.
+    const budget = 3 * M;
+    const capped = coalesce(ranges, budget);
+    expect(capped.reduce((n, r) => n + r.length, 0)).toBe(budget);
+    expect(capped.length).toBeLessThanOrEqual(1 + Math.ceil(budget / (8 * M)));
+  });
+
+  test('planning 2^20 ranges over 1,024 blocks is sorts and linear passes (about a second here) and makes a bounded number of reads', () => {
+    const many = planLayout({
+      blocks: Array.from({ length: 1024 }, (_, i) => ({ name: `b${i}`, size: 8 * M })),
+      pageSize: 4096,
+      alignment: M,
+      chunkSize: 8 * M,
+      checksums: false,
+      creator: 't',
+    });
+    many.header.committed = true;
+    many.header.deviceStateLength = 1000;
+    many.header.imageSize = many.header.deviceStateOffset + 1000;
+    for (const e of many.entries) e.dataBytes = e.size;
+    const m = { header: many.header, entries: many.entries, headerCrc: 7, checksums: [], fileSize: many.header.imageSize };
+    // Pages alternating between the first and the second 512 blocks.
+    const pages = 2 ** 20;
+    const pageAt = (p: number) => many.entries[Math.floor(p / 2048)].offset + (p % 2048) * 4096;
+    const ranges = Array.from({ length: pages }, (_, i) => ({ offset: pageAt((i % 2) * (pages / 2) + Math.floor(i / 2)), length: 4096 }));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-wsplan-'));
+    try {
+      const image = path.join(dir, 'many.img');
+      fs.writeFileSync(`${image}.ws`, encodeWorkingSet({ imageSize: m.header.imageSize, imageHeaderCrc: 7, recordedMs: 1, windowMs: 1, ranges }));
+      const warnings: string[] = [];
+      const t0 = Date.now();
+      const plan = planPrefetch(image, m, (w) => warnings.push(w));
+      const ms = Date.now() - t0;
+      expect(warnings).toEqual([]);
+      expect(plan!.bytes).toBe(pages * 4096);
+      expect(plan!.reads.length).toBeLessThanOrEqual(2 * 1024); // one run per block at most, 8 MiB each
+      expect(ms).toBeLessThan(10000); // ~1 s here (slower on a busy machine); 8 s before the bounds
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('fuzzing: damaged files give only WorkingSetError, and what decodes lies inside the blocks', () => {
     let decoded = 0;
     fc.assert(
@@ -138,6 +204,59 @@ describe('working-set codec', () => {
       { numRuns: 2000 },
     );
     expect(decoded).toBeGreaterThan(10); // edits of recordedMs/windowMs with a fixed CRC decode
+  });
+});
+
+describe('reading IMAGE.ws (W1): a regular file only, never more than the largest legal size', () => {
+  const meta = imageMeta();
+  meta.entries[0].dataBytes = 8 * M;
+  const [a] = meta.entries;
+  const good = encodeWorkingSet(ws(meta, [{ offset: a.offset, length: 64 * 1024 }]));
+  let dir: string;
+  beforeAll(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-wsread-'))));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  function plan(image: string) {
+    const warnings: string[] = [];
+    return { plan: planPrefetch(image, meta, (m) => warnings.push(m)), warnings };
+  }
+
+  test('a regular file is read and planned', () => {
+    const image = path.join(dir, 'good.img');
+    fs.writeFileSync(`${image}.ws`, good);
+    expect(plan(image)).toEqual({ plan: { file: `${image}.ws`, reads: [{ offset: a.offset, length: 64 * 1024 }], bytes: 64 * 1024 }, warnings: [] });
+  });
+
+  test('a symbolic link to /proc/self/pagemap (stat size 0, reads on for gigabytes) is ignored at once', () => {
+    const image = path.join(dir, 'pagemap.img');
+    fs.symlinkSync('/proc/self/pagemap', `${image}.ws`);
+    // In a process of its own, killed after 10 s: unbounded, this read ran until memory ran out.
+    const script = `const { planPrefetch } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'src', 'image', 'prefetch.js'))});
+      const p = planPrefetch(process.argv[2], JSON.parse(process.argv[1]), (m) => console.log(m));
+      console.log(p === undefined ? 'no prefetch' : 'prefetch');`;
+    const r = spawnSync(process.execPath, ['-e', script, JSON.stringify(meta), image], { timeout: 10000, killSignal: 'SIGKILL', encoding: 'utf8' });
+    expect({ status: r.status, signal: r.signal, stderr: r.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+    expect(r.stdout).toBe(`ignoring the working set ${image}.ws: it is a symbolic link; only a regular file is read\nno prefetch\n`);
+  });
+
+  test('a symbolic link to a good working set is not followed either', () => {
+    const image = path.join(dir, 'link.img');
+    fs.writeFileSync(path.join(dir, 'elsewhere.ws'), good);
+    fs.symlinkSync(path.join(dir, 'elsewhere.ws'), `${image}.ws`);
+    expect(plan(image)).toEqual({ plan: undefined, warnings: [`ignoring the working set ${image}.ws: it is a symbolic link; only a regular file is read`] });
+  });
+
+  test('a FIFO is never opened for reading (it would wait for a writer): ignored at once', () => {
+    const image = path.join(dir, 'fifo.img');
+    execFileSync('mkfifo', [`${image}.ws`]);
+    expect(plan(image)).toEqual({ plan: undefined, warnings: [`ignoring the working set ${image}.ws: not a regular file`] });
+  });
+
+  test('a file over the largest legal size is ignored without reading it', () => {
+    const image = path.join(dir, 'big.img');
+    fs.writeFileSync(`${image}.ws`, '');
+    fs.truncateSync(`${image}.ws`, 48 + 16 * 2 ** 20 + 5);
+    expect(plan(image).warnings).toEqual([`ignoring the working set ${image}.ws: ${48 + 16 * 2 ** 20 + 5} bytes, more than a working-set file can have`]);
   });
 });
 

@@ -18,6 +18,7 @@ import { save } from '../image/save';
 import { parseCompress } from '../image/compression';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
 import { parseFlags, parseInteger, parseSize, ParsedFlags } from '../util/flags';
+import { openFile } from '../fs/open-file';
 import { commandName, stderrLine, stdoutText } from './report';
 import { checkPassedFd } from './passed-fds';
 import { withInterrupts } from './signals';
@@ -34,7 +35,7 @@ function imageFd(flags: Map<string, string | true>): { fd: number; name: string;
     return { fd, name: typeof name === 'string' ? name : `fd ${fd}`, owned: false };
   }
   if (typeof image === 'string') {
-    const fd = fs.openSync(image, fs.constants.O_RDONLY);
+    const fd = openFile(image, fs.constants.O_RDONLY);
     return { fd, name: image, owned: true };
   }
   throw new UsageError('--fd N (or --image PATH) is required');

@@ -2,6 +2,7 @@
  * iohelper libvirt-install [--uninstall | --status] [--target PATH]
  * Makes libvirtd run iohelper as its I/O helper (src/install/libvirt-helper.ts).
  */
+import * as fs from 'fs';
 import { UsageError } from '../errors';
 import { DEFAULT_LIBVIRT_HELPER, helperStatus, install, planInstall, planUninstall, uninstall } from '../install/libvirt-helper';
 import { parseFlags } from '../util/flags';
@@ -19,7 +20,7 @@ export function libvirtInstallCommand(args: string[]): number {
   if (p.flags.has('status')) {
     const s = helperStatus(target);
     if (!s.installed) {
-      stdoutText(s.original ? `${target}: libvirt's own helper (iohelper is not installed)\n` : `${target}: absent (is libvirt installed?)\n`);
+      stdoutText(`${target}: ${notInstalled(target)}\n`);
       return 0;
     }
     stdoutText(
@@ -38,4 +39,25 @@ export function libvirtInstallCommand(args: string[]): number {
   install(plan);
   stdoutText(`${target}: now runs iohelper; libvirt's helper kept at ${plan.keepAs} (${plan.keptBy}); undo with 'iohelper libvirt-install --uninstall'\n`);
   return 0;
+}
+
+/**
+ * What is at `target` when our wrapper is not: that it is libvirt's own helper cannot be told
+ * from the file, so only what can is said.
+ */
+function notInstalled(target: string): string {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(target);
+  } catch {
+    return 'absent (is libvirt installed?)';
+  }
+  const what = st.isFile()
+    ? 'a file that is not an iohelper wrapper'
+    : st.isSymbolicLink()
+      ? 'a symbolic link, not an iohelper wrapper'
+      : st.isDirectory()
+        ? 'a directory, not a helper program'
+        : 'not a regular file, nor an iohelper wrapper';
+  return `${what} (iohelper is not installed there)`;
 }

@@ -37,13 +37,26 @@ function checkBufferSize(n: number): number {
   return n;
 }
 
+/**
+ * libvirt_iohelper's FD argument as it reads it (virStrToLong_i: strtol in base 10, the whole
+ * string used, the value an int): optional leading white space, an optional sign, decimal
+ * digits. Undefined when it does not parse; a negative number parses (and is then no open fd).
+ */
+export function parseLibvirtFd(text: string): number | undefined {
+  const m = /^[ \t\n\v\f\r]*([+-]?)(\d+)$/.exec(text);
+  if (!m) return undefined;
+  const n = Number(m[2]) * (m[1] === '-' ? -1 : 1);
+  return n >= -(2 ** 31) && n < 2 ** 31 ? n + 0 : undefined; // + 0: -0 is fd 0
+}
+
 /** libvirt's form: exactly FILENAME FD. */
 async function libvirtForm(argv0: string, fileName: string, fdText: string): Promise<number> {
-  if (!/^\d+$/.test(fdText)) {
+  const fd = parseLibvirtFd(fdText);
+  if (fd === undefined) {
     finalLine(`${argv0}: failure with ${fileName}: unable to parse FD number '${fdText}'`);
     return 1;
   }
-  return runStreamCommand({ argv0, fileFd: Number(fdText), fileName, direct: 'as-is' });
+  return runStreamCommand({ argv0, fileFd: fd, fileName, direct: 'as-is' });
 }
 
 const IMAGE_COMMANDS: Record<string, (args: string[]) => Promise<number> | number> = {

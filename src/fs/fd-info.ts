@@ -17,7 +17,7 @@ export interface FdInfo {
   position: number;
 }
 
-function kindOf(st: fs.Stats): FdKind {
+export function kindOf(st: fs.Stats): FdKind {
   if (st.isFile()) return 'file';
   if (st.isBlockDevice()) return 'block';
   if (st.isFIFO()) return 'fifo';

@@ -6,6 +6,7 @@ import { describeFd, setDirect } from '../fs/fd-info';
 import { ProgressListener } from '../progress';
 import * as fs from 'fs';
 import * as os from 'os';
+import { ImageFormatError } from './format';
 import { RamSource } from './ram-files';
 import { checkInteger, MAX_FD } from '../util/integer-option';
 
@@ -92,7 +93,8 @@ const INTERRUPTED = {
  * back), or a restore whose RAM files are final and whose device state was being written.
  */
 export function explainCopyError(e: unknown, imageName: string, rams: Array<{ label: string; fd: number }>, verb: 'save' | 'restore' | 'restore-device-state'): unknown {
-  if (!isSystemError(e)) return e;
+  // An image format error's message starts with the image's name already.
+  if (!isSystemError(e) || e instanceof ImageFormatError) return e;
   const side = (e as { side?: string }).side;
   if (e.code === 'ECANCELED') return systemError('ECANCELED', INTERRUPTED[verb](imageName), { path: imageName });
   if (side === 'pipe' || side === 'thread') return e; // reported as "the stream"

@@ -1,5 +1,6 @@
 /** inspect(): what a file is (our image, a libvirt save image, a raw QEMU stream) and its facts. */
 import * as fs from 'fs';
+import { openFile, sizeOfFd } from '../fs/open-file';
 import { deviceStateCrc } from './device-state';
 import { CHUNK_RAW, CHUNK_ZERO, hasChecksums, hex, hasDeviceStateCrc, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
 import { readChunkIndexes, readImageMetadata } from './read-image';
@@ -45,10 +46,10 @@ export interface InspectResult {
 }
 
 export function inspect(path: string): InspectResult {
-  const fd = fs.openSync(path, fs.constants.O_RDONLY);
+  const fd = openFile(path, fs.constants.O_RDONLY, { block: true });
   try {
     const st = fs.fstatSync(fd);
-    const base: InspectResult = { path, kind: 'unknown', fileSize: st.size, allocatedBytes: st.blocks * 512 };
+    const base: InspectResult = { path, kind: 'unknown', fileSize: sizeOfFd(fd), allocatedBytes: st.blocks * 512 };
     const head = Buffer.alloc(SNIFF_BYTES);
     const n = fs.readSync(fd, head, 0, head.length, 0);
     const kind = sniffImage(head.subarray(0, n));

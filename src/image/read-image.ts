@@ -1,5 +1,5 @@
 /** Reads and validates an image's metadata from an fd: header, block table, checksum tables or chunk indexes. */
-import * as fs from 'fs';
+import { sizeOfFd } from '../fs/open-file';
 import { native } from '../native';
 import { readAligned } from './aligned-io';
 import { BlockEntry, checkChunksDisjoint, decodeBlockTable, decodeChecksums, decodeChunkIndex, decodeHeader, HEADER_SIZE, ImageHeader, INDEX_ENTRY } from './format';
@@ -42,7 +42,7 @@ export function readChunkIndexes(fd: number, name: string, header: ImageHeader, 
 
 /** `skipChecksums` leaves the per-chunk tables unread (inspect does not need them). */
 export function readImageMetadata(fd: number, name: string, opts: { allowUncommitted?: boolean; skipChecksums?: boolean } = {}): ImageMetadata {
-  const fileSize = fs.fstatSync(fd).size;
+  const fileSize = sizeOfFd(fd);
   const headerBytes = readAligned(fd, 0, HEADER_SIZE, name);
   const header = decodeHeader(headerBytes, fileSize, opts);
   const entries = decodeBlockTable(readAligned(fd, header.tableOffset, header.tableLength, name), header);

@@ -103,10 +103,18 @@ export function helperStatus(target = DEFAULT_LIBVIRT_HELPER): HelperStatus {
   return { target, installed: true, original, keptBy: diversion ? 'dpkg-divert' : 'side-copy', ...wrapper, broken };
 }
 
-/** Single-quotes a value for sh; control characters are refused (they have no business in a path). */
+/**
+ * Paths that go into the wrapper script must not hold control characters: a newline would end
+ * a line of the script (even a comment's) and start a command of the path's choosing.
+ */
+function checkScriptPath(value: string, what: string): string {
+  if (/[\x00-\x1f\x7f]/.test(value)) throw systemError('EINVAL', `${what} ${JSON.stringify(value)} contains a control character`, { path: value });
+  return value;
+}
+
+/** Single-quotes a path for sh (each ' as '\''), after checkScriptPath. */
 function shQuote(value: string, what: string): string {
-  if (/[\x00-\x1f\x7f]/.test(value)) throw systemError('EINVAL', `${what} ${JSON.stringify(value)} contains a control character`);
-  return `'${value.replace(/'/g, "'\\''")}'`;
+  return `'${checkScriptPath(value, what).replace(/'/g, "'\\''")}'`;
 }
 
 /** The sh script that stands in for libvirt_iohelper: same argv, fds and exit status, passed straight through by exec. */
@@ -114,7 +122,7 @@ export function wrapperScript(packageDir: string, node: string, original: string
   return [
     '#!/bin/sh',
     MARKER,
-    `# Runs iohelper (${packageDir}) in place of libvirt's helper, kept at ${original}.`,
+    `# Runs iohelper (${shQuote(packageDir, 'package path')}) in place of libvirt's helper, kept at ${shQuote(original, 'kept path')}.`,
     "# Undo with: iohelper libvirt-install --uninstall",
     `IOHELPER_PKG=${shQuote(packageDir, 'package path')}`,
     `IOHELPER_NODE=${shQuote(node, 'node path')}`,
@@ -144,6 +152,7 @@ function requireRoot(verb: string): void {
 /** Every check for install, nothing changed. */
 export function planInstall(target = DEFAULT_LIBVIRT_HELPER, packageDir = packageRoot(), node = process.execPath): InstallPlan {
   requireRoot('installing as');
+  checkScriptPath(target, 'target');
   const status = helperStatus(target);
   if (status.installed) {
     if (status.packageDir === packageDir && status.node === node && !status.broken) {

@@ -7,6 +7,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
 import { createReplacement } from '../fs/atomic-file';
+import { openFile } from '../fs/open-file';
 import { native } from '../native';
 import { Progress, ProgressListener } from '../progress';
 import { QmpClient, waitForMigration } from '../qmp/client';
@@ -183,7 +184,7 @@ function helperSays(fd: number, line: string, helper: HelperRun): Promise<void> 
 }
 
 export function startImageRestore(o: ImageMigrationOptions): ImageRestore {
-  const inp = fs.openSync(o.image, fs.constants.O_RDONLY);
+  const inp = openFile(o.image, fs.constants.O_RDONLY);
   const [r, w] = native.pipe();
   const [readyR, readyW] = native.pipe();
   const [plannedR, plannedW] = native.pipe();

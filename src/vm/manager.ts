@@ -10,6 +10,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { openFile } from '../fs/open-file';
 import { native } from '../native';
 import { QmpClient, waitForMigration } from '../qmp/client';
 import { checkDeviceState, copyDeviceState } from '../image/device-state';
@@ -87,7 +88,7 @@ function matchBackends(entries: BlockEntry[], qemuArgs: string[]) {
 async function loadDeviceState(qmp: QmpClient, image: string, deviceStateOffset: number, timeoutMs?: number): Promise<void> {
   await enableIgnoreShared(qmp);
   const [r, w] = native.pipe();
-  const fd = fs.openSync(image, fs.constants.O_RDONLY);
+  const fd = openFile(image, fs.constants.O_RDONLY);
   const progress = new BigUint64Array(2);
   let copy: Promise<number> | undefined;
   try {
@@ -146,7 +147,7 @@ export interface PrefetchOptions {
  * QEMUs start and run (see src/image/prefetch.ts). Resolves with the loaded, paused QEMUs.
  */
 export async function cloneVm(o: StartOptions & PrefetchOptions & { image: string; count: number }): Promise<QemuInstance[]> {
-  const imageFd = fs.openSync(o.image, fs.constants.O_RDONLY);
+  const imageFd = openFile(o.image, fs.constants.O_RDONLY);
   let meta;
   try {
     meta = readImageMetadata(imageFd, o.image, { skipChecksums: true });

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { systemError } from '../errors';
+import { openFile } from '../fs/open-file';
 import { native } from '../native';
 import { packageRoot } from '../package-root';
 import { QmpClient, waitForMigration } from '../qmp/client';
@@ -75,7 +76,7 @@ export async function refuseRamAsImage(qmp: QmpClient, image: string): Promise<v
 /** stop is the caller's; this sets max-bandwidth, migrates into the helper and waits for both. */
 export async function saveThroughHelper(o: StreamMigrationOptions): Promise<void> {
   await refuseRamAsImage(o.qmp, o.image);
-  const out = fs.openSync(o.image, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | (o.direct ? fs.constants.O_DIRECT : 0), 0o600);
+  const out = openFile(o.image, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | (o.direct ? fs.constants.O_DIRECT : 0), { block: true });
   const [r, w] = native.pipe();
   let helper: Promise<void>;
   try {
@@ -94,7 +95,7 @@ export async function saveThroughHelper(o: StreamMigrationOptions): Promise<void
 
 /** QEMU must have been started with `-incoming defer`. */
 export async function restoreThroughHelper(o: StreamMigrationOptions): Promise<void> {
-  const inp = fs.openSync(o.image, fs.constants.O_RDONLY | (o.direct ? fs.constants.O_DIRECT : 0));
+  const inp = openFile(o.image, fs.constants.O_RDONLY | (o.direct ? fs.constants.O_DIRECT : 0), { block: true });
   const [r, w] = native.pipe();
   let helper: Promise<void>;
   try {

@@ -10,6 +10,7 @@ kernel's fault-around maps up to 64 KiB of neighbours per fault, which then coun
 import * as fs from 'fs';
 import { systemError } from '../errors';
 import { writeFileAtomic } from '../fs/atomic-file';
+import { openFile } from '../fs/open-file';
 import { readImageMetadata } from '../image/read-image';
 import { encodeWorkingSet, MAX_WS_RANGES, workingSetPath, WorkingSet } from '../image/working-set';
 
@@ -91,7 +92,7 @@ function newlyTouched(fd: number, blocks: MappedBlock[]): Array<{ offset: number
 }
 
 export async function recordWorkingSet(o: RecordOptions): Promise<RecordResult> {
-  const fdImage = fs.openSync(o.image, fs.constants.O_RDONLY);
+  const fdImage = openFile(o.image, fs.constants.O_RDONLY);
   let meta;
   try {
     meta = readImageMetadata(fdImage, o.image, { skipChecksums: true });

@@ -1,0 +1,65 @@
+/**
+ * Opening a file a user names by path without ever blocking in open(). open() of a FIFO waits
+ * for a peer, and a thread blocked there never returns to the event loop, so SIGINT and
+ * SIGTERM go unhandled (only SIGKILL ends it). The path's type is checked before the open (a
+ * FIFO, or any kind not accepted, is never opened at all), the open is O_NONBLOCK in case the path was swapped
+ * meanwhile, and the fd's type is checked again; O_NONBLOCK is cleared once the fd is known to
+ * be a regular file (or an accepted block device), so whoever inherits the fd gets ordinary I/O.
+ */
+import * as fs from 'fs';
+import { systemError, withPath } from '../errors';
+import { native } from '../native';
+import { FdKind, kindOf } from './fd-info';
+
+export interface OpenFileOptions {
+  /** Mode of a file O_CREAT creates. */
+  mode?: number;
+  /** Block devices are accepted too (inspect reads images on them). */
+  block?: boolean;
+  /** A symbolic link is refused (ELOOP) instead of followed; the open gets O_NOFOLLOW. */
+  noFollow?: boolean;
+}
+
+const KIND_NAMES: Record<FdKind, string> = {
+  file: 'a regular file',
+  block: 'a block device',
+  fifo: 'a FIFO',
+  socket: 'a socket',
+  directory: 'a directory',
+  char: 'a character device',
+  other: 'a special file',
+};
+
+function checkKind(file: string, st: fs.Stats, o: OpenFileOptions): void {
+  if (st.isFile() || (o.block && st.isBlockDevice())) return;
+  if (o.noFollow && st.isSymbolicLink()) throw systemError('ELOOP', `${file} is a symbolic link; refusing to follow it`, { path: file });
+  const wanted = o.block ? 'a regular file or block device' : 'a regular file';
+  throw systemError(st.isDirectory() ? 'EISDIR' : 'EINVAL', `${file} is ${KIND_NAMES[kindOf(st)]}, not ${wanted}`, { path: file });
+}
+
+/** open(2) of `file` with `flags` (O_RDONLY, O_WRONLY | O_CREAT, …), refusing anything but a regular file (or block device). */
+export function openFile(file: string, flags: number, o: OpenFileOptions = {}): number {
+  let before: fs.Stats | undefined;
+  try {
+    before = o.noFollow ? fs.lstatSync(file) : fs.statSync(file);
+  } catch (e) {
+    // Absent: O_CREAT makes a regular file, and without it the open reports ENOENT itself.
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw withPath(e, file);
+  }
+  if (before) checkKind(file, before, o);
+  const fd = fs.openSync(file, flags | fs.constants.O_NONBLOCK | (o.noFollow ? fs.constants.O_NOFOLLOW : 0), o.mode ?? 0o600);
+  try {
+    checkKind(file, fs.fstatSync(fd), o);
+    native.setFlags(fd, native.getFlags(fd) & ~native.constants.O_NONBLOCK);
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+  return fd;
+}
+
+/** Bytes in the file, or in the block device, open on `fd` (fstat says 0 for a device). */
+export function sizeOfFd(fd: number): number {
+  const st = fs.fstatSync(fd);
+  return st.isBlockDevice() ? native.blockDeviceSize(fd) : st.size;
+}
