@@ -293,7 +293,7 @@ test('corrupted RAM data is caught by the chunk checksums (and only by them), th
   expect(r.stdout.length).toBe(0); // QEMU never gets device state from a corrupted image
   expect(lastLine(r.stderr)).toMatch(/corrupted: block 'pc.ram' chunk \d+ .* has CRC-32C 0x[0-9a-f]{8}, the image recorded 0x[0-9a-f]{8}; .* \(EIMG_CHECKSUM\)$/);
   // The image is named once, at the start of the message.
-  expect(lastLine(r.stderr)).toMatch(new RegExp(`^\\S+: ${image}: corrupted: .*; no RAM file was replaced \\(EIMG_CHECKSUM\\)$`));
+  expect(lastLine(r.stderr)).toMatch(new RegExp(`^\\S+: ${image}: corrupted: .*; no RAM file was changed \\(EIMG_CHECKSUM\\)$`));
   const unchecked = await runHelper(restoreArgs(image, shm('flip-c'), shm('flip-d'), ['--no-verify']), ['ignore', 'pipe']);
   expect(unchecked.code).toBe(0);
 });

@@ -1,4 +1,5 @@
 /** Files that appear whole or not at all: written under a temporary name beside them, synced, renamed. */
+import { kindName } from './open-file';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -69,7 +70,7 @@ export function createReplacement(file: string, mode = 0o600): FileReplacement {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
-  if (old && !old.isFile()) throw systemError('EINVAL', `${file} is not a regular file; a save writes a new file and renames it over the old one`, { path: file });
+  if (old && !old.isFile()) throw systemError('EINVAL', `${file} is ${kindName(old)}, not a regular file; a save writes a new file and renames it over the old one`, { path: file });
   const target = old ? fs.realpathSync(file) : file;
   const tempPath = tempPathBeside(target);
   let fd: number | undefined;

@@ -30,11 +30,16 @@ const KIND_NAMES: Record<FdKind, string> = {
   other: 'a special file',
 };
 
+/** What a stat says a path is, for messages: "a FIFO", "a directory", … */
+export function kindName(st: fs.Stats | fs.BigIntStats): string {
+  return KIND_NAMES[kindOf(st as fs.Stats)];
+}
+
 function checkKind(file: string, st: fs.Stats, o: OpenFileOptions): void {
   if (st.isFile() || (o.block && st.isBlockDevice())) return;
   if (o.noFollow && st.isSymbolicLink()) throw systemError('ELOOP', `${file} is a symbolic link; refusing to follow it`, { path: file });
   const wanted = o.block ? 'a regular file or block device' : 'a regular file';
-  throw systemError(st.isDirectory() ? 'EISDIR' : 'EINVAL', `${file} is ${KIND_NAMES[kindOf(st)]}, not ${wanted}`, { path: file });
+  throw systemError(st.isDirectory() ? 'EISDIR' : 'EINVAL', `${file} is ${kindName(st)}, not ${wanted}`, { path: file });
 }
 
 /** open(2) of `file` with `flags` (O_RDONLY, O_WRONLY | O_CREAT, …), refusing anything but a regular file (or block device). */
