@@ -25,7 +25,7 @@ describeQemu('bench --quick', () => {
       const scenarios = new Set(rows.map((r: { scenario: string }) => r.scenario));
       expect([...scenarios].sort()).toEqual(['clone', 'parallel-restore scattered', 'parallel-save scattered', 'startup', 'stream-restore', 'stream-save', 'vm-e2e-restore scattered', 'vm-e2e-save scattered']);
       const e2e = rows.filter((r: { scenario: string }) => r.scenario === 'vm-e2e-save scattered').map((r: { method: string }) => r.method);
-      expect(e2e).toEqual(expect.arrayContaining(['classic stream through iohelper', 'iohelper image, jobs 2', 'QEMU mapped-ram + multifd(2)', 'QEMU mapped-ram + multifd(2) + direct-io']));
+      expect(e2e).toEqual(expect.arrayContaining(['classic stream through iohelper', 'iohelper image, jobs 2 (end to end)', 'QEMU mapped-ram + multifd(2)', 'QEMU mapped-ram + multifd(2) + direct-io']));
       for (const r of rows) {
         if (r.note) {
           expect(r.note).toMatch(/not installed/);
