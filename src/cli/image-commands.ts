@@ -6,6 +6,7 @@
  *   convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct]
  */
 import * as fs from 'fs';
+import * as path from 'path';
 import * as tty from 'tty';
 import { errorText, UsageError } from '../errors';
 import { createReplacement } from '../fs/atomic-file';
@@ -19,6 +20,7 @@ import { parseCompress } from '../image/compression';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
 import { parseFlags, parseInteger, parseSize, ParsedFlags } from '../util/flags';
 import { openFile } from '../fs/open-file';
+import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { commandName, stderrLine, stdoutText } from './report';
 import { checkPassedFd } from './passed-fds';
 import { withInterrupts } from './signals';
@@ -67,6 +69,9 @@ function copyArgs(p: ParsedFlags) {
 
 const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs', 'job-size'], repeated: ['ram'], optionalValue: ['progress'] };
 
+/** What a command did on the side, on stderr: it still succeeds. */
+const warn = (m: string) => stderrLine(`${commandName()}: warning: ${m}`);
+
 export async function saveCommand(args: string[]): Promise<number> {
   const p = parseFlags(args, {
     ...common,
@@ -88,6 +93,7 @@ export async function saveCommand(args: string[]): Promise<number> {
   // --fd N: the manager's file, written in place (truncated first).
   const target = p.flags.get('image');
   const img = typeof target === 'string' && !p.flags.has('fd') ? undefined : imageFd(p.flags);
+  if (!img) for (const m of removeStaleTemporaries(path.dirname(path.resolve(String(target))))) warn(m);
   const staged = img ? undefined : createReplacement(String(target));
   const imageName = img?.name ?? String(target);
   try {
@@ -132,6 +138,7 @@ export async function restoreCommand(args: string[]): Promise<number> {
   try {
     await withInterrupts(commandName(), (signal) =>
       restore({
+        onWarning: warn,
         ...shared,
         imageFd: img.fd,
         imageName: img.name,
@@ -215,7 +222,7 @@ export async function convertCommand(args: string[]): Promise<number> {
   const compressLevel = parseCompress(p.flags.get('compress'));
   const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined;
   const r = await withInterrupts(commandName(), (signal) =>
-    convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), onProgress: progressOf(p.flags.get('progress'), source), signal }),
+    convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), onWarning: warn, onProgress: progressOf(p.flags.get('progress'), source), signal }),
   );
   stderrLine(`${commandName()}: ${target}: ${r.version === 1 ? 'mappable (version 1)' : 'compressed (version 2)'}, ${formatBytes(r.targetBytes)} from ${formatBytes(r.sourceBytes)} in ${(r.elapsedMs / 1000).toFixed(2)} s`);
   return 0;

@@ -11,6 +11,7 @@ import * as path from 'path';
 import { isSystemError, systemError, withPath } from '../errors';
 import { syncDir, tempPathBeside } from '../fs/atomic-file';
 import { openFile } from '../fs/open-file';
+import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { native } from '../native';
 import { ProgressListener } from '../progress';
 import { hasDeviceStateCrc, hex, ImageFormatError, MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED } from './format';
@@ -29,6 +30,8 @@ export interface ConvertOptions {
   /** Progress of the restore into scratch files, then of the save (it runs twice from 0). */
   onProgress?: ProgressListener;
   signal?: AbortSignal;
+  /** Told what convert did on the side (temporaries of dead runs it removed). */
+  onWarning?: (message: string) => void;
 }
 
 export interface ConvertResult {
@@ -59,7 +62,9 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
     // Execute: RAM into sparse scratch files beside the target, then the new image from them.
     let result;
     try {
-      scratch = fs.mkdtempSync(path.join(dir, `.${path.basename(o.target)}.iohelper-convert-`));
+      for (const m of removeStaleTemporaries(dir)) o.onWarning?.(m);
+      // The PID in the name lets a later run remove it if this one is killed.
+      scratch = fs.mkdtempSync(path.join(dir, `.${path.basename(o.target)}.iohelper-convert-${process.pid}-`));
       const ram = entries.map((e, i) => ({ name: e.name, path: path.join(scratch!, `block-${i}`) }));
       const nullFd = fs.openSync('/dev/null', 'w');
       try {

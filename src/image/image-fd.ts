@@ -36,6 +36,8 @@ export interface ImageCopyOptions {
   jobSize?: number;
   onProgress?: ProgressListener;
   signal?: AbortSignal;
+  /** Told what the copy did on the side (temporaries of dead runs it removed). */
+  onWarning?: (message: string) => void;
 }
 
 /**

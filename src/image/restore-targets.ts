@@ -22,10 +22,10 @@
  * An `fd:K` target is written in place after every check; a corrupted chunk or a full
  * filesystem found during the copy leaves it partially written.
  */
-import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { isSystemError, systemError, withPath } from '../errors';
+import { tempPathBeside } from '../fs/atomic-file';
 import { otherUsers } from '../fs/file-users';
 import { native } from '../native';
 import { BlockEntry } from './format';
@@ -245,7 +245,7 @@ export function stageTargets(plans: TargetPlan[]): StagedTarget[] {
       } else if (t.way === 'in-place') {
         staged.push(openInPlace(t));
       } else {
-        const temp = tempBeside(t.path!);
+        const temp = tempPathBeside(t.path!);
         const fd = fs.openSync(temp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, t.existing!.mode);
         staged.push({ plan: t, fd, label: t.label, temp });
         fs.fchmodSync(fd, t.existing!.mode);
@@ -258,10 +258,6 @@ export function stageTargets(plans: TargetPlan[]): StagedTarget[] {
     throw e;
   }
   return staged;
-}
-
-function tempBeside(p: string): string {
-  return path.join(path.dirname(p), `.${path.basename(p)}.iohelper-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
 }
 
 /** The planned absence or empty/all-holes file, opened for filling; anything else changed meanwhile. */

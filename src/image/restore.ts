@@ -5,7 +5,9 @@
  * until the image and every RAM target have passed their checks, and PATH targets are replaced
  * only once every chunk verified (src/image/restore-targets.ts).
  */
+import * as path from 'path';
 import { systemError, UsageError } from '../errors';
+import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { CopyProgress } from './copy-progress';
 import { checkDeviceState, copyDeviceState } from './device-state';
@@ -80,6 +82,10 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   if (!o.noVerify) checkDeviceState(o.imageFd, header, name);
 
   // Execute: fill temporaries (fd targets in place), verify, then replace the targets.
+  // Temporaries a killed restore left beside these targets hold RAM on tmpfs: removed first.
+  for (const dir of new Set(plans.filter((t) => t.path).map((t) => path.dirname(t.path!)))) {
+    for (const m of removeStaleTemporaries(dir)) o.onWarning?.(m);
+  }
   const staged = stageTargets(plans);
   let committed = false;
   try {

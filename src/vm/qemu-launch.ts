@@ -129,6 +129,7 @@ export async function startQemu(opts: QemuOptions): Promise<QemuInstance> {
   if (!opts.ram === !opts.args) throw new Error('startQemu: give either ram or args');
   const machine = opts.ram ? machineArgs(opts.ram, { share: opts.share, offsets: opts.offsets }) : opts.args!;
   const userAccel = machine.some((a) => a === '-accel' || a === '-enable-kvm' || /(^|,)accel=/.test(a));
+  removeEmptyQemuDirs();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-qemu-'));
   const socketPath = path.join(dir, 'qmp.sock');
   const args = [
@@ -198,6 +199,29 @@ export async function startQemu(opts: QemuOptions): Promise<QemuInstance> {
     return socketPath;
   };
   return { proc, qmp, dir, qmpSocket: socketPath, stop, release, stderr: readStderr };
+}
+
+/**
+ * A detached QEMU keeps its QMP socket directory; when it quits, QEMU removes the socket and
+ * the empty directory stays. Those left a minute or more ago are removed (a younger empty one
+ * may be another start's, before its QEMU made the socket).
+ */
+function removeEmptyQemuDirs(): void {
+  const tmp = os.tmpdir();
+  let names: string[];
+  try {
+    names = fs.readdirSync(tmp).filter((n) => n.startsWith('iohelper-qemu-'));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const p = path.join(tmp, n);
+    try {
+      if (Date.now() - fs.statSync(p).mtimeMs >= 60_000) fs.rmdirSync(p); // ENOTEMPTY for a live one
+    } catch {
+      // not empty, not ours, or gone
+    }
+  }
 }
 
 function readLog(file: string): string {
