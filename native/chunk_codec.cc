@@ -243,15 +243,12 @@ bool DecodeInto(const ChunkJob& j, uint64_t off, uint32_t stored, uint32_t kind,
 #endif
 }
 
-// Chunk area -> RAM, straight into a shared mapping of the (fresh) RAM file: zero chunks are
-// left as holes, raw chunks read into place, zstd frames decompressed into place (the output
-// can never exceed the chunk's place), then each chunk's CRC checked.
 // RestoreChunks by write(): each chunk is decoded (or read) into a buffer this thread reuses,
 // its CRC taken there while hot, then written into the RAM file; see RestoreRangeByWrite in
 // ram_copy.cc for why this beats filling a mapping on a VM. Zero chunks stay holes.
 void RestoreChunksByWrite(const ChunkJob& j, CopyOutcome* o) {
-  thread_local Scratch in(4096);
-  thread_local Scratch out(4096);
+  thread_local Scratch in(kBufferAlign);
+  thread_local Scratch out(kBufferAlign);
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   for (uint64_t c = 0; c < chunks; c++) {
     uint64_t cs = c * j.chunkSize, len = std::min(j.length, cs + j.chunkSize) - cs;
@@ -307,6 +304,9 @@ void RestoreChunksByWrite(const ChunkJob& j, CopyOutcome* o) {
   }
 }
 
+// Chunk area -> RAM, straight into a shared mapping of the (fresh) RAM file: zero chunks are
+// left as holes, raw chunks read into place, zstd frames decompressed into place (the output
+// can never exceed the chunk's place), then each chunk's CRC checked. With ramWrite, by write().
 void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
   if (j.ramWrite) {
     RestoreChunksByWrite(j, o);

@@ -186,7 +186,7 @@ class ChunkChecker {
 // a verified restore through pwrite takes about half the time of reading into a mapping and
 // checking there. hugetlbfs has no write(): those targets take the mapping path below.
 void RestoreRangeByWrite(const RangeJob& j, const std::vector<Extent>& extents, CopyOutcome* o) {
-  thread_local Scratch scratch(4096);
+  thread_local Scratch scratch(kBufferAlign);
   uint8_t* buf = scratch.get(j.maxIo);
   if (!buf) {
     o->Fail(ENOMEM, "posix_memalign", "ram");

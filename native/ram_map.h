@@ -44,6 +44,10 @@ class Mapping {
 };
 
 // An aligned scratch buffer that grows on demand, freed with its owner.
+// Alignment of the buffers a thread keeps for O_DIRECT reads: above any O_DIRECT unit an image
+// uses (the filesystem's, at most 1 MiB here), so one buffer serves every job of the thread.
+constexpr size_t kBufferAlign = 2 << 20;
+
 class Scratch {
  public:
   explicit Scratch(size_t align);

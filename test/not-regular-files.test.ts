@@ -48,6 +48,7 @@ describe('a FIFO where an image belongs', () => {
     ['restore --image', () => ['restore', '--image', fifo, '--ram', `a=${path.join(dir, 'restored')}`]],
     ['save --image', () => ['save', '--image', fifo, '--ram', `a=${ram}`]],
     ['vm clone --image', () => ['vm', 'clone', '--image', fifo, '--', '-m', '4M']],
+    ['vm restore --image (eager)', () => ['vm', 'restore', '--image', fifo, '--', '-object', `memory-backend-file,id=a,size=4M,mem-path=${path.join(dir, 'vm-ram')},share=on`]],
   ] as Array<[string, () => string[]]>)('%s: exit 1 at once with one line, nothing created', (_n, args) => {
     const r = cli(args());
     expect({ status: r.status, signal: r.signal }).toEqual({ status: 1, signal: null });

@@ -83,7 +83,7 @@ Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/s
       through the parallel image (x-ignore-shared) into a new file beside IMAGE, renamed over
       it once the save committed and QEMU completed: if QEMU refuses or the save fails, IMAGE
       is as it was and no helper is left running. --stream uses the classic stream path,
-      which works with any RAM.
+      which works with any RAM (it writes IMAGE in place: a failure leaves it incomplete).
   ${argv0} vm restore --image IMAGE [--direct] [--jobs J] [--no-verify] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir D] -- QEMU ARGS
       Fills the RAM files named by the memory-backend-file objects in QEMU ARGS (ids = the
       image's block names, share=on), starts QEMU with -incoming defer and loads the device

@@ -72,7 +72,7 @@ function startFlags(args: string[], extra: { booleans?: string[]; values?: strin
 async function vmRestore(args: string[]): Promise<number> {
   const { p, image, logDir } = startFlags(args, { booleans: ['direct', 'lazy', 'no-prefetch', 'no-verify'], values: ['jobs', 'record-ws'] });
   const lazy = p.flags.has('lazy');
-  if (lazy && p.flags.has('no-verify')) throw new UsageError('--no-verify goes with an eager restore (--lazy maps the image and checks nothing)');
+  if (lazy && p.flags.has('no-verify')) throw new UsageError('--no-verify goes with an eager restore (--lazy maps the image RAM, whose chunks are never read to be checked)');
   if (!lazy && (p.flags.has('no-prefetch') || p.flags.has('record-ws'))) throw new UsageError('--no-prefetch and --record-ws go with --lazy (an eager restore reads all RAM anyway)');
   const recordSeconds = p.flags.has('record-ws') ? parseInteger(String(p.flags.get('record-ws')), '--record-ws', 1, 3600) : undefined;
   const t0 = Date.now();

@@ -17,7 +17,7 @@ import { ProgressListener } from '../progress';
 import { hasDeviceStateCrc, hex, ImageFormatError, MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED } from './format';
 import { checkJobs, DEFAULT_JOBS } from './image-fd';
 import { readImageMetadata } from './read-image';
-import { restore } from './restore';
+import { restore, UNCHANGED } from './restore';
 import { checkCompression, save } from './save';
 
 export interface ConvertOptions {
@@ -169,7 +169,7 @@ function convertFailure(e: unknown, target: string, dir: string, scratch: string
     return systemError(e.code, `no space left in ${dir} to convert into ${target}: the RAM's data is held in scratch files there while the new image is written beside them; ${notCreated}`, { path: target });
   }
   // The inner restore's own wording: no RAM file of the user's is involved here.
-  let message = e.message.replace(/; no RAM file was replaced$/, '');
+  let message = e.message.endsWith(`; ${UNCHANGED}`) ? e.message.slice(0, -UNCHANGED.length - 2) : e.message;
   if (scratch) message = message.split(scratch).join(`(convert's scratch files in ${dir})`);
   message += `; ${notCreated}`;
   if (e instanceof ImageFormatError) return new ImageFormatError(e.code, message);

@@ -86,8 +86,9 @@ export function checkCopyNumbers(o: ImageCopyOptions, jobs: number): void {
  */
 const INTERRUPTED = {
   save: (image: string) => `save interrupted; ${image} is left incomplete`,
-  restore: () => 'restore interrupted; no RAM file was changed',
-  'restore-device-state': () => 'restore interrupted while writing the device state; the RAM files hold the restored blocks, but QEMU did not get the whole device state',
+  restore: (_image: string, fdTargets: string[]) =>
+    `restore interrupted; ${fdTargets.length ? `no RAM file given by path was changed; ${fdTargets.join(', ')} may be partly written` : 'no RAM file was changed'}`,
+  'restore-device-state': (_image: string, _fdTargets: string[]) => 'restore interrupted while writing the device state; the RAM files hold the restored blocks, but QEMU did not get the whole device state',
 };
 
 /**
@@ -98,7 +99,7 @@ export function explainCopyError(e: unknown, imageName: string, rams: Array<{ la
   // An image format error's message starts with the image's name already.
   if (!isSystemError(e) || e instanceof ImageFormatError) return e;
   const side = (e as { side?: string }).side;
-  if (e.code === 'ECANCELED') return systemError('ECANCELED', INTERRUPTED[verb](imageName), { path: imageName });
+  if (e.code === 'ECANCELED') return systemError('ECANCELED', INTERRUPTED[verb](imageName, rams.filter((r) => r.label.startsWith('fd:')).map((r) => r.label)), { path: imageName });
   if (side === 'pipe' || side === 'thread') return e; // reported as "the stream"
   if (side === 'ram') {
     const full = rams.filter((r) => freeBytes(r.fd) === 0).map((r) => r.label);

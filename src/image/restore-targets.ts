@@ -27,6 +27,7 @@ import * as path from 'path';
 import { isSystemError, systemError, withPath } from '../errors';
 import { tempPathBeside } from '../fs/atomic-file';
 import { otherUsers } from '../fs/file-users';
+import { lstatIfExists } from '../fs/lstat';
 import { native } from '../native';
 import { BlockEntry } from './format';
 import { checkDistinct, FileId, idOfStats } from './identity';
@@ -84,7 +85,7 @@ function planFdTarget(s: RamSource, e: BlockEntry, ids: FileId[]): TargetPlan {
   }
   if (!st.isFile()) throw systemError('EINVAL', `RAM '${s.name}' (${label}) is not a regular file`, { path: label });
   if ((flags & native.constants.O_ACCMODE) !== native.constants.O_RDWR) {
-    throw systemError('EBADF', `RAM '${s.name}' (${label}) must be open read-write (it is filled through a shared mapping)`, { path: label });
+    throw systemError('EBADF', `RAM '${s.name}' (${label}) must be open read-write (it is written, and on hugetlbfs mapped shared)`, { path: label });
   }
   ids.push(idOfStats(st, label));
   checkDistinct(ids); // before the size check: "the same file" is the message that explains
@@ -143,7 +144,7 @@ function planPathTarget(s: RamSource, e: BlockEntry, ids: FileId[], force: boole
 
 /** Whether a restore would fill `p` in place: it is absent, empty or all holes (a regular file, not a symlink). */
 export function fillsInPlace(p: string): boolean {
-  const st = lstatOrUndefined(p);
+  const st = lstatIfExists(p);
   return !st || (st.isFile() && holdsNothing(st));
 }
 
@@ -231,18 +232,17 @@ export interface StagedTarget {
   temp?: string;
   /** In place: the file this restore created (unlinked on failure). */
   created?: { dev: bigint; ino: bigint };
+  /** Replace: the temporary is now the target (commit got that far). */
+  renamed?: boolean;
 }
 
 /** Opens every target (in place), temporary (replace) or fd target at its block size. Undo with discard(). */
 export function stageTargets(plans: TargetPlan[]): StagedTarget[] {
   const staged: StagedTarget[] = [];
   try {
-    for (const t of plans) {
-      if (t.fd !== undefined) {
-        native.ftruncate(t.fd, 0);
-        native.ftruncate(t.fd, t.size);
-        staged.push({ plan: t, fd: t.fd, label: t.label });
-      } else if (t.way === 'in-place') {
+    // PATH targets first: one that cannot be staged must not cost an fd target its content.
+    for (const t of plans.filter((p) => p.fd === undefined)) {
+      if (t.way === 'in-place') {
         staged.push(openInPlace(t));
       } else {
         const temp = tempPathBeside(t.path!);
@@ -253,11 +253,17 @@ export function stageTargets(plans: TargetPlan[]): StagedTarget[] {
         native.ftruncate(fd, t.size);
       }
     }
+    for (const t of plans.filter((p) => p.fd !== undefined)) {
+      native.ftruncate(t.fd!, 0);
+      native.ftruncate(t.fd!, t.size);
+      staged.push({ plan: t, fd: t.fd!, label: t.label });
+    }
   } catch (e) {
     discard(staged);
     throw e;
   }
-  return staged;
+  // In the plan's order: the workers index targets by block.
+  return plans.map((t) => staged.find((s) => s.plan === t)!);
 }
 
 /** The planned absence or empty/all-holes file, opened for filling; anything else changed meanwhile. */
@@ -313,10 +319,12 @@ export function discard(staged: StagedTarget[]): void {
   for (const s of staged) {
     if (s.plan.fd !== undefined) continue;
     try {
-      if (s.temp) {
+      if (s.renamed) {
+        // final already: a later target's rename failed
+      } else if (s.temp) {
         fs.rmSync(s.temp, { force: true });
       } else if (s.created) {
-        const now = lstatOrUndefined(s.plan.path!);
+        const now = lstatIfExists(s.plan.path!);
         if (now && now.dev === s.created.dev && now.ino === s.created.ino) fs.unlinkSync(s.plan.path!);
       } else if (s.plan.existing!.size === 0n) {
         native.ftruncate(s.fd, 0);
@@ -334,14 +342,6 @@ export function discard(staged: StagedTarget[]): void {
   }
 }
 
-function lstatOrUndefined(p: string): fs.BigIntStats | undefined {
-  try {
-    return fs.lstatSync(p, { bigint: true });
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Makes the restore final: in-place targets are done (their fds closed); each temporary is
  * renamed over its target after checking the target is still the planned file and that no
@@ -350,19 +350,23 @@ function lstatOrUndefined(p: string): fs.BigIntStats | undefined {
 export function commit(staged: StagedTarget[]): void {
   for (const s of staged) {
     if (!s.temp) continue;
-    const now = lstatOrUndefined(s.plan.path!);
+    const now = lstatIfExists(s.plan.path!);
     const was = s.plan.existing!;
     if (!now || now.dev !== was.dev || now.ino !== was.ino) {
       throw systemError('EEXIST', `RAM '${s.plan.name}' path ${s.plan.path} changed while restoring; left as it is`, { path: s.plan.path });
     }
     refuseIfInUse(s.plan.path!, s.plan.name);
   }
+  // Every rename first, then the fds: were a rename to fail, discard() still finds every
+  // in-place target open (and puts it back) and every temporary not yet renamed.
+  for (const s of staged) {
+    if (!s.temp) continue;
+    fs.renameSync(s.temp, s.plan.path!);
+    s.temp = undefined;
+    s.renamed = true;
+  }
   for (const s of staged) {
     if (s.plan.fd !== undefined) continue;
-    if (s.temp) {
-      fs.renameSync(s.temp, s.plan.path!);
-      s.temp = undefined;
-    }
     fs.closeSync(s.fd);
     s.fd = -1;
   }

@@ -1,9 +1,10 @@
 /**
- * restore(): validates an image, fills fresh RAM files from it in parallel (O_DIRECT reads
- * straight into an mmap of each RAM file, holes left as holes), checks every chunk's CRC, then
- * streams the device state out for QEMU's migrate-incoming. Nothing is written to a RAM file
- * until the image and every RAM target have passed their checks, and PATH targets are replaced
- * only once every chunk verified (src/image/restore-targets.ts).
+ * restore(): validates an image, fills the RAM files from it in parallel (each piece read into
+ * a worker's buffer, its CRC checked there, then written into the RAM file; hugetlbfs through a
+ * mapping; holes left as holes), then streams the device state out for QEMU's migrate-incoming.
+ * Nothing is written to a RAM file until the image and every RAM target have passed their
+ * checks; fresh PATH targets are filled in place (put back on failure), others replaced only
+ * once every chunk verified (src/image/restore-targets.ts).
  */
 import * as path from 'path';
 import { systemError, UsageError } from '../errors';
@@ -11,7 +12,7 @@ import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { CopyProgress } from './copy-progress';
 import { checkDeviceState, copyDeviceState } from './device-state';
-import { BlockEntry, CHUNK_ZERO, hasChecksums, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
+import { BlockEntry, CHUNK_ZERO, hasChecksums, hex, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool, warmPool } from './pool';
 import { readChecksums, readChunkIndexes, readImageMetadata } from './read-image';
@@ -73,6 +74,11 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   // much RAM their data fills once decompressed, which the targets' filesystems must hold.
   const indexes = compressed ? describeImageErrors(name, () => readChunkIndexes(o.imageFd, name, header, entries)) : [];
   const ramNeeds = compressed ? entries.map((e, i) => ({ ...e, dataBytes: ramBytesOf(indexes[i], e) })) : entries;
+  // Temporaries a killed restore left beside these targets hold RAM on tmpfs: removed before the
+  // room check counts them (only dead runs' files: nothing the user named is touched).
+  for (const dir of new Set(o.ram.filter((r) => r.path !== undefined).map((r) => path.dirname(path.resolve(r.path!))))) {
+    for (const m of removeStaleTemporaries(dir)) o.onWarning?.(m);
+  }
   const plans = planTargets(ramNeeds, o.ram, idOfFd(o.imageFd, name), !!o.force);
   // Read only now that names and targets match (their size is bounded by the format: 64 MiB).
   const verify = !o.noVerify && hasChecksums(header);
@@ -81,11 +87,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   // is touched (it is read again to be streamed; the format bounds it).
   if (!o.noVerify) checkDeviceState(o.imageFd, header, name);
 
-  // Execute: fill temporaries (fd targets in place), verify, then replace the targets.
-  // Temporaries a killed restore left beside these targets hold RAM on tmpfs: removed first.
-  for (const dir of new Set(plans.filter((t) => t.path).map((t) => path.dirname(t.path!)))) {
-    for (const m of removeStaleTemporaries(dir)) o.onWarning?.(m);
-  }
+  // Execute: fill (fresh targets and fd targets in place, others through temporaries), verify, commit.
   const staged = stageTargets(plans);
   let committed = false;
   try {
@@ -122,7 +124,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
           }
         },
       });
-      if (bad) throw new ImageFormatError(bad.code, `${name}: corrupted: ${bad.text}; ${UNCHANGED}`);
+      if (bad) throw new ImageFormatError(bad.code, `${name}: corrupted: ${bad.text}; ${unchangedNote(staged)}`);
       commit(staged);
       committed = true;
       o.onRamFilled?.();
@@ -140,7 +142,8 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
     } finally {
       progress.finish();
     }
-    if (o.signal?.aborted) throw systemError('ECANCELED', 'restore interrupted while writing the device state', { path: name });
+    // A signal that stopped the copy without an error of its own: the same words as one that did.
+    if (o.signal?.aborted) throw explainCopyError(systemError('ECANCELED', 'interrupted'), name, staged, 'restore-device-state');
     if (deviceStateBytes !== header.deviceStateLength) {
       throw new ImageFormatError('EIMG_TRUNCATED', `${name}: device state has ${deviceStateBytes} bytes, the header says ${header.deviceStateLength}`);
     }
@@ -156,7 +159,13 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
 }
 
 /** What a failed restore leaves (src/image/restore-targets.ts discards before the error reaches the user). */
-const UNCHANGED = 'no RAM file was changed';
+export const UNCHANGED = 'no RAM file was changed';
+
+/** UNCHANGED, unless fd targets (written in place, never put back) were given. */
+export function unchangedNote(targets: Array<{ label: string; plan: { fd?: number } }>): string {
+  const fds = targets.filter((t) => t.plan.fd !== undefined).map((t) => t.label);
+  return fds.length ? `no RAM file given by path was changed; ${fds.join(', ')} may be partly written` : UNCHANGED;
+}
 
 /** The RAM a compressed block's stored (non-zero) chunks fill when decompressed. */
 function ramBytesOf(index: Buffer, e: BlockEntry): number {
@@ -167,7 +176,6 @@ function ramBytesOf(index: Buffer, e: BlockEntry): number {
   return bytes;
 }
 
-const hex = (n: number) => `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
 
 /** Image format errors name the image. */
 function describeImageErrors<T>(name: string, fn: () => T): T {

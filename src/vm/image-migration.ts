@@ -138,7 +138,7 @@ const HELPER_STOP_MS = 10_000;
  * be re-parented and go on writing). Resolves with the helper's own error when it failed by
  * itself (the cause, e.g. ENOSPC, of QEMU's broken pipe), else undefined.
  */
-async function stopHelper(h: HelperRun): Promise<unknown> {
+export async function stopHelper(h: HelperRun): Promise<unknown> {
   const kill = setTimeout(() => h.proc.kill('SIGKILL'), HELPER_STOP_MS);
   const signalled = h.proc.exitCode === null && h.proc.signalCode === null && h.proc.kill('SIGTERM');
   try {

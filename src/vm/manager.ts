@@ -17,6 +17,7 @@ import { checkDeviceState, copyDeviceState } from '../image/device-state';
 import { readImageMetadata } from '../image/read-image';
 import { BlockEntry, ImageFormatError, VERSION_COMPRESSED } from '../image/format';
 import { fillsInPlace } from '../image/restore-targets';
+import { lstatIfExists } from '../fs/lstat';
 import { planPrefetch, PrefetchPlan, PrefetchReport, runPrefetch } from '../image/prefetch';
 import { DEFAULT_JOBS } from '../image/image-fd';
 import { parseSize } from '../util/flags';
@@ -25,7 +26,7 @@ import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
 import { fileBackends, rewriteBackends } from './qemu-args';
 import { refuseRamAsImage } from './stream-migration';
 import { QemuInstance, startQemu } from './qemu-launch';
-import { enableIgnoreShared, finishImageRestore, saveVmToImage, startImageRestore } from './image-migration';
+import { enableIgnoreShared, finishImageRestore, saveVmToImage, startImageRestore, stopHelper } from './image-migration';
 
 export interface SaveVmOptions {
   image: string;
@@ -258,9 +259,8 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
     // One cleanup path: the helper is stopped and awaited (a filled-in-place file is put back as
     // it was), the pipe end closed once, the QEMU we started stopped; none of it may hide the
     // error that brought us here.
-    started.helper.proc.kill();
+    await stopHelper(started.helper);
     started.closeReadFd();
-    await started.helper.done.catch(() => undefined);
     await vm?.stop().catch(() => undefined);
     removeCreated(created.files);
     throw withQemuStderr(e, vm);
@@ -268,17 +268,14 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
 }
 
 /**
- * How QEMU and the helper can overlap, and the RAM files this restore created. All absent or
- * all-holes at the block's size: absent ones are created here at the block's size (sparse), so
- * the helper finds every file in place and QEMU can start at once. An empty file: QEMU after
- * the helper's plan. A file holding data: QEMU after the fill. Sizes are the image's; an image
- * the helper would refuse is refused by the helper (this reads only what it needs to size).
+ * How QEMU and the helper can overlap, and the RAM files this restore created. Absent files
+ * are created here at their block's size (sparse, the image's sizes), so the helper fills them
+ * in place and a failed restore can remove them whatever stage it reached. Then: all fresh
+ * (all holes at the block's size), QEMU starts at once; an empty file, QEMU after the helper's
+ * plan (the helper sizes it); a file holding data, QEMU after the fill (it must map the new file).
  */
 function createFreshRamFiles(image: string, qemuArgs: string[], ram: Array<{ name: string; path: string }>): { way: 'together' | 'after-plan' | 'serial'; files: Array<{ path: string; ino: bigint; dev: bigint }> } {
-  const states = ram.map((r) => ({ ...r, st: lstatOrUndefined(r.path) }));
-  if (states.some((r) => r.st && !fillsInPlace(r.path))) return { way: 'serial', files: [] };
-  if (states.some((r) => r.st && r.st.size === 0n)) return { way: 'after-plan', files: [] };
-  const fd = fs.openSync(image, fs.constants.O_RDONLY);
+  const fd = openFile(image, fs.constants.O_RDONLY);
   let entries: BlockEntry[];
   try {
     entries = readImageMetadata(fd, image, { skipChecksums: true }).entries;
@@ -287,7 +284,7 @@ function createFreshRamFiles(image: string, qemuArgs: string[], ram: Array<{ nam
   }
   matchBackends(entries, qemuArgs);
   const size = new Map(entries.map((e) => [e.name, e.size]));
-  if (states.some((r) => r.st && r.st.size !== BigInt(size.get(r.name) ?? -1))) return { way: 'serial', files: [] };
+  const states = ram.map((r) => ({ ...r, st: lstatIfExists(r.path) }));
   const files: Array<{ path: string; ino: bigint; dev: bigint }> = [];
   try {
     for (const r of states.filter((x) => !x.st)) {
@@ -304,21 +301,18 @@ function createFreshRamFiles(image: string, qemuArgs: string[], ram: Array<{ nam
     removeCreated(files);
     throw e;
   }
-  return { way: 'together', files };
-}
-
-function lstatOrUndefined(p: string): fs.BigIntStats | undefined {
-  try {
-    return fs.lstatSync(p, { bigint: true });
-  } catch {
-    return undefined;
-  }
+  const existing = states.filter((r) => r.st);
+  const way =
+    existing.some((r) => !fillsInPlace(r.path) || (r.st!.size !== 0n && r.st!.size !== BigInt(size.get(r.name)!))) ? 'serial'
+    : existing.some((r) => r.st!.size === 0n) ? 'after-plan'
+    : 'together';
+  return { way, files };
 }
 
 /** Unlinks the RAM files a failed restore created (when they are still the files it made). */
 function removeCreated(files: Array<{ path: string; ino: bigint; dev: bigint }>): void {
   for (const f of files) {
-    const st = lstatOrUndefined(f.path);
+    const st = lstatIfExists(f.path);
     if (st && st.ino === f.ino && st.dev === f.dev) fs.rmSync(f.path, { force: true });
   }
 }
