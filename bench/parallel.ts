@@ -125,14 +125,13 @@ function oursHelperOnly(jobs: number, dst: string, dir: string): Method {
       fs.rmSync(dst, { force: true });
       const t0 = process.hrtime.bigint();
       const started = startImageRestore({ image, ram: [{ name: 'ram0', path: dst }], direct: true, jobs });
-      const sampler = sampleProcess(started.helper.proc.pid!);
+      const sampler = sampleProcess(started.helper!.proc.pid!);
       try {
         await started.ramFilled;
         return { wallS: secondsSince(t0), ...sampler.stop() };
       } finally {
-        started.helper.proc.kill();
+        await started.stop();
         started.closeReadFd();
-        await started.helper.done.catch(() => undefined);
       }
     },
     cleanup: () => undefined,

@@ -79,17 +79,22 @@ async function vmRestore(args: string[]): Promise<number> {
   // Recording starts from a cold mapping: a prefetch would run during the window and its cached
   // pages would be mapped around each fault, recording neighbours the guest never touched.
   const prefetch = prefetchOptions(p.flags.has('no-prefetch') || recordSeconds !== undefined);
-  const vm = await restoreVm({
-    image,
-    qemuArgs: p.rest,
-    direct: p.flags.has('direct'),
-    jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined,
-    lazy,
-    noVerify: p.flags.has('no-verify'),
-    detachedLogDir: logDir,
-    onProgress: bar(`restore ${image}`),
-    ...prefetch.options,
-  });
+  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined;
+  // SIGINT/SIGTERM stop the fill (which runs in this process) and put fresh RAM files back.
+  const vm = await withInterrupts(commandName(), (signal) =>
+    restoreVm({
+      image,
+      qemuArgs: p.rest,
+      direct: p.flags.has('direct'),
+      jobs,
+      lazy,
+      noVerify: p.flags.has('no-verify'),
+      detachedLogDir: logDir,
+      onProgress: bar(`restore ${image}`),
+      signal,
+      ...prefetch.options,
+    }),
+  );
   // Recording watches the guest run: --record-ws resumes it.
   const pid = vm.proc.pid!;
   await report([vm], lazy ? 'restored lazily (RAM mapped from the image, private)' : 'restored', t0, p.flags.has('cont') || recordSeconds !== undefined);

@@ -155,11 +155,17 @@ export async function stopHelper(h: HelperRun): Promise<unknown> {
 }
 
 /**
- * Step 1 of a restore: the helper validates the image and fills the RAM files, then waits to
- * hand the device state to QEMU. Returns the pipe end QEMU must read.
+ * Step 1 of a restore: the helper (or restore() in this process: src/vm/in-process-restore.ts)
+ * validates the image and fills the RAM files, then waits to hand the device state to QEMU.
+ * Holds the pipe end QEMU must read.
  */
 export interface ImageRestore {
-  helper: HelperRun;
+  /** The helper process, when the restore runs in one. */
+  helper?: HelperRun;
+  /** Settles when the restore has ended: every byte of the device state written, or failed. */
+  done: Promise<void>;
+  /** Ends the restore (a fill in progress puts its in-place targets back) and waits for it. */
+  stop(): Promise<void>;
   /** The device-state pipe's read end, for QEMU. */
   readFd: number;
   /** Closes readFd; later calls do nothing (a second close could hit a reused fd number). */
@@ -202,7 +208,15 @@ export function startImageRestore(o: ImageMigrationOptions): ImageRestore {
     if (open) fs.closeSync(r);
     open = false;
   };
-  return { helper, readFd: r, closeReadFd, planned: helperSays(plannedR, 'planned', helper), ramFilled: helperSays(readyR, 'ready', helper) };
+  return {
+    helper,
+    done: helper.done,
+    stop: async () => void (await stopHelper(helper)),
+    readFd: r,
+    closeReadFd,
+    planned: helperSays(plannedR, 'planned', helper),
+    ramFilled: helperSays(readyR, 'ready', helper),
+  };
 }
 
 /** Step 2: QEMU (started with -incoming defer on the same RAM files) loads the device state. */
@@ -215,5 +229,5 @@ export async function finishImageRestore(qmp: QmpClient, started: ImageRestore, 
   }
   await qmp.execute('migrate-incoming', { uri: 'fd:iohelper-restore' });
   // Only the device state is left (about a megabyte): poll often, the manager waits on this.
-  await bothDone(waitForMigration(qmp, { timeoutMs, pollMs: 10 }), started.helper.done);
+  await bothDone(waitForMigration(qmp, { timeoutMs, pollMs: 10 }), started.done);
 }

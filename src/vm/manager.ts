@@ -26,7 +26,8 @@ import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
 import { fileBackends, rewriteBackends } from './qemu-args';
 import { refuseRamAsImage } from './stream-migration';
 import { QemuInstance, startQemu } from './qemu-launch';
-import { enableIgnoreShared, finishImageRestore, saveVmToImage, startImageRestore, stopHelper } from './image-migration';
+import { enableIgnoreShared, finishImageRestore, ImageRestore, saveVmToImage } from './image-migration';
+import { startRestoreInProcess } from './in-process-restore';
 
 export interface SaveVmOptions {
   image: string;
@@ -201,7 +202,7 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & { image: strin
 }
 
 /**
- * Restores one VM. Eager (default): the helper fills the RAM files named by the arguments'
+ * Restores one VM. Eager (default): restore() fills, in this process, the RAM files named by the arguments'
  * memory-backend-file objects (share=on), then QEMU loads the device state; the VM can be
  * saved again the fast way. When every RAM file is fresh (absent, empty or all holes) it is
  * filled in place and QEMU starts at the same time, mapping the files from the start;
@@ -210,7 +211,7 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & { image: strin
  * file). Lazy: a clone of one: ready at once, pages come from the image on demand, but its RAM
  * is private afterwards (its next save takes the stream path).
  */
-export async function restoreVm(o: StartOptions & PrefetchOptions & { image: string; direct?: boolean; jobs?: number; lazy?: boolean; noVerify?: boolean; onProgress?: ProgressListener }): Promise<QemuInstance> {
+export async function restoreVm(o: StartOptions & PrefetchOptions & { image: string; direct?: boolean; jobs?: number; lazy?: boolean; noVerify?: boolean; onProgress?: ProgressListener; signal?: AbortSignal }): Promise<QemuInstance> {
   if (o.lazy) return (await cloneVm({ ...o, count: 1 }))[0];
   const backends = fileBackends(o.qemuArgs);
   const notShared = backends.filter((b) => b.props.get('share') !== 'on' || !b.props.get('mem-path'));
@@ -222,9 +223,9 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
   }
   const ram = backends.map((b) => ({ name: b.id, path: b.props.get('mem-path')! }));
   const created = createFreshRamFiles(o.image, o.qemuArgs, ram);
-  let started: ReturnType<typeof startImageRestore>;
+  let started: ImageRestore;
   try {
-    started = startImageRestore({ image: o.image, ram, direct: o.direct, jobs: o.jobs, onProgress: o.onProgress, helperArgs: o.noVerify ? ['--no-verify'] : [] });
+    started = startRestoreInProcess({ image: o.image, ram, direct: o.direct, jobs: o.jobs, onProgress: o.onProgress, noVerify: o.noVerify, onWarning: o.onWarning, signal: o.signal });
   } catch (e) {
     removeCreated(created.files);
     throw e;
@@ -256,10 +257,10 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
     await finishImageRestore(vm.qmp, started, o.timeoutMs);
     return vm;
   } catch (e) {
-    // One cleanup path: the helper is stopped and awaited (a filled-in-place file is put back as
+    // One cleanup path: the restore is stopped and awaited (a filled-in-place file is put back as
     // it was), the pipe end closed once, the QEMU we started stopped; none of it may hide the
     // error that brought us here.
-    await stopHelper(started.helper);
+    await started.stop();
     started.closeReadFd();
     await vm?.stop().catch(() => undefined);
     removeCreated(created.files);
