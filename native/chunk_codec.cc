@@ -243,6 +243,30 @@ bool DecodeInto(const ChunkJob& j, uint64_t off, uint32_t stored, uint32_t kind,
 #endif
 }
 
+// One chunk's index entry, checked against the chunk it describes.
+struct StoredChunk {
+  uint64_t start, len, off;
+  uint32_t stored, crc, kind;
+};
+
+// Reads entry c; false (with badChunk and badFrame set) when it cannot describe chunk c.
+bool ReadEntry(const ChunkJob& j, uint64_t c, StoredChunk* e, CopyOutcome* o) {
+  const uint8_t* entry = j.index + c * kIndexEntry;
+  e->start = c * j.chunkSize;
+  e->len = std::min(j.length, e->start + j.chunkSize) - e->start;
+  e->off = GetU64(entry);
+  e->stored = GetU32(entry + 8);
+  e->crc = GetU32(entry + 12);
+  e->kind = GetU32(entry + 16);
+  if (e->kind == kZero) return true;
+  if ((e->kind != kRaw && e->kind != kZstd) || e->stored == 0 || e->stored > e->len || (e->kind == kRaw && e->stored != e->len)) {
+    o->badChunk = static_cast<int64_t>(c);
+    o->badFrame = "index entry out of bounds";
+    return false;
+  }
+  return true;
+}
+
 // RestoreChunks by write(): each chunk is decoded (or read) into a buffer this thread reuses,
 // its CRC taken there while hot, then written into the RAM file; see RestoreRangeByWrite in
 // ram_copy.cc for why this beats filling a mapping on a VM. Zero chunks stay holes.
@@ -251,16 +275,11 @@ void RestoreChunksByWrite(const ChunkJob& j, CopyOutcome* o) {
   thread_local Scratch out(kBufferAlign);
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   for (uint64_t c = 0; c < chunks; c++) {
-    uint64_t cs = c * j.chunkSize, len = std::min(j.length, cs + j.chunkSize) - cs;
-    const uint8_t* entry = j.index + c * kIndexEntry;
-    uint64_t off = GetU64(entry);
-    uint32_t stored = GetU32(entry + 8), crc = GetU32(entry + 12), kind = GetU32(entry + 16);
-    if (kind == kZero) continue;  // the fresh file reads as zeros; the plan checked the CRC
-    if ((kind != kRaw && kind != kZstd) || stored == 0 || stored > len || (kind == kRaw && stored != len)) {
-      o->badChunk = static_cast<int64_t>(c);
-      o->badFrame = "index entry out of bounds";
-      return;
-    }
+    StoredChunk e;
+    if (!ReadEntry(j, c, &e, o)) return;
+    if (e.kind == kZero) continue;  // the fresh file reads as zeros; the plan checked the CRC
+    uint64_t cs = e.start, len = e.len, off = e.off;
+    uint32_t stored = e.stored, crc = e.crc, kind = e.kind;
     const uint8_t* data;
     if (kind == kRaw) {
       // The stored bytes are the chunk: read them (aligned) and use them where they landed.
@@ -321,16 +340,11 @@ void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
   Scratch in(j.unit);
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   for (uint64_t c = 0; c < chunks; c++) {
-    uint64_t cs = c * j.chunkSize, len = std::min(j.length, cs + j.chunkSize) - cs;
-    const uint8_t* entry = j.index + c * kIndexEntry;
-    uint64_t off = GetU64(entry);
-    uint32_t stored = GetU32(entry + 8), crc = GetU32(entry + 12), kind = GetU32(entry + 16);
-    if (kind == kZero) continue;  // the fresh file reads as zeros; the plan checked the CRC
-    if ((kind != kRaw && kind != kZstd) || stored == 0 || stored > len || (kind == kRaw && stored != len)) {
-      o->badChunk = static_cast<int64_t>(c);
-      o->badFrame = "index entry out of bounds";
-      return;
-    }
+    StoredChunk e;
+    if (!ReadEntry(j, c, &e, o)) return;
+    if (e.kind == kZero) continue;  // the fresh file reads as zeros; the plan checked the CRC
+    uint64_t cs = e.start, len = e.len, off = e.off;
+    uint32_t stored = e.stored, crc = e.crc, kind = e.kind;
     if (int err = Populate(base + cs, len, true)) {
       o->Fail(err, "madvise", "ram");
       return;
