@@ -37,13 +37,13 @@ describeQemu('bench --quick', () => {
       }
       const methods = rows.filter((r: { scenario: string }) => r.scenario === 'parallel-save scattered').map((r: { method: string }) => r.method);
       const qemu = ['QEMU mapped-ram + multifd(2) + direct-io', 'QEMU mapped-ram + multifd(2)', 'QEMU mapped-ram + multifd(4) + direct-io', 'QEMU mapped-ram + multifd(4)'];
-      expect(methods).toEqual(expect.arrayContaining(['iohelper image, jobs 1', 'iohelper image, jobs 2', ...qemu]));
+      expect(methods).toEqual(expect.arrayContaining(['iohelper image, jobs 1 (end to end)', 'iohelper image, jobs 2 (end to end)', ...qemu]));
       const restores = rows.filter((r: { scenario: string }) => r.scenario === 'parallel-restore scattered').map((r: { method: string }) => r.method);
-      expect(restores).toEqual(expect.arrayContaining(['read into fresh RAM file (fill-ram, 2 threads, 8 MiB)', ...qemu]));
+      expect(restores).toEqual(expect.arrayContaining(['read into fresh RAM file (fill-ram, 2 threads, 8 MiB)', 'iohelper image, jobs 2, --no-verify (end to end)', 'iohelper restore alone (helper only, no QEMU), jobs 2', ...qemu]));
       // Every ratio is to the fastest QEMU variant of its direction.
       expect(rows.filter((r: { scenario: string; baseline?: string }) => r.scenario.startsWith('parallel-') && r.baseline !== 'QEMU best')).toEqual([]);
       expect(notes.join('\n')).toMatch(/Memory profile scattered: 100\.0 % of RAM touched, 2\d\.\d % touched but zero/);
-      expect(notes.join('\n')).toMatch(/scattered restore, iohelper image, jobs 2: [\d.]+ s; [\d.]+x the limit \(read into fresh RAM file.*QEMU best \(QEMU mapped-ram/);
+      expect(notes.join('\n')).toMatch(/scattered restore, iohelper image, jobs 2 \(end to end\): [\d.]+ s; [\d.]+x the limit \(read into fresh RAM file.*QEMU best \(QEMU mapped-ram/);
       const startup = rows.filter((r: { scenario: string }) => r.scenario === 'startup').map((r: { method: string }) => r.method);
       expect(startup).toEqual(expect.arrayContaining(['node -e 0 (the floor for any Node program)', 'iohelper restore of a tiny image (4 MiB block, 1 MiB data)']));
       const stream = rows.filter((r: { scenario: string }) => r.scenario === 'stream-save').map((r: { method: string }) => r.method);
