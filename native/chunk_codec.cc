@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -267,108 +268,74 @@ bool ReadEntry(const ChunkJob& j, uint64_t c, StoredChunk* e, CopyOutcome* o) {
   return true;
 }
 
-// RestoreChunks by write(): each chunk is decoded (or read) into a buffer this thread reuses,
-// its CRC taken there while hot, then written into the RAM file; see RestoreRangeByWrite in
-// ram_copy.cc for why this beats filling a mapping on a VM. Zero chunks stay holes.
-void RestoreChunksByWrite(const ChunkJob& j, CopyOutcome* o) {
+// Chunk area -> RAM: zero chunks are left as holes (the fresh file reads as zeros; the plan
+// checked their CRC), raw chunks read, zstd frames decompressed (the output can never exceed the
+// chunk's place), each chunk's CRC checked before the job ends. Two destinations:
+// - ramWrite: into a buffer this thread reuses, CRC taken there while hot, then pwrite()n into
+//   the RAM file (see RestoreRangeByWrite in ram_copy.cc for why this wins on a VM);
+// - otherwise (hugetlbfs, O_APPEND fds): straight into a shared mapping of the RAM file.
+void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
+  std::unique_ptr<Mapping> map;
+  if (!j.ramWrite) {
+    map = std::make_unique<Mapping>(j.ramFd, j.ramOffset, j.length, true);
+    if (map->err()) {
+      o->Fail(map->err(), "mmap", "ram");
+      return;
+    }
+  }
   thread_local Scratch in(kBufferAlign);
   thread_local Scratch out(kBufferAlign);
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   for (uint64_t c = 0; c < chunks; c++) {
     StoredChunk e;
     if (!ReadEntry(j, c, &e, o)) return;
-    if (e.kind == kZero) continue;  // the fresh file reads as zeros; the plan checked the CRC
-    uint64_t cs = e.start, len = e.len, off = e.off;
-    uint32_t stored = e.stored, crc = e.crc, kind = e.kind;
-    const uint8_t* data;
-    if (kind == kRaw) {
-      // The stored bytes are the chunk: read them (aligned) and use them where they landed.
-      uint8_t* buf = in.get(AlignUp(stored + j.unit, j.unit));
+    if (e.kind == kZero) continue;
+    uint8_t* dst = map ? map->data() + e.start : out.get(e.len);
+    if (!dst) {
+      o->Fail(ENOMEM, "posix_memalign", "ram");
+      return;
+    }
+    if (map) {
+      if (int err = Populate(dst, e.len, true)) {
+        o->Fail(err, "madvise", "ram");
+        return;
+      }
+    }
+    const uint8_t* data = dst;
+    if (e.kind == kRaw && (map ? e.off % j.unit == 0 && e.len % j.unit == 0 : true)) {
+      // The stored bytes are the chunk: read straight into place when aligned (mapping), else
+      // into the bounce buffer and used where they landed (no copy).
+      uint8_t* buf = map ? dst : in.get(AlignUp(e.stored + j.unit, j.unit));
       if (!buf) {
         o->Fail(ENOMEM, "posix_memalign", "ram");
         return;
       }
-      int64_t at = ReadStored(j, off, stored, buf);
-      if (at < 0) {
-        o->Fail(static_cast<int>(-at), "pread", "image");
-        return;
-      }
-      data = buf + at;
-    } else {
-      uint8_t* dst = out.get(len);
-      if (!dst) {
-        o->Fail(ENOMEM, "posix_memalign", "ram");
-        return;
-      }
-      if (!DecodeInto(j, off, stored, kind, dst, len, &in, o)) {
-        if (!o->err) o->badChunk = static_cast<int64_t>(c);
-        return;
-      }
-      data = dst;
-    }
-    if (j.verify) {
-      uint32_t got = Crc32c(data, len);
-      if (got != crc) {
-        o->badChunk = static_cast<int64_t>(c);
-        o->badCrc = got;
-        return;
-      }
-    }
-    ssize_t put = PwriteAll(j.ramFd, data, len, j.ramOffset + cs);
-    if (put < 0) {
-      o->Fail(static_cast<int>(-put), "pwrite", "ram");
-      return;
-    }
-    o->dataBytes += stored;
-  }
-}
-
-// Chunk area -> RAM, straight into a shared mapping of the (fresh) RAM file: zero chunks are
-// left as holes, raw chunks read into place, zstd frames decompressed into place (the output
-// can never exceed the chunk's place), then each chunk's CRC checked. With ramWrite, by write().
-void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
-  if (j.ramWrite) {
-    RestoreChunksByWrite(j, o);
-    return;
-  }
-  Mapping map(j.ramFd, j.ramOffset, j.length, true);
-  if (map.err()) {
-    o->Fail(map.err(), "mmap", "ram");
-    return;
-  }
-  uint8_t* base = map.data();
-  Scratch in(j.unit);
-  uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
-  for (uint64_t c = 0; c < chunks; c++) {
-    StoredChunk e;
-    if (!ReadEntry(j, c, &e, o)) return;
-    if (e.kind == kZero) continue;  // the fresh file reads as zeros; the plan checked the CRC
-    uint64_t cs = e.start, len = e.len, off = e.off;
-    uint32_t stored = e.stored, crc = e.crc, kind = e.kind;
-    if (int err = Populate(base + cs, len, true)) {
-      o->Fail(err, "madvise", "ram");
-      return;
-    }
-    if (kind == kRaw && off % j.unit == 0 && len % j.unit == 0) {
-      // Straight into place: no bounce buffer, no copy.
-      int64_t at = ReadStored(j, off, len, base + cs);
+      int64_t at = ReadStored(j, e.off, map ? e.len : e.stored, buf);
       if (at < 0) {
         o->Fail(static_cast<int>(-at), "pread", -at == EFAULT ? "ram" : "image");
         return;
       }
-    } else if (!DecodeInto(j, off, stored, kind, base + cs, len, &in, o)) {
+      data = buf + at;
+    } else if (!DecodeInto(j, e.off, e.stored, e.kind, dst, e.len, &in, o)) {
       if (!o->err) o->badChunk = static_cast<int64_t>(c);
       return;
     }
-    o->dataBytes += stored;
     if (j.verify) {
-      uint32_t got = Crc32c(base + cs, len);
-      if (got != crc) {
+      uint32_t got = Crc32c(data, e.len);
+      if (got != e.crc) {
         o->badChunk = static_cast<int64_t>(c);
         o->badCrc = got;
         return;
       }
     }
+    if (!map) {
+      ssize_t put = PwriteAll(j.ramFd, data, e.len, j.ramOffset + e.start);
+      if (put < 0) {
+        o->Fail(static_cast<int>(-put), "pwrite", "ram");
+        return;
+      }
+    }
+    o->dataBytes += e.stored;
   }
 }
 
