@@ -10,6 +10,7 @@ import * as path from 'path';
 import * as tty from 'tty';
 import { errorText, UsageError } from '../errors';
 import { createReplacement } from '../fs/atomic-file';
+import { directoryOf } from '../image/chain';
 import { convert } from '../image/convert';
 import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
@@ -76,9 +77,11 @@ export async function saveCommand(args: string[]): Promise<number> {
   const p = parseFlags(args, {
     ...common,
     booleans: [...common.booleans, 'no-checksums', 'no-stream-check'],
-    values: [...common.values, 'chunk', 'min-hole'],
+    values: [...common.values, 'chunk', 'min-hole', 'base'],
     optionalValue: [...common.optionalValue, 'compress'],
   });
+  const basePath = p.flags.get('base');
+  if (basePath === true) throw new UsageError('--base needs the path of the image the delta is saved against');
   const shared = copyArgs(p);
   const compressLevel = parseCompress(p.flags.get('compress'));
   if (compressLevel !== undefined && p.flags.has('no-checksums')) throw new UsageError('--compress: a compressed image always has chunk checksums; drop --no-checksums');
@@ -96,7 +99,13 @@ export async function saveCommand(args: string[]): Promise<number> {
   if (!img) for (const m of removeStaleTemporaries(path.dirname(path.resolve(String(target))))) warn(m);
   const staged = img ? undefined : createReplacement(String(target));
   const imageName = img?.name ?? String(target);
+  let base: { fd: number; name: string; reference: string } | undefined;
   try {
+    if (typeof basePath === 'string') {
+      // Recorded relative to the delta's directory, so a directory of images can be moved whole.
+      const fd = openFile(basePath, fs.constants.O_RDONLY);
+      base = { fd, name: basePath, reference: path.relative(directoryOf(imageName, img?.fd ?? staged!.fd), fs.realpathSync(`/proc/self/fd/${fd}`)) };
+    }
     await withInterrupts(commandName(), (signal) =>
       save({
         ...shared,
@@ -107,6 +116,7 @@ export async function saveCommand(args: string[]): Promise<number> {
         checkDeviceState: !p.flags.has('no-stream-check'),
         minHole,
         compressLevel,
+        base,
         staged: staged && { replaces: staged.replaced },
         onProgress: progressOf(p.flags.get('progress'), imageName),
         signal,
@@ -118,6 +128,7 @@ export async function saveCommand(args: string[]): Promise<number> {
     throw e;
   } finally {
     if (img?.owned) fs.closeSync(img.fd);
+    if (base) fs.closeSync(base.fd);
   }
   return 0;
 }
