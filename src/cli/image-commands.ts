@@ -186,7 +186,7 @@ export function inspectCommand(args: string[]): number {
   if (p.positionals.length !== 1) throw new UsageError('inspect takes one IMAGE path');
   const r = inspect(p.positionals[0]);
   stdoutText(p.flags.has('json') ? JSON.stringify(r, null, 2) + '\n' : describe(r));
-  return r.kind === 'iohelper' && (!r.committed || r.deviceStateCrc?.ok === false) ? 2 : 0;
+  return r.kind === 'iohelper' && (!r.committed || r.deviceStateCrc?.ok === false || r.chainError) ? 2 : 0;
 }
 
 /** Names and creator strings come from the image: control characters are shown escaped, never sent to the terminal. */
@@ -205,12 +205,17 @@ function describe(r: InspectResult): string {
     if (r.invalid) lines.push(`iohelper image, REFUSED: ${printable(r.invalid.message)} (${r.invalid.code})`);
     else {
       lines.push(`iohelper image v${r.version}, ${r.committed ? 'committed' : 'INCOMPLETE (the save never finished)'}, page ${formatBytes(r.pageSize!)}, alignment ${formatBytes(r.alignment!)}, checksums ${r.checksums ? 'CRC-32C per chunk' : 'none'}, by ${printable(r.creator)} at ${r.createdAt}`);
-      if (r.compressed) lines.push('  compressed (version 2): restore reads it; clones and --lazy need a mappable copy (iohelper convert)');
+      if (r.version === 3) {
+        lines.push(`  delta (version 3) at depth ${r.depth}, hash unit ${formatBytes(r.hashUnit!)}: restore reads the chain; clones and --lazy need a standalone copy (iohelper convert --flatten)`);
+        if (r.chainError) lines.push(`  chain REFUSED: ${printable(r.chainError.message)} (${r.chainError.code})`);
+        for (const l of r.chain ?? []) lines.push(`  layer ${printable(l.path)} (v${l.version}, depth ${l.depth}): supplies ${l.units} units, ${formatBytes(l.bytes)} stored`);
+      } else if (r.compressed) lines.push('  compressed (version 2): restore reads it; clones and --lazy need a mappable copy (iohelper convert)');
+      if (r.imageId) lines.push(`  id ${r.imageId}, SHA-256 per ${formatBytes(r.hashUnit!)} unit`);
       for (const b of r.blocks ?? []) {
         const c = b.chunks;
         lines.push(
           c
-            ? `  block ${printable(b.name)}: ${formatBytes(b.size)} stored in ${formatBytes(b.dataBytes)}, ratio ${Number.isFinite(c.ratio) ? c.ratio.toFixed(2) : 'all zero'}; ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}: ${c.zstd} zstd, ${c.raw} raw, ${c.zero} zero`
+            ? `  block ${printable(b.name)}: ${formatBytes(b.size)} stored in ${formatBytes(b.dataBytes)}, ratio ${Number.isFinite(c.ratio) ? c.ratio.toFixed(2) : 'all zero'}; ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}: ${c.zstd} zstd, ${c.raw} raw, ${c.zero} zero${r.version === 3 ? `, ${c.base} base` : ''}`
             : `  block ${printable(b.name)}: ${formatBytes(b.size)} at offset ${b.offset}, ${formatBytes(b.dataBytes)} data (${((100 * b.dataBytes) / b.size).toFixed(0)}%), ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}`,
         );
       }
@@ -227,13 +232,13 @@ function deviceStateCrcText(c: InspectResult['deviceStateCrc']): string {
 }
 
 export async function convertCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { booleans: ['direct'], values: ['jobs'], optionalValue: ['compress', 'progress'] });
+  const p = parseFlags(args, { booleans: ['direct', 'flatten'], values: ['jobs'], optionalValue: ['compress', 'progress'] });
   if (p.positionals.length !== 2) throw new UsageError('convert takes SOURCE and TARGET image paths');
   const [source, target] = p.positionals;
   const compressLevel = parseCompress(p.flags.get('compress'));
   const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined;
   const r = await withInterrupts(commandName(), (signal) =>
-    convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), onWarning: warn, onProgress: progressOf(p.flags.get('progress'), source), signal }),
+    convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), flatten: p.flags.has('flatten'), onWarning: warn, onProgress: progressOf(p.flags.get('progress'), source), signal }),
   );
   stderrLine(`${commandName()}: ${target}: ${r.version === 1 ? 'mappable (version 1)' : 'compressed (version 2)'}, ${formatBytes(r.targetBytes)} from ${formatBytes(r.sourceBytes)} in ${(r.elapsedMs / 1000).toFixed(2)} s`);
   return 0;

@@ -6,6 +6,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { systemError } from '../errors';
 import { openFile } from '../fs/open-file';
 import {
   BlockEntry,
@@ -90,6 +91,33 @@ export function openChain(top: { fd: number; name: string; meta: ImageMetadata }
 function fileKey(fd: number): string {
   const st = fs.fstatSync(fd, { bigint: true });
   return `${st.dev}:${st.ino}`;
+}
+
+/**
+ * A save by path to `image` against `base`: refused (before the guest is stopped) when `image`
+ * is the base or any layer below it, which the rename of the new image would take away.
+ */
+export function refuseChainTarget(image: string, base: string): void {
+  let target: fs.BigIntStats;
+  try {
+    target = fs.statSync(image, { bigint: true });
+  } catch {
+    return; // a new name: nothing is replaced
+  }
+  const fd = openFile(base, fs.constants.O_RDONLY);
+  let chain: Chain | undefined;
+  try {
+    chain = openChain({ fd, name: base, meta: readImageMetadata(fd, base, { skipChecksums: true }) });
+    for (const l of chain.layers) {
+      const st = fs.fstatSync(l.fd, { bigint: true });
+      if (st.dev === target.dev && st.ino === target.ino) {
+        throw systemError('EINVAL', `${image} is ${l.name} (${l === chain.layers[0] ? 'the base' : 'a layer of the base'}): a delta never replaces an image of its own chain (the delta needs it); save the delta under another name`, { path: image });
+      }
+    }
+  } finally {
+    chain?.close();
+    fs.closeSync(fd);
+  }
 }
 
 /** Rules R2–R5: the base is the image the delta was saved against, one level down, of the same layout. */
