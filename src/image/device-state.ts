@@ -5,7 +5,8 @@
 import { systemError } from '../errors';
 import { native } from '../native';
 import { readAligned } from './aligned-io';
-import { FLAG_DEVICE_STATE_CRC, hex, ImageFormatError, ImageHeader } from './format';
+import { FLAG_DEVICE_STATE_CRC, ImageFormatError, ImageHeader } from './format';
+import { hex } from '../util/numbers';
 
 export interface DeviceStateCopy {
   toImage: boolean;

@@ -4,6 +4,7 @@
  * before it becomes a Number.
  */
 import { native } from '../native';
+import { alignUp, hex, isPowerOfTwo as isPow2 } from '../util/numbers';
 
 export const MAGIC = 'IOHIMG01';
 /** Version 1: every block whole at a fixed offset (mappable). */
@@ -155,8 +156,6 @@ export const hashCountOf = (h: ImageHeader, e: { size: number }) => (h.hashes ? 
 /** Versions 2 and 3 store blocks as chunks with an index (no fixed place: not mappable). */
 export const isChunked = (h: ImageHeader) => h.version !== VERSION;
 
-const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
-const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 function fail(code: ImageErrorCode, message: string): never {
   throw new ImageFormatError(code, message);
@@ -636,7 +635,3 @@ function placeRegions(o: LayoutInput): Layout {
   return { header, entries };
 }
 
-/** A CRC-32C as messages show it: 0x and 8 hex digits. */
-export function hex(n: number): string {
-  return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
-}

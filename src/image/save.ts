@@ -9,6 +9,7 @@
 import { randomBytes } from 'crypto';
 import { systemError, withPath } from '../errors';
 import { native } from '../native';
+import { alignUp, isPowerOfTwo } from '../util/numbers';
 import { packageVersion } from '../package-root';
 import { CopyProgress } from './copy-progress';
 import { writeAligned } from './aligned-io';
@@ -331,10 +332,8 @@ export function defaultHashUnit(pageSize: number, totalRam: number): number {
 }
 
 function checkPowerOfTwo(n: number, what: string, min: number, max: number): void {
-  if (!Number.isSafeInteger(n) || n < min || n > max || (n & (n - 1)) !== 0) throw systemError('EINVAL', `${what} ${n} is not a power of two in ${min}..${max}`);
+  if (!isPowerOfTwo(n) || n < min || n > max) throw systemError('EINVAL', `${what} ${n} is not a power of two in ${min}..${max}`);
 }
-
-const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 /** A compressed save's options, checked before anything is written (convert checks them in its plan too). */
 export function checkCompression(level: number, chunkSize: number, checksums: boolean | undefined): void {

@@ -8,7 +8,8 @@
  * manager may write its own header first; an unaligned start is handled by writing (or
  * reading) the head without O_DIRECT and the rest aligned.
  */
-import { directAlignment, alignUp } from '../fs/alignment';
+import { directAlignment } from '../fs/alignment';
+import { alignUp } from '../util/numbers';
 import { describeFd, FdInfo, setDirect } from '../fs/fd-info';
 import { isSystemError, systemError, withPath } from '../errors';
 import * as fs from 'fs';
