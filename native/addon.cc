@@ -6,6 +6,7 @@
 #include "chunk_codec.h"
 #include "prefetch.h"
 #include "fd_passing.h"
+#include "limits.h"
 #include "file_syscalls.h"
 #include "ram_copy.h"
 #include "stream_copy.h"
@@ -20,6 +21,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitChunkCodec(env, exports);
   InitPrefetch(env, exports);
   InitFdPassing(env, exports);
+  Napi::Object limits = Napi::Object::New(env);
+  limits.Set("indexEntry", Napi::Number::New(env, kIndexEntry));
+  limits.Set("maxCompressedChunk", Napi::Number::New(env, static_cast<double>(kMaxChunk)));
+  limits.Set("maxBufferSize", Napi::Number::New(env, static_cast<double>(kMaxBufferSize)));
+  limits.Set("maxRingBytes", Napi::Number::New(env, static_cast<double>(kMaxRingBytes)));
+  limits.Set("maxLayers", Napi::Number::New(env, kMaxLayers));
+  exports.Set("limits", limits);
   return exports;
 }
 

@@ -15,6 +15,7 @@
 #include "args.h"
 #include "copy_job.h"
 #include "crc32c.h"
+#include "limits.h"
 #include "ram_map.h"
 #include "retry.h"
 #include "unit_hash.h"
@@ -22,12 +23,9 @@
 namespace iohelper {
 namespace {
 
-constexpr size_t kIndexEntry = 24;
 // kBase (delta images, version 3): the unit is its base's; the restore's resolved index never
 // holds it (src/image/chain.ts replaces it with the layer that stores the unit).
 constexpr uint32_t kZero = 0, kRaw = 1, kZstd = 2, kBase = 3;
-// Largest chunk the format allows (FORMAT.md, T9'): bounds every buffer below.
-constexpr uint64_t kMaxChunk = 64ull << 20;
 
 struct ChunkJob {
   int ramFd = -1;
@@ -387,7 +385,7 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
   Napi::Value layers = o.Get("layerFds");
   if (!save && !layers.IsUndefined()) {
     // Every layer of a chain after the top one (docs/FORMAT.md, version 3: at most 16 bases).
-    if (!layers.IsArray() || layers.As<Napi::Array>().Length() > 16) {
+    if (!layers.IsArray() || layers.As<Napi::Array>().Length() > kMaxLayers) {
       Napi::TypeError::New(env, "job.layerFds must be an array of at most 16 fds").ThrowAsJavaScriptException();
       return false;
     }

@@ -144,6 +144,8 @@ export interface NativeBinding {
   crc32c(bytes: Bytes, seed?: number): number;
   /** progress[0] counts bytes moved; set progress[1] = 1n to cancel. */
   streamCopy(options: StreamCopyOptions, progress: BigUint64Array): Promise<StreamCopyResult>;
+  /** Bounds the addon applies itself, compared with the TypeScript layer's when it loads. */
+  limits: NativeLimits;
   constants: {
     O_DIRECT: number;
     O_ACCMODE: number;
@@ -161,4 +163,25 @@ export interface NativeBinding {
   };
 }
 
+export interface NativeLimits {
+  indexEntry: number;
+  maxCompressedChunk: number;
+  maxBufferSize: number;
+  maxRingBytes: number;
+  maxLayers: number;
+}
+
 export const native = nodeGypBuild(packageRoot()) as NativeBinding;
+
+/**
+ * The addon's copies of the shared bounds must equal the ones the TypeScript layer checks
+ * against (src/util/limits.ts, src/image/format.ts): a build from other sources would refuse
+ * valid jobs, or accept ones this layer never planned for.
+ */
+export function checkNativeLimits(want: NativeLimits): void {
+  const got = native.limits ?? {};
+  const differ = (Object.keys(want) as Array<keyof NativeLimits>).filter((k) => got[k] !== want[k]);
+  if (differ.length) {
+    throw new Error(`the iohelper addon was built from other sources: its ${differ.map((k) => `${k} is ${got[k]}, not ${want[k]}`).join('; ')}; rebuild it (npm run build:native)`);
+  }
+}

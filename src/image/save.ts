@@ -9,13 +9,13 @@
 import { randomBytes } from 'crypto';
 import { systemError, withPath } from '../errors';
 import { native } from '../native';
-import { alignUp, isPowerOfTwo } from '../util/numbers';
+import { alignUp } from '../util/numbers';
 import { packageVersion } from '../package-root';
 import { CopyProgress } from './copy-progress';
 import { writeAligned } from './aligned-io';
 import { streamDeviceState } from './device-state';
 import { checkQemuStream } from './qemu-stream-check';
-import { checkInteger } from '../util/integer-option';
+import { CHUNK_SIZE, checkBound, checkInteger, HASH_UNIT } from '../util/limits';
 import { MAX_LEVEL, MIN_LEVEL } from './compression';
 import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import {
@@ -29,7 +29,6 @@ import {
   HASH_BYTES,
   hashCountOf,
   MAX_DEPTH,
-  MAX_HASH_UNIT,
   MAX_HASH_UNITS,
   encodeChecksums,
   encodeHeader,
@@ -115,11 +114,9 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   checkCopyNumbers(o, jobs);
   if (o.minHole !== undefined) checkInteger(o.minHole, 'minHole', 0, Number.MAX_SAFE_INTEGER);
   if (o.minPageSize !== undefined) checkInteger(o.minPageSize, 'minPageSize', 4096, 2 ** 30);
-  if (!Number.isSafeInteger(chunkSize) || chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0) {
-    throw systemError('EINVAL', `chunk size ${chunkSize} is not a power of two in 4K..1G`);
-  }
+  checkBound(chunkSize, 'chunk size', CHUNK_SIZE);
   checkUniqueNames(o.ram);
-  if (o.hashUnit !== undefined) checkPowerOfTwo(o.hashUnit, 'hash unit', 4096, MAX_HASH_UNIT);
+  if (o.hashUnit !== undefined) checkBound(o.hashUnit, 'hash unit', HASH_UNIT);
   const compressed = o.compressLevel !== undefined;
   if (compressed) checkCompression(o.compressLevel!, chunkSize, o.checksums);
   if (o.base && o.checksums === false) throw systemError('EINVAL', 'a delta always has chunk checksums');
@@ -329,10 +326,6 @@ export function defaultHashUnit(pageSize: number, totalRam: number): number {
   let unit = Math.max(DEFAULT_HASH_UNIT, pageSize);
   while (totalRam / unit > MAX_HASH_UNITS) unit *= 2;
   return unit;
-}
-
-function checkPowerOfTwo(n: number, what: string, min: number, max: number): void {
-  if (!isPowerOfTwo(n) || n < min || n > max) throw systemError('EINVAL', `${what} ${n} is not a power of two in ${min}..${max}`);
 }
 
 /** A compressed save's options, checked before anything is written (convert checks them in its plan too). */
