@@ -4,6 +4,7 @@
 
 #include "aligned_buffer.h"
 #include "chunk_codec.h"
+#include "errno_error.h"
 #include "prefetch.h"
 #include "fd_passing.h"
 #include "limits.h"
@@ -14,6 +15,7 @@
 namespace iohelper {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  InitErrnoNames(env, exports);
   InitAlignedBuffer(env, exports);
   InitFileSyscalls(env, exports);
   InitStreamCopy(env, exports);

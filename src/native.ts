@@ -3,6 +3,7 @@
  * prebuilds/. Every function is synchronous except streamCopy; failures throw Node-style
  * errors ({code, errno, syscall}).
  */
+import { getSystemErrorMap } from 'util';
 import nodeGypBuild = require('node-gyp-build');
 import { packageRoot } from './package-root';
 
@@ -144,6 +145,8 @@ export interface NativeBinding {
   crc32c(bytes: Bytes, seed?: number): number;
   /** progress[0] counts bytes moved; set progress[1] = 1n to cancel. */
   streamCopy(options: StreamCopyOptions, progress: BigUint64Array): Promise<StreamCopyResult>;
+  /** Names of errno values for the errors the addon throws (given once, at load). */
+  setErrnoNames(names: Record<number, string>): void;
   /** Bounds the addon applies itself, compared with the TypeScript layer's when it loads. */
   limits: NativeLimits;
   constants: {
@@ -172,6 +175,11 @@ export interface NativeLimits {
 }
 
 export const native = nodeGypBuild(packageRoot()) as NativeBinding;
+/** Node's own names of errno values (ENOSPC), which the addon gives its errors. */
+export function errnoNames(): Record<number, string> {
+  return Object.fromEntries([...getSystemErrorMap()].map(([errno, [name]]) => [errno, name]));
+}
+native.setErrnoNames(errnoNames());
 
 /**
  * The addon's copies of the shared bounds must equal the ones the TypeScript layer checks
