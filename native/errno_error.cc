@@ -13,9 +13,11 @@ namespace {
 // The symbolic names of errno values ("ENOSPC"), as Node's error codes use them: given by the
 // JavaScript layer at load (util.getSystemErrorMap(), setErrnoNames) rather than a table of
 // our own (glibc's strerrorname_np needs 2.32; the addon must load on glibc 2.28, RHEL 8).
-// Every worker thread's copy of the module sets it again, hence the lock.
-std::mutex namesLock;
-std::unordered_map<int, std::string> names;
+// Every worker thread's copy of the module sets it again, hence the lock. Both live until the
+// process ends, never destroyed: a worker thread may still be loading while exit() runs the
+// destructors of statics.
+std::mutex& namesLock = *new std::mutex;
+std::unordered_map<int, std::string>& names = *new std::unordered_map<int, std::string>;
 
 std::string ErrnoName(int err) {
   std::lock_guard<std::mutex> hold(namesLock);
