@@ -15,6 +15,7 @@ import { isSystemError, systemError, withPath } from '../errors';
 import * as fs from 'fs';
 import { native } from '../native';
 import { ProgressListener, ProgressSampler } from '../progress';
+import { ringCopy } from './ring-copy';
 import { BUFFER_SIZE, checkBound, checkInteger, INFLIGHT, MAX_FD, MAX_RING_BYTES } from '../util/limits';
 
 /** How to treat O_DIRECT: as the fd already is, demanded, or wanted with a buffered fallback. */
@@ -59,7 +60,6 @@ export interface StreamCopyOutcome {
  */
 export const DEFAULT_BUFFER_SIZE = 1024 * 1024;
 export const DEFAULT_INFLIGHT = 2;
-const PIPE_SIZE = 1024 * 1024;
 
 const KIND_NAMES: Record<string, string> = {
   fifo: 'a pipe',
@@ -233,12 +233,6 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
   const append = toFile && (file.flags & native.constants.O_APPEND) !== 0;
   const startOffset = append ? file.size : file.position;
 
-  try {
-    native.setPipeSize(pipeFd, PIPE_SIZE);
-  } catch {
-    // Not a pipe (socket, file) or over the limit: the copy works either way.
-  }
-
   const progress = new BigUint64Array(2);
   const onAbort = () => {
     progress[1] = 1n;
@@ -263,21 +257,7 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
     }
     let body = 0;
     if (!streamEnded) {
-      const r = await native.streamCopy(
-        {
-          toFile,
-          pipeFd,
-          fileFd: req.fileFd,
-          offset,
-          bufferSize,
-          align: alignment,
-          threads: inflight,
-          slots: inflight + 2,
-          padTail: direct,
-          dropCache: !direct && req.direct === 'prefer',
-        },
-        progress,
-      );
+      const r = await ringCopy({ toFile, pipeFd, fileFd: req.fileFd, offset, bufferSize, align: alignment, inflight, padTail: direct, dropCache: !direct && req.direct === 'prefer', progress });
       body = r.bytes;
     }
     bytes = headBytes + body;
