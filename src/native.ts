@@ -8,6 +8,7 @@ import nodeGypBuild = require('node-gyp-build');
 import { packageRoot } from './package-root';
 
 export type Bytes = Uint8Array;
+/** A u64 argument: a Number, or a BigInt for values above 2^53. Results are always Numbers: above 2^53 - 1 the addon throws EOVERFLOW rather than round. */
 export type U64 = number | bigint;
 
 export interface DioAlign {
