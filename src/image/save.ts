@@ -7,7 +7,7 @@
  * image is committed only after everything is durable.
  */
 import { randomBytes } from 'crypto';
-import { systemError, withPath } from '../errors';
+import { onPath, systemError } from '../errors';
 import { native } from '../native';
 import { alignUp } from '../util/numbers';
 import { packageVersion } from '../package-root';
@@ -160,14 +160,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       delta: delta && { base: delta.reference, depth: delta.depth },
     });
     const { header, entries } = layout;
-    const onImage = <T>(fn: () => T) => {
-      try {
-        return fn();
-      } catch (e) {
-        throw withPath(e, name);
-      }
-    };
-    onImage(() => native.ftruncate(o.imageFd, 0));
+    onPath(name, () => native.ftruncate(o.imageFd, 0));
     // Incomplete (state 0) header and table first: a save that dies leaves an image every
     // reader refuses, and inspect can still list its blocks.
     const firstTable = encodeBlockTable(entries);
@@ -252,7 +245,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     if (o.checkDeviceState ?? true) checkQemuStream(o.imageFd, header.deviceStateOffset, deviceStateBytes, name);
     header.deviceStateLength = deviceStateBytes;
     header.imageSize = header.deviceStateOffset + deviceStateBytes;
-    onImage(() => native.ftruncate(o.imageFd, header.imageSize));
+    onPath(name, () => native.ftruncate(o.imageFd, header.imageSize));
     entries.forEach((e, i) => {
       if (e.checksumCount) writeAligned(o.imageFd, chunked ? padToPages(indexes[i]) : encodeChecksums(checksums[i]), e.checksumOffset, name);
       writeAligned(o.imageFd, padToPages(hashTables[i]), e.hashOffset, name);
@@ -263,14 +256,14 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     const table = encodeBlockTable(entries);
     header.tableCrc = native.crc32c(table);
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
-    onImage(() => native.fdatasync(o.imageFd));
+    onPath(name, () => native.fdatasync(o.imageFd));
     header.committed = true;
     // The CRC of the stream as it arrived: a reader checks the stored bytes against it before
     // QEMU gets them.
     header.flags |= FLAG_DEVICE_STATE_CRC;
     header.deviceStateCrc = deviceStateCrc;
     writeAligned(o.imageFd, encodeHeader(header), 0, name);
-    onImage(() => native.fdatasync(o.imageFd));
+    onPath(name, () => native.fdatasync(o.imageFd));
     return {
       blocks: entries.map((e) => ({ name: e.name, size: e.size, dataBytes: e.dataBytes, offset: e.offset })),
       deviceStateBytes,
