@@ -14,7 +14,7 @@ import { markdownTable, Row } from './lib/table';
 import { benchClone } from './clone';
 import { benchCompress } from './compress';
 import { benchTtw } from './ttw';
-import { DEFAULT_JOBS } from '../src/image/image-fd';
+import { DEFAULT_JOBS } from '../src/image/io/image-fd';
 import { benchLibvirt } from './libvirt';
 import { benchParallel } from './parallel';
 import { benchStream } from './stream';

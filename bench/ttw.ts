@@ -19,7 +19,7 @@ import { packageRoot } from '../src/package-root';
 import { restoreVm, saveVm } from '../src/vm/manager';
 import { restoreMappedRam, saveMappedRam } from '../src/vm/mapped-ram';
 import { qemuAvailable, startQemu } from '../src/vm/qemu-launch';
-import { recordWorkingSet } from '../src/vm/working-set-record';
+import { recordWorkingSet } from '../src/vm/lazy/working-set-record';
 import { alternatingOrder, summarize } from './lib/stats';
 import { Row, RunSample, summaryRows } from './lib/table';
 import { createThrottle, Throttle, throttleUnavailable } from './lib/throttle';

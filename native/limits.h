@@ -1,4 +1,4 @@
-// Bounds the addon shares with the TypeScript layer (src/util/limits.ts, src/image/format.ts).
+// Bounds the addon shares with the TypeScript layer (src/util/limits.ts, src/image/format/).
 // addon.cc exports them as `limits`; src/native.ts compares them with its own when it loads, so
 // a stale or mismatched build fails at once instead of refusing valid jobs.
 #pragma once

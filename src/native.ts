@@ -184,7 +184,7 @@ native.setErrnoNames(errnoNames());
 
 /**
  * The addon's copies of the shared bounds must equal the ones the TypeScript layer checks
- * against (src/util/limits.ts, src/image/format.ts): a build from other sources would refuse
+ * against (src/util/limits.ts, src/image/format/): a build from other sources would refuse
  * valid jobs, or accept ones this layer never planned for.
  */
 export function checkNativeLimits(want: NativeLimits): void {

@@ -11,7 +11,7 @@ import * as os from 'os';
 import * as path from 'path';
 import fc from 'fast-check';
 import { HASH_BYTES, HEADER_SIZE, INDEX_ENTRY, MAX_DEPTH } from '../src/image/format';
-import { readHashTables, readImageMetadata } from '../src/image/read-image';
+import { readHashTables, readImageMetadata } from '../src/image/io/read-image';
 import { native } from '../src/native';
 import { cloneVm, restoreVm } from '../src/vm/manager';
 import { IOHELPER } from './support/cli';

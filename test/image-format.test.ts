@@ -377,7 +377,7 @@ describe('block table rules', () => {
 });
 
 /**
- * Rules of docs/FORMAT.md that src/image/format.ts does not apply yet. Each test states the
+ * Rules of docs/FORMAT.md that src/image/format/ does not apply yet. Each test states the
  * spec's behaviour and is expected to fail until the codec catches up; jest then reports it,
  * and `.failing` comes off.
  */

@@ -1,7 +1,7 @@
 /** sniffImage: iohelper images, libvirt save images (complete and partial), raw QEMU streams. */
 import fc from 'fast-check';
 import { encodeHeader, planLayout } from '../src/image/format';
-import { SNIFF_BYTES, sniffImage } from '../src/image/sniff';
+import { SNIFF_BYTES, sniffImage } from '../src/image/format/sniff';
 
 /** A libvirt save header as qemu_saveimage.c writes it on x86 (little-endian), 92 bytes. */
 function libvirtHeader(magic: string, f: { version: number; xmlLength: number; wasRunning: number; format: number; cookieOffset: number }): Buffer {

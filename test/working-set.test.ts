@@ -14,9 +14,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { crc32c } from '../src/image/crc32c';
 import { encodeBlockTable, encodeHeader, planLayout } from '../src/image/format';
-import { planPrefetch } from '../src/image/prefetch';
-import { readImageMetadata } from '../src/image/read-image';
-import { coalesce, decodeWorkingSet, encodeWorkingSet, WorkingSet, WorkingSetError } from '../src/image/working-set';
+import { planPrefetch } from '../src/vm/lazy/prefetch';
+import { readImageMetadata } from '../src/image/io/read-image';
+import { coalesce, decodeWorkingSet, encodeWorkingSet, WorkingSet, WorkingSetError } from '../src/vm/lazy/working-set';
 import { saveVm } from '../src/vm/manager';
 import { QemuInstance } from '../src/vm/qemu-launch';
 import { lastLine, runHelper } from './support/cli';
@@ -231,7 +231,7 @@ describe('reading IMAGE.ws (W1): a regular file only, never more than the larges
     const image = path.join(dir, 'pagemap.img');
     fs.symlinkSync('/proc/self/pagemap', `${image}.ws`);
     // In a process of its own, killed after 10 s: unbounded, this read ran until memory ran out.
-    const script = `const { planPrefetch } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'src', 'image', 'prefetch.js'))});
+    const script = `const { planPrefetch } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'src', 'vm', 'lazy', 'prefetch.js'))});
       const p = planPrefetch(process.argv[2], JSON.parse(process.argv[1]), (m) => console.log(m));
       console.log(p === undefined ? 'no prefetch' : 'prefetch');`;
     const r = spawnSync(process.execPath, ['-e', script, JSON.stringify(meta), image], { timeout: 10000, killSignal: 'SIGKILL', encoding: 'utf8' });

@@ -18,8 +18,8 @@ import { parseFlags, parseInteger, parseBounded } from '../util/flags';
 import { commandName, stderrLine, stdoutText } from './report';
 import { withInterrupts } from './signals';
 import { formatBytes } from '../progress';
-import { PrefetchPlan, PrefetchReport } from '../image/prefetch';
-import { recordWorkingSet } from '../vm/working-set-record';
+import { PrefetchPlan, PrefetchReport } from '../vm/lazy/prefetch';
+import { recordWorkingSet } from '../vm/lazy/working-set-record';
 import * as tty from 'tty';
 import { ttyBarProgress } from '../progress';
 

@@ -22,7 +22,7 @@ import {
   VERSION_DELTA,
 } from './format';
 import { hex } from '../util/numbers';
-import { ImageMetadata, readChunkIndexes, readImageMetadata } from './read-image';
+import { ImageMetadata, readChunkIndexes, readImageMetadata } from './io/read-image';
 
 export interface Layer {
   /** The path the layer was found at (the top: as the user named it). */

@@ -16,8 +16,8 @@ import { native } from '../native';
 import { ProgressListener } from '../progress';
 import { DEFAULT_CHUNK, hasDeviceStateCrc, ImageFormatError, MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED, VERSION_DELTA } from './format';
 import { hex } from '../util/numbers';
-import { checkJobs, DEFAULT_JOBS } from './image-fd';
-import { readImageMetadata } from './read-image';
+import { checkJobs, DEFAULT_JOBS } from './io/image-fd';
+import { readImageMetadata } from './io/read-image';
 import { restore, UNCHANGED } from './restore';
 import { checkCompression, save } from './save';
 

@@ -1,12 +1,12 @@
 /** inspect(): what a file is (our image, a libvirt save image, a raw QEMU stream) and its facts. */
 import * as fs from 'fs';
 import { openFile, sizeOfFd } from '../fs/open-file';
-import { deviceStateCrc } from './device-state';
+import { deviceStateCrc } from './io/device-state';
 import { openChain, resolveChain } from './chain';
 import { CHUNK_BASE, CHUNK_RAW, CHUNK_ZERO, hasChecksums, hasDeviceStateCrc, ImageFormatError, INDEX_ENTRY, isChunked, VERSION_DELTA } from './format';
 import { hex } from '../util/numbers';
-import { readChunkIndexes, readImageMetadata } from './read-image';
-import { SNIFF_BYTES, sniffImage } from './sniff';
+import { readChunkIndexes, readImageMetadata } from './io/read-image';
+import { SNIFF_BYTES, sniffImage } from './format/sniff';
 
 export interface InspectResult {
   path: string;

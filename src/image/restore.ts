@@ -9,20 +9,20 @@
 import * as path from 'path';
 import { onPath, systemError, UsageError } from '../errors';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
-import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
-import { CopyProgress } from './copy-progress';
-import { checkDeviceState, copyDeviceState } from './device-state';
+import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './io/image-fd';
+import { CopyProgress } from './exec/copy-progress';
+import { checkDeviceState, copyDeviceState } from './io/device-state';
 import { BlockEntry, CHUNK_ZERO, FLAG_COMPRESSED, hasChecksums, ImageFormatError, INDEX_ENTRY, isChunked } from './format';
 import { hex } from '../util/numbers';
 import { openChain, resolveChain } from './chain';
-import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
-import { runPool, warmPool } from './pool';
-import { readChecksums, readImageMetadata } from './read-image';
+import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './exec/planner';
+import { runPool, warmPool } from './exec/pool';
+import { readChecksums, readImageMetadata } from './io/read-image';
 import { native } from '../native';
 import { checkUniqueNames, RamSource } from './ram-files';
 import { commit, discard, planTargets, stageTargets } from './restore-targets';
 import { idOfFd } from './identity';
-import { WorkerTask } from './worker-types';
+import { WorkerTask } from './exec/worker-types';
 
 export interface RestoreOptions extends ImageCopyOptions {
   /** Allow hard-linked RAM targets (restoring changes the file under every name). */

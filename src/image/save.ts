@@ -11,13 +11,13 @@ import { onPath, systemError } from '../errors';
 import { native } from '../native';
 import { alignUp } from '../util/numbers';
 import { packageVersion } from '../package-root';
-import { CopyProgress } from './copy-progress';
-import { writeAligned } from './aligned-io';
-import { streamDeviceState } from './device-state';
-import { checkQemuStream } from './qemu-stream-check';
+import { CopyProgress } from './exec/copy-progress';
+import { writeAligned } from './io/aligned-io';
+import { streamDeviceState } from './io/device-state';
+import { checkQemuStream } from './io/qemu-stream-check';
 import { CHUNK_SIZE, checkBound, checkInteger, HASH_UNIT } from '../util/limits';
 import { MAX_LEVEL, MIN_LEVEL } from './compression';
-import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
+import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './io/image-fd';
 import {
   BlockEntry,
   checkChunksDisjoint,
@@ -44,12 +44,12 @@ import {
   padToPages,
   planLayout,
 } from './format';
-import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
-import { runPool, warmPool } from './pool';
+import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './exec/planner';
+import { runPool, warmPool } from './exec/pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { checkDistinct, idOfFd } from './identity';
-import { WorkerTask } from './worker-types';
-import { readHashTables, readImageMetadata, zeroCrcs } from './read-image';
+import { WorkerTask } from './exec/worker-types';
+import { readHashTables, readImageMetadata, zeroCrcs } from './io/read-image';
 import { Chain, openChain } from './chain';
 
 export interface SaveOptions extends ImageCopyOptions {
@@ -97,7 +97,7 @@ export interface SaveResult {
   elapsedMs: number;
 }
 
-export { DEFAULT_JOBS } from './image-fd';
+export { DEFAULT_JOBS } from './io/image-fd';
 /**
  * Zero runs shorter than this are written, longer ones left as holes. Measured on the dev box
  * (1 GiB guest, 25 % scattered zero pages, O_DIRECT, 2 jobs): 4 KiB holes 4.2 s, 64 KiB 0.73 s

@@ -1,7 +1,7 @@
 /**
  * The native overlapped copy between a pipe and a file at an offset (native/stream_copy.cc), as
  * both stream forms use it: the libvirt-style stream copy (./copy.ts) and an image's device
- * state (src/image/device-state.ts). Never holds the stream in memory: a ring of `inflight + 2`
+ * state (src/image/io/device-state.ts). Never holds the stream in memory: a ring of `inflight + 2`
  * buffers of `bufferSize` bytes.
  */
 import { systemError } from '../errors';

@@ -13,14 +13,14 @@ import * as path from 'node:path';
 import { openFile } from '../fs/open-file';
 import { native } from '../native';
 import { QmpClient, waitForMigration } from '../qmp/client';
-import { checkDeviceState, copyDeviceState } from '../image/device-state';
-import { readImageMetadata } from '../image/read-image';
+import { checkDeviceState, copyDeviceState } from '../image/io/device-state';
+import { readImageMetadata } from '../image/io/read-image';
 import { BlockEntry, ImageFormatError, VERSION_COMPRESSED, VERSION_DELTA } from '../image/format';
 import { refuseChainTarget } from '../image/chain';
 import { fillsInPlace } from '../image/restore-targets';
 import { lstatIfExists } from '../fs/lstat';
-import { planPrefetch, PrefetchPlan, PrefetchReport, runPrefetch } from '../image/prefetch';
-import { DEFAULT_JOBS } from '../image/image-fd';
+import { planPrefetch, PrefetchPlan, PrefetchReport, runPrefetch } from './lazy/prefetch';
+import { DEFAULT_JOBS } from '../image/io/image-fd';
 import { parseSize } from '../util/flags';
 import { ProgressListener } from '../progress';
 import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
@@ -150,7 +150,7 @@ export interface PrefetchOptions {
  * (copy-on-write, the image opened read-only) and loads the device state. No RAM is copied;
  * all clones share the image's page cache. When the image has a recorded working set, it is
  * read into the page cache from before the first QEMU starts, in first-touch order, while the
- * QEMUs start and run (see src/image/prefetch.ts). Resolves with the loaded, paused QEMUs.
+ * QEMUs start and run (see src/vm/lazy/prefetch.ts). Resolves with the loaded, paused QEMUs.
  */
 export async function cloneVm(o: StartOptions & PrefetchOptions & { image: string; count: number }): Promise<QemuInstance[]> {
   const imageFd = openFile(o.image, fs.constants.O_RDONLY);

@@ -2,12 +2,12 @@
  * The device-state region: QEMU's x-ignore-shared migration stream, streamed between a pipe and
  * its place at the end of the image by the native copy loop (never held in memory).
  */
-import { DEFAULT_BUFFER_SIZE, DEFAULT_INFLIGHT } from '../stream/copy';
-import { ringCopy } from '../stream/ring-copy';
-import { native } from '../native';
+import { DEFAULT_BUFFER_SIZE, DEFAULT_INFLIGHT } from '../../stream/copy';
+import { ringCopy } from '../../stream/ring-copy';
+import { native } from '../../native';
 import { readAligned } from './aligned-io';
-import { FLAG_DEVICE_STATE_CRC, ImageFormatError, ImageHeader } from './format';
-import { hex } from '../util/numbers';
+import { FLAG_DEVICE_STATE_CRC, ImageFormatError, ImageHeader } from '../format';
+import { hex } from '../../util/numbers';
 
 export interface DeviceStateCopy {
   toImage: boolean;

@@ -4,8 +4,8 @@
  * image by its size and header CRC. Encoder, validating decoder, and the coalescing of its
  * ranges into the large reads a prefetch makes. Pure: bytes in, bytes out.
  */
-import { native } from '../native';
-import { BlockEntry, ImageHeader } from './format';
+import { native } from '../../native';
+import { BlockEntry, ImageHeader } from '../../image/format';
 
 export const WS_MAGIC = 'IOHWS001';
 export const WS_VERSION = 1;

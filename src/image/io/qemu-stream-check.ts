@@ -5,7 +5,7 @@
  * reaching exactly to the end. A cut stream does not end that way.
  */
 import * as fs from 'fs';
-import { ImageFormatError } from './format';
+import { ImageFormatError } from '../format';
 import { readAligned } from './aligned-io';
 
 /** be32 at the start of every QEMU migration stream: 'QEVM'. */

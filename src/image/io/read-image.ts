@@ -1,8 +1,8 @@
 /** Reads and validates an image's metadata from an fd: header, block table, checksum tables or chunk indexes. */
-import { sizeOfFd } from '../fs/open-file';
-import { native } from '../native';
+import { sizeOfFd } from '../../fs/open-file';
+import { native } from '../../native';
 import { readAligned } from './aligned-io';
-import { BlockEntry, checkChunksDisjoint, decodeBlockTable, decodeChecksums, decodeChunkIndex, decodeHeader, HASH_BYTES, hashCountOf, HEADER_SIZE, ImageFormatError, ImageHeader, INDEX_ENTRY } from './format';
+import { BlockEntry, checkChunksDisjoint, decodeBlockTable, decodeChecksums, decodeChunkIndex, decodeHeader, HASH_BYTES, hashCountOf, HEADER_SIZE, ImageFormatError, ImageHeader, INDEX_ENTRY } from '../format';
 
 export interface ImageMetadata {
   header: ImageHeader;

@@ -8,11 +8,11 @@ kernel's fault-around maps up to 64 KiB of neighbours per fault, which then coun
  * beside the image as IMAGE.ws (docs/FORMAT.md, "Working-set file"), atomically.
  */
 import * as fs from 'fs';
-import { systemError } from '../errors';
-import { writeFileAtomic } from '../fs/atomic-file';
-import { openFile } from '../fs/open-file';
-import { readImageMetadata } from '../image/read-image';
-import { encodeWorkingSet, MAX_WS_RANGES, workingSetPath, WorkingSet } from '../image/working-set';
+import { systemError } from '../../errors';
+import { writeFileAtomic } from '../../fs/atomic-file';
+import { openFile } from '../../fs/open-file';
+import { readImageMetadata } from '../../image/io/read-image';
+import { encodeWorkingSet, MAX_WS_RANGES, workingSetPath, WorkingSet } from './working-set';
 
 const PAGE = 4096;
 const PRESENT = 1n << 63n;

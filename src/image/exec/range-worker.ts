@@ -2,7 +2,7 @@
  * Piscina worker: runs one copy job with the addon, synchronously on this thread. Errors come
  * back as plain data so their code/syscall survive the trip to the main thread.
  */
-import { native } from '../native';
+import { native } from '../../native';
 import { WorkerResult, WorkerTask } from './worker-types';
 
 function run(task: WorkerTask): WorkerResult {

@@ -3,7 +3,7 @@
  * plus device-state bytes (counted by the native copy in `counters[0]`); `counters[1]` set
  * cancels the native copy, as an abort of `signal` does.
  */
-import { ProgressListener, ProgressSampler } from '../progress';
+import { ProgressListener, ProgressSampler } from '../../progress';
 
 export class CopyProgress {
   readonly counters = new BigUint64Array(2);

@@ -3,8 +3,8 @@
  * QEMU migration stream (docs/FORMAT.md, "Other files inspect recognises"). Looks at the magic
  * and the fixed header fields only; an iohelper image is validated by decodeHeader.
  */
-import { MAGIC as IOHELPER_MAGIC } from './format';
-import { QEVM as QEMU_MAGIC } from './qemu-stream-check';
+import { MAGIC as IOHELPER_MAGIC } from './index';
+import { QEVM as QEMU_MAGIC } from '../io/qemu-stream-check';
 
 /** Bytes to read from the start of a file for sniffImage: the whole libvirt header. */
 export const SNIFF_BYTES = 92;

@@ -2,9 +2,9 @@
  * Metadata I/O on an image fd that may be O_DIRECT: every transfer goes through a page-aligned
  * buffer with page-aligned offset and length, so it works with or without O_DIRECT.
  */
-import { withPath } from '../errors';
-import { native } from '../native';
-import { alignUp } from '../util/numbers';
+import { withPath } from '../../errors';
+import { native } from '../../native';
+import { alignUp } from '../../util/numbers';
 
 const PAGE = 4096;
 

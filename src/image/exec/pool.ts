@@ -10,8 +10,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type { Piscina } from 'piscina';
-import { systemError } from '../errors';
-import { packageRoot } from '../package-root';
+import { systemError } from '../../errors';
+import { packageRoot } from '../../package-root';
 import runTask = require('./range-worker');
 import { WorkerResult, WorkerTask } from './worker-types';
 
@@ -19,7 +19,7 @@ import { WorkerResult, WorkerTask } from './worker-types';
 const INLINE_BYTES = 32 * 1024 * 1024;
 
 function workerFile(): string {
-  const file = path.join(packageRoot(), 'dist', 'src', 'image', 'range-worker.js');
+  const file = path.join(packageRoot(), 'dist', 'src', 'image', 'exec', 'range-worker.js');
   if (!fs.existsSync(file)) throw new Error(`worker ${file} is missing: run 'npm run build:ts'`);
   return file;
 }

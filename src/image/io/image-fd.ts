@@ -1,14 +1,14 @@
 /** Checks shared by save and restore: the image fd, O_DIRECT, job counts, and naming errors. */
-import { isSystemError, onPath, systemError, withPath } from '../errors';
-import { native } from '../native';
-import { directAlignment } from '../fs/alignment';
-import { describeFd, setDirect } from '../fs/fd-info';
-import { ProgressListener } from '../progress';
+import { isSystemError, onPath, systemError, withPath } from '../../errors';
+import { native } from '../../native';
+import { directAlignment } from '../../fs/alignment';
+import { describeFd, setDirect } from '../../fs/fd-info';
+import { ProgressListener } from '../../progress';
 import * as fs from 'fs';
 import * as os from 'os';
-import { ImageFormatError } from './format';
-import { RamSource } from './ram-files';
-import { checkBound, checkInteger, JOBS, MAX_FD } from '../util/limits';
+import { ImageFormatError } from '../format';
+import { RamSource } from '../ram-files';
+import { checkBound, checkInteger, JOBS, MAX_FD } from '../../util/limits';
 
 /**
  * Worker threads: twice the CPUs, at least 2 and at most 8. Each worker's copy is synchronous

@@ -1,15 +1,15 @@
 /**
- * Prefetch of a recorded working set (src/image/working-set.ts) into the page cache, for lazy
+ * Prefetch of a recorded working set (src/vm/lazy/working-set.ts) into the page cache, for lazy
  * restores and clones that map the image: the ranges are coalesced into large reads, taken in
  * first-touch order by the worker pool, and read while QEMU starts and the guest runs. The
  * guest never waits on it: a page it touches first is simply read by its own fault.
  */
 import * as fs from 'fs';
-import { errorText, isSystemError } from '../errors';
-import { openFile } from '../fs/open-file';
-import { runPool } from './pool';
-import { ImageMetadata } from './read-image';
-import { WorkerTask } from './worker-types';
+import { errorText, isSystemError } from '../../errors';
+import { openFile } from '../../fs/open-file';
+import { runPool } from '../../image/exec/pool';
+import { ImageMetadata } from '../../image/io/read-image';
+import { WorkerTask } from '../../image/exec/worker-types';
 import { coalesce, decodeWorkingSet, MAX_WS_FILE_BYTES, workingSetPath, WorkingSetError } from './working-set';
 
 export interface PrefetchPlan {

@@ -4,8 +4,8 @@
  * job's checksums are whole chunks; a block larger than one job is sliced so every worker can
  * take part of it.
  */
-import { RangeJob } from '../native';
-import { BlockEntry } from './format';
+import { RangeJob } from '../../native';
+import { BlockEntry } from '../format';
 
 export interface CopyJob {
   block: number;

@@ -1,5 +1,5 @@
-/** Messages between the main thread and the range workers (src/image/range-worker.ts). */
-import { ChunkJob, RangeJob } from '../native';
+/** Messages between the main thread and the range workers (src/image/exec/range-worker.ts). */
+import { ChunkJob, RangeJob } from '../../native';
 
 /** save/restore: a range at its fixed place in a mappable image; saveChunks/restoreChunks: a range of a compressed image's chunks. */
 export type WorkerTask =
