@@ -17,12 +17,15 @@
 #include "crc32c.h"
 #include "ram_map.h"
 #include "retry.h"
+#include "unit_hash.h"
 
 namespace iohelper {
 namespace {
 
 constexpr size_t kIndexEntry = 24;
-constexpr uint32_t kZero = 0, kRaw = 1, kZstd = 2;
+// kBase (delta images, version 3): the unit is its base's; the restore's resolved index never
+// holds it (src/image/chain.ts replaces it with the layer that stores the unit).
+constexpr uint32_t kZero = 0, kRaw = 1, kZstd = 2, kBase = 3;
 // Largest chunk the format allows (FORMAT.md, T9'): bounds every buffer below.
 constexpr uint64_t kMaxChunk = 64ull << 20;
 
@@ -31,6 +34,9 @@ struct ChunkJob {
   uint64_t ramOffset = 0;
   uint64_t length = 0;
   int imageFd = -1;
+  // restore: the image of each layer of a chain (imageFds[0] = imageFd); an index entry's last
+  // u32 names its layer.
+  std::vector<int> layerFds;
   uint64_t chunkSize = 8 << 20;
   uint64_t unit = 4096;  // O_DIRECT unit of the image and alignment of stored chunks
   int level = 1;
@@ -39,6 +45,7 @@ struct ChunkJob {
   size_t indexBytes = 0;
   bool verify = true;
   bool ramWrite = false;  // restore: fill the RAM file with pwrite() instead of through a mapping
+  HashSpec hash;          // save: each hash unit's SHA-256; with base hashes, unchanged units are kBase
 };
 
 
@@ -62,6 +69,7 @@ uint64_t GetU64(const uint8_t* p) {
 }
 
 void PutEntry(uint8_t* e, uint64_t offset, uint32_t stored, uint32_t crc, uint32_t kind) {
+  // (bytes 20..23 are reserved in the stored format)
   PutU64(e, offset);
   PutU32(e + 8, stored);
   PutU32(e + 12, crc);
@@ -98,6 +106,14 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
     return;
   }
   const uint8_t* base = map.data();
+  std::unique_ptr<UnitHasher> hasher;
+  if (j.hash.out) {
+    hasher = std::make_unique<UnitHasher>(j.hash.unit, j.length, j.hash.out);
+    if (!hasher->ok()) {
+      o->Fail(ENOMEM, "EVP_MD_CTX_new", "ram");
+      return;
+    }
+  }
   Scratch assembled(j.unit), out(j.unit);
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   size_t ext = 0;
@@ -114,6 +130,7 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
       if (zero && !IsZero(base + s, e - s)) zero = false;
     }
     if (zero) {
+      if (hasher) hasher->Zeros(len);
       PutEntry(entry, 0, 0, ~Crc32cZeros(~0u, len), kZero);
       continue;
     }
@@ -132,6 +149,14 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
       src = buf;
     }
     uint32_t crc = Crc32c(src, len);
+    if (hasher) {
+      hasher->Data(src, len);
+      // A delta (chunkSize = hash unit): the same digest as the base's unit, so the base holds it.
+      if (j.hash.base && memcmp(j.hash.out + c * kHashBytes, j.hash.base + c * kHashBytes, kHashBytes) == 0) {
+        PutEntry(entry, 0, 0, crc, kBase);
+        continue;
+      }
+    }
     uint8_t* dst = out.get(AlignUp(len, j.unit));
     if (!dst) {
       o->Fail(ENOMEM, "posix_memalign", "image");
@@ -184,11 +209,11 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
 // Reads [off, off + len) of the image into buf, whole units at a time (O_DIRECT); buf holds
 // AlignUp(len + (off % unit), unit) bytes. Returns where the wanted bytes start in buf, or
 // -errno (-EIO when the image ends first).
-int64_t ReadStored(const ChunkJob& j, uint64_t off, uint64_t len, uint8_t* buf) {
+int64_t ReadStored(const ChunkJob& j, int fd, uint64_t off, uint64_t len, uint8_t* buf) {
   uint64_t head = off % j.unit, start = off - head, want = AlignUp(head + len, j.unit);
   uint64_t got = 0;
   while (got < head + len) {
-    ssize_t n = PreadOnce(j.imageFd, buf + got, want - got, start + got);
+    ssize_t n = PreadOnce(fd, buf + got, want - got, start + got);
     if (n < 0) return n;
     if (n == 0) return -EIO;
     got += static_cast<uint64_t>(n);
@@ -199,13 +224,13 @@ int64_t ReadStored(const ChunkJob& j, uint64_t off, uint64_t len, uint8_t* buf) 
 // Reads a stored chunk into a bounce buffer and decodes it into dst (len bytes): a raw copy,
 // or one zstd frame that must declare and produce exactly len bytes. Returns false with
 // o->badFrame set (a chunk that does not decode) or o->err set (an I/O failure).
-bool DecodeInto(const ChunkJob& j, uint64_t off, uint32_t stored, uint32_t kind, uint8_t* dst, uint64_t len, Scratch* in, CopyOutcome* o) {
+bool DecodeInto(const ChunkJob& j, int fd, uint64_t off, uint32_t stored, uint32_t kind, uint8_t* dst, uint64_t len, Scratch* in, CopyOutcome* o) {
   uint8_t* buf = in->get(AlignUp(stored + j.unit, j.unit));
   if (!buf) {
     o->Fail(ENOMEM, "posix_memalign", "ram");
     return false;
   }
-  int64_t at = ReadStored(j, off, stored, buf);
+  int64_t at = ReadStored(j, fd, off, stored, buf);
   if (at < 0) {
     o->Fail(static_cast<int>(-at), "pread", "image");
     return false;
@@ -248,6 +273,7 @@ bool DecodeInto(const ChunkJob& j, uint64_t off, uint32_t stored, uint32_t kind,
 struct StoredChunk {
   uint64_t start, len, off;
   uint32_t stored, crc, kind;
+  int fd;  // the layer's image
 };
 
 // Reads entry c; false (with badChunk and badFrame set) when it cannot describe chunk c.
@@ -259,7 +285,14 @@ bool ReadEntry(const ChunkJob& j, uint64_t c, StoredChunk* e, CopyOutcome* o) {
   e->stored = GetU32(entry + 8);
   e->crc = GetU32(entry + 12);
   e->kind = GetU32(entry + 16);
+  uint32_t layer = GetU32(entry + 20);
   if (e->kind == kZero) return true;
+  if (layer >= j.layerFds.size()) {
+    o->badChunk = static_cast<int64_t>(c);
+    o->badFrame = "index entry names no layer of the chain";
+    return false;
+  }
+  e->fd = j.layerFds[layer];
   if ((e->kind != kRaw && e->kind != kZstd) || e->stored == 0 || e->stored > e->len || (e->kind == kRaw && e->stored != e->len)) {
     o->badChunk = static_cast<int64_t>(c);
     o->badFrame = "index entry out of bounds";
@@ -310,13 +343,13 @@ void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
         o->Fail(ENOMEM, "posix_memalign", "ram");
         return;
       }
-      int64_t at = ReadStored(j, e.off, map ? e.len : e.stored, buf);
+      int64_t at = ReadStored(j, e.fd, e.off, map ? e.len : e.stored, buf);
       if (at < 0) {
         o->Fail(static_cast<int>(-at), "pread", -at == EFAULT ? "ram" : "image");
         return;
       }
       data = buf + at;
-    } else if (!DecodeInto(j, e.off, e.stored, e.kind, dst, e.len, &in, o)) {
+    } else if (!DecodeInto(j, e.fd, e.off, e.stored, e.kind, dst, e.len, &in, o)) {
       if (!o->err) o->badChunk = static_cast<int64_t>(c);
       return;
     }
@@ -350,6 +383,21 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
   if (!JobFd(env, o, "ramFd", &j->ramFd) || !num("ramOffset", &j->ramOffset) || !num("length", &j->length) ||
       !JobFd(env, o, "imageFd", &j->imageFd) || !num("chunkSize", &j->chunkSize) || !num("unit", &j->unit))
     return false;
+  j->layerFds.assign(1, j->imageFd);
+  Napi::Value layers = o.Get("layerFds");
+  if (!save && !layers.IsUndefined()) {
+    // Every layer of a chain after the top one (docs/FORMAT.md, version 3: at most 16 bases).
+    if (!layers.IsArray() || layers.As<Napi::Array>().Length() > 16) {
+      Napi::TypeError::New(env, "job.layerFds must be an array of at most 16 fds").ThrowAsJavaScriptException();
+      return false;
+    }
+    Napi::Array a = layers.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      int fd = -1;
+      if (!ToInteger(env, a.Get(i), "job.layerFds[]", 0, kMaxFd, &fd)) return false;
+      j->layerFds.push_back(fd);
+    }
+  }
   uint64_t ramWrite = 0;
   if (!save && !JobField(env, o, "ramWrite", &ramWrite, false)) return false;
   j->ramWrite = ramWrite != 0;
@@ -375,6 +423,11 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
     return false;
   }
   if (save) {
+    if (!JobHashes(env, o, j->ramOffset, j->length, true, &j->hash)) return false;
+    if (j->hash.base && j->hash.unit != j->chunkSize) {
+      Napi::RangeError::New(env, "job.baseHashes needs hashUnit = chunkSize (a delta stores whole units)").ThrowAsJavaScriptException();
+      return false;
+    }
     if (!ToInteger(env, o.Get("level"), "job.level (0: store raw)", -131072, 22, &j->level)) return false;
     Napi::Value cur = o.Get("cursor");
     if (!cur.IsTypedArray() || cur.As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array ||

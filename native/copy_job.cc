@@ -15,6 +15,43 @@ bool JobFd(Napi::Env env, Napi::Object job, const char* key, int* out) {
   return ToInteger(env, job.Get(key), std::string("job.") + key, 0, kMaxFd, out);
 }
 
+namespace {
+
+// job[key] as a Uint8Array of at least `bytes` bytes, or null when absent.
+bool HashArray(Napi::Env env, Napi::Object job, const char* key, uint64_t bytes, uint8_t** out) {
+  Napi::Value v = job.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return true;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    Napi::TypeError::New(env, std::string("job.") + key + " must be a Uint8Array").ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+  if (a.ByteLength() < bytes) {
+    Napi::RangeError::New(env, std::string("job.") + key + " has fewer than 32 bytes per hash unit of the range").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = a.Data();
+  return true;
+}
+
+}  // namespace
+
+bool JobHashes(Napi::Env env, Napi::Object job, uint64_t ramOffset, uint64_t length, bool withBase, HashSpec* out) {
+  if (job.Get("hashes").IsUndefined() || job.Get("hashes").IsNull()) return true;
+  uint64_t unit = 0;
+  if (!JobField(env, job, "hashUnit", &unit)) return false;
+  if (unit < 4096 || unit > (64ull << 20) || (unit & (unit - 1)) || ramOffset % unit) {
+    Napi::RangeError::New(env, "job.hashUnit must be a power of two from 4 KiB to 64 MiB that divides job.ramOffset").ThrowAsJavaScriptException();
+    return false;
+  }
+  uint64_t bytes = (length + unit - 1) / unit * 32;
+  uint8_t* base = nullptr;
+  if (!HashArray(env, job, "hashes", bytes, &out->out) || (withBase && !HashArray(env, job, "baseHashes", bytes, &base))) return false;
+  out->unit = unit;
+  out->base = base;
+  return true;
+}
+
 Napi::Value OutcomeValue(Napi::Env env, const CopyOutcome& o) {
   if (o.err) {
     Napi::Error e = ErrnoError(env, o.err, o.syscall);

@@ -30,6 +30,18 @@ bool JobField(Napi::Env env, Napi::Object job, const char* key, uint64_t* out, b
 // The job object's field `key` as an fd (0 .. 2^31 - 1).
 bool JobFd(Napi::Env env, Napi::Object job, const char* key, int* out);
 
+// A save job's content hashes (docs/FORMAT.md, "Content hashes"): job.hashes, a Uint8Array of
+// 32 bytes per hash unit of the range, filled with each unit's SHA-256; job.hashUnit, a power
+// of two from 4 KiB to 64 MiB that divides job.ramOffset; with `withBase`, job.baseHashes
+// (optional, same size): a unit whose digest equals its base's is not stored. Absent
+// job.hashes: no hashing (out stays null).
+struct HashSpec {
+  uint64_t unit = 0;
+  uint8_t* out = nullptr;
+  const uint8_t* base = nullptr;
+};
+bool JobHashes(Napi::Env env, Napi::Object job, uint64_t ramOffset, uint64_t length, bool withBase, HashSpec* out);
+
 // Throws the outcome's errno (with `side`) or returns {dataBytes, badChunk, badCrc[, badFrame]}.
 Napi::Value OutcomeValue(Napi::Env env, const CopyOutcome& o);
 

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "crc32c.h"
 #include "ram_map.h"
 #include "retry.h"
+#include "unit_hash.h"
 
 namespace iohelper {
 namespace {
@@ -36,6 +38,7 @@ struct RangeJob {
   size_t checksumCount = 0;
   // Restore: fill the RAM file with pwrite() instead of through a mapping (not on hugetlbfs).
   bool ramWrite = false;
+  HashSpec hash;  // save: each hash unit's SHA-256, when asked
 };
 
 
@@ -57,6 +60,18 @@ void SaveRange(const RangeJob& j, CopyOutcome* o) {
   }
   const uint8_t* base = map.data();
   for (const Extent& x : extents) Populate(const_cast<uint8_t*>(base) + x.start, x.end - x.start, false);
+  std::unique_ptr<UnitHasher> hasher;
+  if (j.hash.out) {
+    hasher = std::make_unique<UnitHasher>(j.hash.unit, j.length, j.hash.out);
+    if (!hasher->ok()) {
+      o->Fail(ENOMEM, "EVP_MD_CTX_new", "ram");
+      return;
+    }
+  }
+  // The hashes see the same bytes as the CRCs: data pieces, and zeros for holes.
+  auto hashZeros = [&](uint64_t n) {
+    if (hasher) hasher->Zeros(n);
+  };
   Scratch scratch(j.zeroUnit);
   uint64_t runStart = 0, runLen = 0, zeroRun = 0;
   bool runHasHoles = false, gapHasHoles = false;
@@ -109,12 +124,14 @@ void SaveRange(const RangeJob& j, CopyOutcome* o) {
       if (covered == 0) {  // all hole: stays a hole in the image
         if (!flush()) return;
         crc = Crc32cZeros(crc, unitEnd - pos);
+        hashZeros(unitEnd - pos);
         pos = unitEnd;
         continue;
       }
       bool partial = covered < unitEnd - pos;
       if (zero) {
         crc = Crc32cZeros(crc, unitEnd - pos);
+        hashZeros(unitEnd - pos);
         if (runLen) {
           zeroRun += unitEnd - pos;
           gapHasHoles = gapHasHoles || partial;
@@ -124,11 +141,12 @@ void SaveRange(const RangeJob& j, CopyOutcome* o) {
         uint64_t at = pos;
         for (size_t k = ext; k < extents.size() && extents[k].start < unitEnd; k++) {
           uint64_t s = std::max(extents[k].start, pos), e = std::min(extents[k].end, unitEnd);
-          if (s > at) crc = Crc32cZeros(crc, s - at);
+          if (s > at) crc = Crc32cZeros(crc, s - at), hashZeros(s - at);
           crc = Crc32cUpdate(crc, base + s, e - s);
+          if (hasher) hasher->Data(base + s, e - s);
           at = e;
         }
-        if (at < unitEnd) crc = Crc32cZeros(crc, unitEnd - at);
+        if (at < unitEnd) crc = Crc32cZeros(crc, unitEnd - at), hashZeros(unitEnd - at);
         if (runLen && runStart + runLen + zeroRun != pos && !flush()) return;
         if (runLen) {
           runLen += zeroRun;  // a short zero gap: write it rather than split the write
@@ -305,6 +323,7 @@ bool ReadJob(const Napi::CallbackInfo& info, RangeJob* j) {
   uint64_t ramWrite = 0;
   if (!num("ramWrite", &ramWrite, false)) return false;
   j->ramWrite = ramWrite != 0;
+  if (!JobHashes(env, o, j->ramOffset, j->length, false, &j->hash)) return false;
   auto pow2 = [](uint64_t v) { return v && !(v & (v - 1)); };
   if (!pow2(j->zeroUnit) || j->zeroUnit < 512 || !pow2(j->chunkSize) || j->chunkSize < j->zeroUnit ||
       j->maxIo < j->zeroUnit || j->length % j->zeroUnit || j->ramOffset % 4096 || j->imageOffset % j->zeroUnit) {

@@ -61,6 +61,10 @@ export interface RangeJob {
   checksums?: Uint32Array | null;
   /** restoreRange: 1 fills the RAM file with pwrite() (any filesystem but hugetlbfs), 0 through a shared mapping. */
   ramWrite?: 0 | 1;
+  /** saveRange: filled with each hash unit's SHA-256 (32 bytes per unit of the range). */
+  hashes?: Uint8Array;
+  /** With hashes: a power of two, 4 KiB .. 64 MiB, dividing ramOffset. */
+  hashUnit?: number;
 }
 
 export interface RangeResult {
@@ -92,6 +96,13 @@ export interface ChunkJob {
   verify?: boolean;
   /** restoreChunks: 1 fills the RAM file with pwrite() (any filesystem but hugetlbfs), 0 through a shared mapping. */
   ramWrite?: 0 | 1;
+  /** restoreChunks of a chain: the fds of layers 1.. (the bases); an index entry's last u32 names its layer (0: imageFd). */
+  layerFds?: number[];
+  /** saveChunks: filled with each hash unit's SHA-256 (32 bytes per unit of the range). */
+  hashes?: Uint8Array;
+  hashUnit?: number;
+  /** saveChunks of a delta (hashUnit = chunkSize): the base's hashes of the same units; a unit with the same digest is stored as BASE. */
+  baseHashes?: Uint8Array;
 }
 
 export interface ChunkResult extends RangeResult {

@@ -30,7 +30,8 @@ and the exit status is 1. A reader that goes away (EPIPE) is such a failure, not
 Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shared):
   ${argv0} save    --fd N | --image PATH  --ram NAME=PATH|NAME=fd:K ... [--direct]
                    [--jobs J] [--chunk SIZE] [--min-hole SIZE] [--job-size SIZE]
-                   [--no-checksums] [--no-stream-check] [--compress[=zstd[:LEVEL]]] [--progress[=FD]]
+                   [--no-checksums] [--no-stream-check] [--compress[=zstd[:LEVEL]]] [--base BASE]
+                   [--progress[=FD]]
       Reads QEMU's device-state stream on stdin; the RAM files are copied by J worker
       threads (default twice the CPUs, 2 to 8) from an mmap straight to fixed 1 MiB-aligned offsets of the image
       (O_DIRECT with --direct). The image is marked complete only after all data is synced.
@@ -47,6 +48,13 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       when zstd does not shrink it, or not at all when it is zero, packed one after another;
       the device state follows the last chunk. Smaller and, on slow storage, faster; but
       clones and --lazy cannot map it (see convert). Needs an addon built with libzstd.
+      Every image records a SHA-256 of each 256 KiB unit of RAM. --base BASE writes a delta
+      (format version 3): only the units whose SHA-256 differs from BASE's are stored (zero
+      units and unchanged units take no space), with --compress compressed. BASE may itself
+      be a delta (a chain of at most 16); the delta records BASE's identity and its path
+      relative to the delta's directory. restore reads the chain; a missing, replaced,
+      changed or incomplete base is refused before anything is written. Saving onto BASE or
+      any image of its chain is refused. Clones and --lazy need convert --flatten first.
   ${argv0} restore --fd N | --image PATH  --ram NAME=PATH|NAME=fd:K ... [--direct]
                    [--jobs J] [--no-verify] [--force] [--progress[=FD]]
       Validates the image and the RAM targets before writing anything: names and sizes must
@@ -65,25 +73,30 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       this too).
       A compressed image is decompressed by the J workers straight into the RAM files; a chunk
       that does not decode to exactly its size, or whose CRC differs, fails the restore.
+      A delta is restored from its chain: each unit from the top-most image that holds it,
+      every base checked first to be the very image the delta was saved against.
   ${argv0} inspect IMAGE [--json]
-      Describes an iohelper image (exit 2 if incomplete or refused, or if its device state
-      fails its CRC-32C; images from older iohelpers have none; for a compressed one the ratio
-      and chunk kinds per block), a libvirt save image or a raw QEMU stream. The format is
-      docs/FORMAT.md.
-  ${argv0} convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct] [--progress[=FD]]
+      Describes an iohelper image (exit 2 if incomplete or refused, if its device state
+      fails its CRC-32C (images from older iohelpers have none), or if its chain of bases is
+      refused; for a compressed one the ratio and chunk kinds per block; for a delta each
+      layer of its chain and the units and bytes it supplies), a libvirt save image or a
+      raw QEMU stream. The format is docs/FORMAT.md.
+  ${argv0} convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--flatten] [--jobs J] [--direct] [--progress[=FD]]
       Writes TARGET (which must not exist) as a mappable image, or with --compress as a
       compressed one, from a valid SOURCE image (its blocks of one chunk size). The RAM passes
       through sparse scratch files beside TARGET (room for the RAM's data is needed there),
       every chunk's CRC is checked when SOURCE has checksums, and TARGET appears only when
-      complete (never replacing a file).
+      complete (never replacing a file). A delta SOURCE needs --flatten: TARGET is then one
+      standalone image of the delta and its bases.
 
 Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/shm/F,share=on):
-  ${argv0} vm save --qmp SOCKET --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--stream]
+  ${argv0} vm save --qmp SOCKET --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--base BASE] [--stream]
       Stops the guest (it stays paused), checks its RAM backends are shared files, and saves
       through the parallel image (x-ignore-shared) into a new file beside IMAGE, renamed over
       it once the save committed and QEMU completed: if QEMU refuses or the save fails, IMAGE
       is as it was and no helper is left running. --stream uses the classic stream path,
       which works with any RAM (it writes IMAGE in place: a failure leaves it incomplete).
+      --base BASE saves a delta against BASE (see save --base); vm restore reads its chain.
   ${argv0} vm restore --image IMAGE [--direct] [--jobs J] [--no-verify] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir D] -- QEMU ARGS
       Fills the RAM files named by the memory-backend-file objects in QEMU ARGS (ids = the
       image's block names, share=on), starts QEMU with -incoming defer and loads the device

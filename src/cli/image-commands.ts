@@ -10,6 +10,7 @@ import * as path from 'path';
 import * as tty from 'tty';
 import { errorText, UsageError } from '../errors';
 import { createReplacement } from '../fs/atomic-file';
+import { directoryOf } from '../image/chain';
 import { convert } from '../image/convert';
 import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
@@ -76,9 +77,11 @@ export async function saveCommand(args: string[]): Promise<number> {
   const p = parseFlags(args, {
     ...common,
     booleans: [...common.booleans, 'no-checksums', 'no-stream-check'],
-    values: [...common.values, 'chunk', 'min-hole'],
+    values: [...common.values, 'chunk', 'min-hole', 'base'],
     optionalValue: [...common.optionalValue, 'compress'],
   });
+  const basePath = p.flags.get('base');
+  if (basePath === true) throw new UsageError('--base needs the path of the image the delta is saved against');
   const shared = copyArgs(p);
   const compressLevel = parseCompress(p.flags.get('compress'));
   if (compressLevel !== undefined && p.flags.has('no-checksums')) throw new UsageError('--compress: a compressed image always has chunk checksums; drop --no-checksums');
@@ -96,7 +99,13 @@ export async function saveCommand(args: string[]): Promise<number> {
   if (!img) for (const m of removeStaleTemporaries(path.dirname(path.resolve(String(target))))) warn(m);
   const staged = img ? undefined : createReplacement(String(target));
   const imageName = img?.name ?? String(target);
+  let base: { fd: number; name: string; reference: string } | undefined;
   try {
+    if (typeof basePath === 'string') {
+      // Recorded relative to the delta's directory, so a directory of images can be moved whole.
+      const fd = openFile(basePath, fs.constants.O_RDONLY);
+      base = { fd, name: basePath, reference: path.relative(directoryOf(imageName, img?.fd ?? staged!.fd), fs.realpathSync(`/proc/self/fd/${fd}`)) };
+    }
     await withInterrupts(commandName(), (signal) =>
       save({
         ...shared,
@@ -107,6 +116,7 @@ export async function saveCommand(args: string[]): Promise<number> {
         checkDeviceState: !p.flags.has('no-stream-check'),
         minHole,
         compressLevel,
+        base,
         staged: staged && { replaces: staged.replaced },
         onProgress: progressOf(p.flags.get('progress'), imageName),
         signal,
@@ -118,6 +128,7 @@ export async function saveCommand(args: string[]): Promise<number> {
     throw e;
   } finally {
     if (img?.owned) fs.closeSync(img.fd);
+    if (base) fs.closeSync(base.fd);
   }
   return 0;
 }
@@ -175,7 +186,7 @@ export function inspectCommand(args: string[]): number {
   if (p.positionals.length !== 1) throw new UsageError('inspect takes one IMAGE path');
   const r = inspect(p.positionals[0]);
   stdoutText(p.flags.has('json') ? JSON.stringify(r, null, 2) + '\n' : describe(r));
-  return r.kind === 'iohelper' && (!r.committed || r.deviceStateCrc?.ok === false) ? 2 : 0;
+  return r.kind === 'iohelper' && (!r.committed || r.deviceStateCrc?.ok === false || r.chainError) ? 2 : 0;
 }
 
 /** Names and creator strings come from the image: control characters are shown escaped, never sent to the terminal. */
@@ -194,12 +205,17 @@ function describe(r: InspectResult): string {
     if (r.invalid) lines.push(`iohelper image, REFUSED: ${printable(r.invalid.message)} (${r.invalid.code})`);
     else {
       lines.push(`iohelper image v${r.version}, ${r.committed ? 'committed' : 'INCOMPLETE (the save never finished)'}, page ${formatBytes(r.pageSize!)}, alignment ${formatBytes(r.alignment!)}, checksums ${r.checksums ? 'CRC-32C per chunk' : 'none'}, by ${printable(r.creator)} at ${r.createdAt}`);
-      if (r.compressed) lines.push('  compressed (version 2): restore reads it; clones and --lazy need a mappable copy (iohelper convert)');
+      if (r.version === 3) {
+        lines.push(`  delta (version 3) at depth ${r.depth}, hash unit ${formatBytes(r.hashUnit!)}: restore reads the chain; clones and --lazy need a standalone copy (iohelper convert --flatten)`);
+        if (r.chainError) lines.push(`  chain REFUSED: ${printable(r.chainError.message)} (${r.chainError.code})`);
+        for (const l of r.chain ?? []) lines.push(`  layer ${printable(l.path)} (v${l.version}, depth ${l.depth}): supplies ${l.units} units, ${formatBytes(l.bytes)} stored`);
+      } else if (r.compressed) lines.push('  compressed (version 2): restore reads it; clones and --lazy need a mappable copy (iohelper convert)');
+      if (r.imageId) lines.push(`  id ${r.imageId}, SHA-256 per ${formatBytes(r.hashUnit!)} unit`);
       for (const b of r.blocks ?? []) {
         const c = b.chunks;
         lines.push(
           c
-            ? `  block ${printable(b.name)}: ${formatBytes(b.size)} stored in ${formatBytes(b.dataBytes)}, ratio ${Number.isFinite(c.ratio) ? c.ratio.toFixed(2) : 'all zero'}; ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}: ${c.zstd} zstd, ${c.raw} raw, ${c.zero} zero`
+            ? `  block ${printable(b.name)}: ${formatBytes(b.size)} stored in ${formatBytes(b.dataBytes)}, ratio ${Number.isFinite(c.ratio) ? c.ratio.toFixed(2) : 'all zero'}; ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}: ${c.zstd} zstd, ${c.raw} raw, ${c.zero} zero${r.version === 3 ? `, ${c.base} base` : ''}`
             : `  block ${printable(b.name)}: ${formatBytes(b.size)} at offset ${b.offset}, ${formatBytes(b.dataBytes)} data (${((100 * b.dataBytes) / b.size).toFixed(0)}%), ${b.checksumCount} chunks of ${formatBytes(b.chunkSize)}`,
         );
       }
@@ -216,13 +232,13 @@ function deviceStateCrcText(c: InspectResult['deviceStateCrc']): string {
 }
 
 export async function convertCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { booleans: ['direct'], values: ['jobs'], optionalValue: ['compress', 'progress'] });
+  const p = parseFlags(args, { booleans: ['direct', 'flatten'], values: ['jobs'], optionalValue: ['compress', 'progress'] });
   if (p.positionals.length !== 2) throw new UsageError('convert takes SOURCE and TARGET image paths');
   const [source, target] = p.positionals;
   const compressLevel = parseCompress(p.flags.get('compress'));
   const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined;
   const r = await withInterrupts(commandName(), (signal) =>
-    convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), onWarning: warn, onProgress: progressOf(p.flags.get('progress'), source), signal }),
+    convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), flatten: p.flags.has('flatten'), onWarning: warn, onProgress: progressOf(p.flags.get('progress'), source), signal }),
   );
   stderrLine(`${commandName()}: ${target}: ${r.version === 1 ? 'mappable (version 1)' : 'compressed (version 2)'}, ${formatBytes(r.targetBytes)} from ${formatBytes(r.sourceBytes)} in ${(r.elapsedMs / 1000).toFixed(2)} s`);
   return 0;

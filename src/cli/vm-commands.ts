@@ -1,6 +1,6 @@
 /**
  * iohelper vm save | restore | clone: whole-VM flows over QMP (src/vm/manager.ts).
- *   vm save    --qmp SOCK --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--stream]
+ *   vm save    --qmp SOCK --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--base IMAGE] [--stream]
  *   vm restore --image IMAGE [--direct] [--jobs J] [--no-verify] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir DIR] -- QEMU ARGS…
  *   vm clone   --image IMAGE --count N [--no-prefetch] [--cont] [--log-dir DIR] -- QEMU ARGS…
  * Restored and cloned QEMUs keep running after this command exits; it prints their QMP sockets.
@@ -29,9 +29,12 @@ const bar = (label: string) => (tty.isatty(2) ? ttyBarProgress(2, label) : undef
 const elapsed = (t0: number) => `${((Date.now() - t0) / 1000).toFixed(2)} s`;
 
 async function vmSave(args: string[]): Promise<number> {
-  const p = parseFlags(args, { booleans: ['direct', 'stream'], values: ['qmp', 'out', 'jobs'], optionalValue: ['compress'] });
+  const p = parseFlags(args, { booleans: ['direct', 'stream'], values: ['qmp', 'out', 'jobs', 'base'], optionalValue: ['compress'] });
   const compressLevel = parseCompress(p.flags.get('compress'));
   if (compressLevel !== undefined && p.flags.has('stream')) throw new UsageError('--compress applies to the parallel image, not --stream');
+  const base = p.flags.get('base');
+  if (base !== undefined && p.flags.has('stream')) throw new UsageError('--base applies to the parallel image, not --stream');
+  if (base === true) throw new UsageError('--base needs the path of the image the delta is saved against');
   const sock = p.flags.get('qmp');
   const out = p.flags.get('out');
   if (typeof sock !== 'string' || typeof out !== 'string') throw new UsageError('vm save needs --qmp SOCKET and --out IMAGE');
@@ -45,7 +48,7 @@ async function vmSave(args: string[]): Promise<number> {
       await saveThroughHelper({ qmp, image: out, direct: p.flags.has('direct') });
       stdoutText(`saved ${out} through the stream helper in ${elapsed(t0)}\n`);
     } else {
-      const { blocks } = await saveVm(qmp, { image: out, direct: p.flags.has('direct'), jobs, compressLevel, onProgress: bar(`save ${out}`) });
+      const { blocks } = await saveVm(qmp, { image: out, direct: p.flags.has('direct'), jobs, compressLevel, base, onProgress: bar(`save ${out}`) });
       stdoutText(`saved ${blocks.map((b) => b.name).join(', ')} to ${out} in ${elapsed(t0)} (the guest stays paused)\n`);
     }
   } finally {

@@ -14,7 +14,7 @@ import { openFile } from '../fs/open-file';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { native } from '../native';
 import { ProgressListener } from '../progress';
-import { hasDeviceStateCrc, hex, ImageFormatError, MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED } from './format';
+import { DEFAULT_CHUNK, hasDeviceStateCrc, hex, ImageFormatError, MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED, VERSION_DELTA } from './format';
 import { checkJobs, DEFAULT_JOBS } from './image-fd';
 import { readImageMetadata } from './read-image';
 import { restore, UNCHANGED } from './restore';
@@ -32,6 +32,8 @@ export interface ConvertOptions {
   signal?: AbortSignal;
   /** Told what convert did on the side (temporaries of dead runs it removed). */
   onWarning?: (message: string) => void;
+  /** The source may be a delta: the target is one standalone image of it and its bases. */
+  flatten?: boolean;
 }
 
 export interface ConvertResult {
@@ -52,7 +54,10 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
   let temp: string | undefined;
   try {
     const { header, entries } = readImageMetadata(sourceFd, o.source, { skipChecksums: true });
-    const chunkSize = entries[0].chunkSize;
+    const delta = header.version === VERSION_DELTA;
+    if (delta && !o.flatten) throw systemError('EINVAL', `${o.source} is a delta (it holds only what changed since its base): 'iohelper convert --flatten ${o.source} ${o.target}' writes one standalone image of it and its bases`, { path: o.source });
+    // A delta's chunks are its hash units: its standalone copy gets the usual chunk size.
+    const chunkSize = delta ? DEFAULT_CHUNK : entries[0].chunkSize;
     if (o.compressLevel !== undefined && entries.some((e) => e.chunkSize > MAX_COMPRESSED_CHUNK)) {
       throw systemError('EINVAL', `${o.source} has chunks above 64 MiB, more than a compressed image allows`, { path: o.source });
     }

@@ -1,6 +1,6 @@
 /**
- * Encoder and validating decoder of the image format, versions 1 (mappable) and 2 (compressed)
- * (docs/FORMAT.md). Pure: bytes in, bytes out. Every u64 is read as a BigInt and range-checked
+ * Encoder and validating decoder of the image format, versions 1 (mappable), 2 (compressed)
+ * and 3 (delta: only what changed since a base) (docs/FORMAT.md). Pure: bytes in, bytes out. Every u64 is read as a BigInt and range-checked
  * before it becomes a Number.
  */
 import { native } from '../native';
@@ -10,6 +10,8 @@ export const MAGIC = 'IOHIMG01';
 export const VERSION = 1;
 /** Version 2: blocks stored chunk by chunk, compressed, packed (docs/FORMAT.md). */
 export const VERSION_COMPRESSED = 2;
+/** Version 3: a delta, stored like version 2, whose unchanged units are its base's (docs/FORMAT.md). */
+export const VERSION_DELTA = 3;
 export const HEADER_SIZE = 4096;
 export const ENTRY_SIZE = 320;
 export const NAME_SIZE = 256;
@@ -21,6 +23,8 @@ export const FLAG_CHECKSUMS = 1;
 export const FLAG_COMPRESSED = 2;
 /** The header records the device state's CRC-32C (`deviceStateCrc`); images saved before it existed have none. */
 export const FLAG_DEVICE_STATE_CRC = 4;
+/** The image has an id and a SHA-256 per hash unit of every block (images written since version 3 existed). */
+export const FLAG_HASHES = 8;
 /** Header offset of `deviceStateCrc` (reserved, zero, without FLAG_DEVICE_STATE_CRC). */
 const DEVICE_STATE_CRC_AT = 128;
 /** Version 2: bytes of one chunk index entry. */
@@ -28,6 +32,31 @@ export const INDEX_ENTRY = 24;
 export const CHUNK_ZERO = 0;
 export const CHUNK_RAW = 1;
 export const CHUNK_ZSTD = 2;
+/** Version 3: the unit is the base's (nothing stored). */
+export const CHUNK_BASE = 3;
+export const HASH_BYTES = 32;
+export const HASH_SHA256 = 1;
+/**
+ * Hash unit of new images: measured on the real profile (bench/RESULTS.md, "Hash unit"): small
+ * enough that scattered guest writes do not mark everything changed, large enough that the
+ * hash tables stay small.
+ */
+export const DEFAULT_HASH_UNIT = 256 << 10;
+export const MAX_HASH_UNIT = 64 << 20;
+/** Hash units in all blocks: a reader holds the tables in memory (64 MiB). */
+export const MAX_HASH_UNITS = 2 ** 21;
+/** Layers of a chain below a delta: depth 1 .. MAX_DEPTH. */
+export const MAX_DEPTH = 16;
+export const MAX_BASE_PATH = 1024;
+const ID_AT = 132;
+const HASH_UNIT_AT = 148;
+const HASH_ALGORITHM_AT = 152;
+const DEPTH_AT = 156;
+const BASE_ID_AT = 160;
+const BASE_SIZE_AT = 176;
+const BASE_CRC_AT = 184;
+const BASE_PATH_LENGTH_AT = 188;
+const BASE_PATH_AT = 192;
 /** Version 2: a reader holds one stored chunk per worker, so chunks are at most 64 MiB. */
 export const MAX_COMPRESSED_CHUNK = 64 << 20;
 /** Version 2: chunk index entries in all blocks (48 MiB of index in memory). */
@@ -52,7 +81,9 @@ export type ImageErrorCode =
   /** A stored chunk of a compressed image does not decode. */
   | 'EIMG_CHUNK'
   /** A compressed image where only a mappable one will do (clones, --lazy). */
-  | 'EIMG_COMPRESSED';
+  | 'EIMG_COMPRESSED'
+  /** A delta's base is missing, changed, incomplete, of another layout, or the chain is cyclic or too deep. */
+  | 'EIMG_BASE';
 
 export class ImageFormatError extends Error {
   constructor(
@@ -83,6 +114,19 @@ export interface ImageHeader {
   dataOffset: number;
   /** CRC-32C of the device state's bytes, when `flags` has FLAG_DEVICE_STATE_CRC (else 0). */
   deviceStateCrc: number;
+  /** With FLAG_HASHES: 16 random bytes naming this image, a hash unit and a depth (0 but in deltas). */
+  hashes?: { imageId: Buffer; unit: number; depth: number };
+  /** Version 3: the image the delta's unchanged units come from. */
+  base?: BaseReference;
+}
+
+/** How a delta names its base: by identity (id, size, header CRC) and by path. */
+export interface BaseReference {
+  imageId: Buffer;
+  imageSize: number;
+  headerCrc: number;
+  /** UTF-8, 1..1024 bytes; relative paths are relative to the delta's directory. */
+  path: string;
 }
 
 /** Whether every block has a checksum table (version 1) or chunk CRCs (version 2). */
@@ -100,9 +144,16 @@ export interface BlockEntry {
   pageSize: number;
   /** Version 2: stored bytes of the block (its compressed size); version 1: bytes written. */
   dataBytes: number;
-  /** 1 in version 2 (stored as chunks), 0 in version 1. */
+  /** 1 in versions 2 and 3 (stored as chunks), 0 in version 1. */
   flags: number;
+  /** With FLAG_HASHES: file offset of the block's hash table (32 bytes per hash unit), else 0. */
+  hashOffset: number;
 }
+
+/** Hash units of a block (0 without hashes). */
+export const hashCountOf = (h: ImageHeader, e: { size: number }) => (h.hashes ? Math.ceil(e.size / h.hashes.unit) : 0);
+/** Versions 2 and 3 store blocks as chunks with an index (no fixed place: not mappable). */
+export const isChunked = (h: ImageHeader) => h.version !== VERSION;
 
 const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
@@ -140,8 +191,22 @@ export function encodeHeader(h: ImageHeader): Buffer {
   b.writeBigUInt64LE(BigInt(h.imageSize), 72);
   b.writeBigUInt64LE(BigInt(h.createdMs), 80);
   creatorBytes(h.creator).copy(b, 88);
-  if (h.version === VERSION_COMPRESSED) b.writeBigUInt64LE(BigInt(h.dataOffset), 120);
+  if (h.version !== VERSION) b.writeBigUInt64LE(BigInt(h.dataOffset), 120);
   if (h.flags & FLAG_DEVICE_STATE_CRC) b.writeUInt32LE(h.deviceStateCrc >>> 0, DEVICE_STATE_CRC_AT);
+  if (h.hashes) {
+    h.hashes.imageId.copy(b, ID_AT);
+    b.writeUInt32LE(h.hashes.unit, HASH_UNIT_AT);
+    b.writeUInt32LE(HASH_SHA256, HASH_ALGORITHM_AT);
+    b.writeUInt32LE(h.hashes.depth, DEPTH_AT);
+  }
+  if (h.base) {
+    h.base.imageId.copy(b, BASE_ID_AT);
+    b.writeBigUInt64LE(BigInt(h.base.imageSize), BASE_SIZE_AT);
+    b.writeUInt32LE(h.base.headerCrc >>> 0, BASE_CRC_AT);
+    const p = Buffer.from(h.base.path, 'utf8');
+    b.writeUInt32LE(p.length, BASE_PATH_LENGTH_AT);
+    p.copy(b, BASE_PATH_AT);
+  }
   b.writeUInt32LE(native.crc32c(b.subarray(0, CRC_AT)), CRC_AT);
   return b;
 }
@@ -167,20 +232,28 @@ export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowU
   const magic = b.subarray(0, 8).toString('latin1');
   if (magic !== MAGIC) fail('EIMG_MAGIC', `magic is ${JSON.stringify(magic)}, not ${MAGIC}: not an iohelper image`);
   const version = b.readUInt32LE(8);
-  if (version !== VERSION && version !== VERSION_COMPRESSED) fail('EIMG_VERSION', `format version ${version} is not supported (this reader knows ${VERSION} and ${VERSION_COMPRESSED})`);
-  const v2 = version === VERSION_COMPRESSED;
+  if (version !== VERSION && version !== VERSION_COMPRESSED && version !== VERSION_DELTA) fail('EIMG_VERSION', `format version ${version} is not supported (this reader knows ${VERSION}, ${VERSION_COMPRESSED} and ${VERSION_DELTA})`);
+  const v2 = version !== VERSION; // versions 2 and 3: chunks and a chunk area
+  const delta = version === VERSION_DELTA;
   const crc = b.readUInt32LE(CRC_AT);
   const actual = native.crc32c(b.subarray(0, CRC_AT));
   if (crc !== actual) fail('EIMG_CHECKSUM', `header checksum mismatch (stored ${hex(crc)}, computed ${hex(actual)})`);
   if (b.readUInt32LE(16) !== HEADER_SIZE) fail('EIMG_VERSION', `headerSize ${b.readUInt32LE(16)} is not ${HEADER_SIZE}`);
   const flags = b.readUInt32LE(12);
-  if (v2 && (flags & ~FLAG_DEVICE_STATE_CRC) !== (FLAG_CHECKSUMS | FLAG_COMPRESSED)) fail('EIMG_RESERVED', `flags ${hex(flags)} of a version 2 image are neither 0x00000003 nor 0x00000007`);
-  if (!v2 && flags & ~(FLAG_CHECKSUMS | FLAG_DEVICE_STATE_CRC)) fail('EIMG_RESERVED', `unknown flag bits ${hex(flags & ~(FLAG_CHECKSUMS | FLAG_DEVICE_STATE_CRC))}`);
+  if (delta && (flags & ~(FLAG_DEVICE_STATE_CRC | FLAG_COMPRESSED)) !== (FLAG_CHECKSUMS | FLAG_HASHES)) fail('EIMG_RESERVED', `flags ${hex(flags)} of a version 3 image are not bits 0 and 3, with bits 1 and 2 optional`);
+  if (v2 && !delta && (flags & ~(FLAG_DEVICE_STATE_CRC | FLAG_HASHES)) !== (FLAG_CHECKSUMS | FLAG_COMPRESSED)) fail('EIMG_RESERVED', `flags ${hex(flags)} of a version 2 image are not bits 0 and 1, with bits 2 and 3 optional`);
+  if (!v2 && flags & ~(FLAG_CHECKSUMS | FLAG_DEVICE_STATE_CRC | FLAG_HASHES)) fail('EIMG_RESERVED', `unknown flag bits ${hex(flags & ~(FLAG_CHECKSUMS | FLAG_DEVICE_STATE_CRC | FLAG_HASHES))}`);
   const state = b.readUInt32LE(20);
   if (state > 1) fail('EIMG_RESERVED', `state ${state} is neither 0 (incomplete) nor 1 (committed)`);
   const withStateCrc = (flags & FLAG_DEVICE_STATE_CRC) !== 0;
-  // Reserved: v1 120..127 (v2's dataOffset), the device-state CRC's 4 bytes unless its flag says they hold one, and the rest.
-  const reserved = [...(v2 ? [] : [[120, DEVICE_STATE_CRC_AT]]), ...(withStateCrc ? [] : [[DEVICE_STATE_CRC_AT, DEVICE_STATE_CRC_AT + 4]]), [DEVICE_STATE_CRC_AT + 4, CRC_AT]];
+  const withHashes = (flags & FLAG_HASHES) !== 0;
+  // Reserved: v1 120..127 (v2's dataOffset), the device-state CRC's 4 bytes unless its flag
+  // says they hold one, the id and hash fields without their flag, the base reference but in
+  // a delta (its path only up to its length), and the rest.
+  const pathLength = delta ? b.readUInt32LE(BASE_PATH_LENGTH_AT) : 0;
+  if (delta && (pathLength < 1 || pathLength > MAX_BASE_PATH)) fail('EIMG_BOUNDS', `base path length ${pathLength} is not in 1..${MAX_BASE_PATH}`);
+  const used = delta ? BASE_PATH_AT + pathLength : withHashes ? BASE_ID_AT : DEVICE_STATE_CRC_AT + 4;
+  const reserved = [...(v2 ? [] : [[120, DEVICE_STATE_CRC_AT]]), ...(withStateCrc ? [] : [[DEVICE_STATE_CRC_AT, DEVICE_STATE_CRC_AT + 4]]), [used, CRC_AT]];
   for (const [from, to] of reserved) {
     if (b.subarray(from, to).some((x) => x !== 0)) fail('EIMG_RESERVED', `reserved header bytes ${from}..${to - 1} are not zero`);
   }
@@ -202,6 +275,8 @@ export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowU
     dataOffset: v2 ? u64(b, 120, 'dataOffset') : 0,
     deviceStateCrc: withStateCrc ? b.readUInt32LE(DEVICE_STATE_CRC_AT) : 0,
   };
+  if (withHashes) h.hashes = decodeHashFields(b, h.pageSize, delta);
+  if (delta) h.base = decodeBaseReference(b, pathLength);
   if (!h.committed && !opts.allowUncommitted) fail('EIMG_UNCOMMITTED', 'the image is incomplete: its save never finished (state 0)');
   if (!isPow2(h.pageSize) || h.pageSize < 4096 || h.pageSize > GiB) fail('EIMG_BOUNDS', `pageSize ${h.pageSize} is not a power of two in 4096..1 GiB`);
   if (!isPow2(h.alignment) || h.alignment < 4096 || h.alignment > GiB || (!v2 && h.alignment < h.pageSize)) {
@@ -223,6 +298,32 @@ export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowU
   return h;
 }
 
+/** Rule H24: the id, the hash unit and algorithm, the depth. */
+function decodeHashFields(b: Buffer, pageSize: number, delta: boolean): { imageId: Buffer; unit: number; depth: number } {
+  const imageId = Buffer.from(b.subarray(ID_AT, ID_AT + 16));
+  if (imageId.every((x) => x === 0)) fail('EIMG_BOUNDS', 'imageId is all zeros');
+  const unit = b.readUInt32LE(HASH_UNIT_AT);
+  if (!isPow2(unit) || unit < Math.max(4096, pageSize) || unit > MAX_HASH_UNIT) fail('EIMG_BOUNDS', `hashUnit ${unit} is not a power of two in max(4096, pageSize)..64 MiB`);
+  const algorithm = b.readUInt32LE(HASH_ALGORITHM_AT);
+  if (algorithm !== HASH_SHA256) fail('EIMG_RESERVED', `hash algorithm ${algorithm} is not 1 (SHA-256)`);
+  const depth = b.readUInt32LE(DEPTH_AT);
+  if (delta ? depth < 1 || depth > MAX_DEPTH : depth !== 0) fail('EIMG_BOUNDS', `depth ${depth} is not ${delta ? `in 1..${MAX_DEPTH} (a delta)` : '0 (not a delta)'}`);
+  return { imageId, unit, depth };
+}
+
+/** Rule H25: the base reference of a delta. */
+function decodeBaseReference(b: Buffer, pathLength: number): BaseReference {
+  const raw = b.subarray(BASE_PATH_AT, BASE_PATH_AT + pathLength);
+  if (raw.includes(0)) fail('EIMG_NAME', 'base path has a NUL byte');
+  let path: string;
+  try {
+    path = utf8.decode(raw);
+  } catch {
+    return fail('EIMG_NAME', 'base path is not valid UTF-8');
+  }
+  return { imageId: Buffer.from(b.subarray(BASE_ID_AT, BASE_ID_AT + 16)), imageSize: u64(b, BASE_SIZE_AT, 'baseImageSize'), headerCrc: b.readUInt32LE(BASE_CRC_AT), path };
+}
+
 export function encodeBlockTable(entries: BlockEntry[]): Buffer {
   const b = Buffer.alloc(entries.length * ENTRY_SIZE);
   entries.forEach((e, i) => {
@@ -238,6 +339,7 @@ export function encodeBlockTable(entries: BlockEntry[]): Buffer {
     b.writeUInt32LE(e.pageSize, at + 296);
     b.writeUInt32LE(e.flags, at + 300);
     b.writeBigUInt64LE(BigInt(e.dataBytes), at + 304);
+    b.writeBigUInt64LE(BigInt(e.hashOffset), at + 312);
   });
   return b;
 }
@@ -273,7 +375,7 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
   const crc = native.crc32c(b);
   if (crc !== h.tableCrc) fail('EIMG_CHECKSUM', `block table checksum mismatch (stored ${hex(h.tableCrc)}, computed ${hex(crc)})`);
   const withSums = hasChecksums(h);
-  const v2 = h.version === VERSION_COMPRESSED;
+  const v2 = isChunked(h);
   const perEntry = v2 ? INDEX_ENTRY : 4;
   const maxEntries = v2 ? MAX_INDEX_ENTRIES : MAX_CHECKSUMS;
   const entries: BlockEntry[] = [];
@@ -294,8 +396,11 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
       pageSize: b.readUInt32LE(at + 296),
       dataBytes: u64(b, at + 304, `${where} dataBytes`),
       flags: b.readUInt32LE(at + 300),
+      hashOffset: u64(b, at + 312, `${where} hashOffset`),
     };
-    if (e.flags !== (v2 ? 1 : 0) || b.readBigUInt64LE(at + 312) !== 0n) fail('EIMG_RESERVED', `${where}: flags ${e.flags} are not ${v2 ? 1 : 0} or reserved bytes are not zero`);
+    if (e.flags !== (v2 ? 1 : 0) || (!h.hashes && e.hashOffset !== 0)) fail('EIMG_RESERVED', `${where}: flags ${e.flags} are not ${v2 ? 1 : 0} or reserved bytes are not zero`);
+    if (h.hashes && (e.hashOffset === 0 || e.hashOffset % META_ALIGN !== 0)) fail('EIMG_BOUNDS', `${where}: hashOffset ${e.hashOffset} is not a non-zero multiple of ${META_ALIGN}`);
+    if (h.version === VERSION_DELTA && e.chunkSize !== h.hashes!.unit) fail('EIMG_BOUNDS', `${where}: chunkSize ${e.chunkSize} of a delta is not its hash unit ${h.hashes!.unit}`);
     if (!isPow2(e.pageSize) || e.pageSize < 4096 || e.pageSize > h.pageSize) {
       fail('EIMG_BOUNDS', `${where}: pageSize ${e.pageSize} is not a power of two in 4096..${h.pageSize} (the header's)`);
     }
@@ -317,6 +422,8 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
   }
   const total = entries.reduce((n, e) => n + e.checksumCount, 0);
   if (total > maxEntries) fail('EIMG_BOUNDS', `${total} ${v2 ? 'chunk index entries' : 'checksums'} in all blocks exceed the reader's limit of ${maxEntries} (${(maxEntries * perEntry) / 2 ** 20} MiB of tables in memory)`);
+  const units = entries.reduce((n, e) => n + hashCountOf(h, e), 0);
+  if (units > MAX_HASH_UNITS) fail('EIMG_BOUNDS', `${units} hash units in all blocks exceed the reader's limit of ${MAX_HASH_UNITS} (${(MAX_HASH_UNITS * HASH_BYTES) / 2 ** 20} MiB of tables in memory)`);
   checkRegions(h, entries);
   return entries;
 }
@@ -325,7 +432,15 @@ export function decodeBlockTable(bytes: Uint8Array, h: ImageHeader): BlockEntry[
 function checkRegions(h: ImageHeader, entries: BlockEntry[]): void {
   const metaEnd = alignUp(h.tableOffset + h.tableLength, META_ALIGN);
   const regions: Array<{ what: string; start: number; end: number }> = [{ what: 'header and block table', start: 0, end: metaEnd }];
-  if (h.version === VERSION_COMPRESSED) {
+  // Hash tables lie in the metadata area, like the checksum tables and chunk indexes.
+  const metaLimit = isChunked(h) ? h.dataOffset : Math.min(...entries.map((e) => e.offset));
+  for (const e of entries) {
+    if (!h.hashes) break;
+    const end = e.hashOffset + hashCountOf(h, e) * HASH_BYTES;
+    if (e.hashOffset < metaEnd || end > metaLimit) fail('EIMG_OVERLAP', `hash table of '${e.name}' is not in the metadata area`);
+    regions.push({ what: `hash table of '${e.name}'`, start: e.hashOffset, end });
+  }
+  if (isChunked(h)) {
     for (const e of entries) {
       const end = e.checksumOffset + e.checksumCount * INDEX_ENTRY;
       if (e.checksumOffset < metaEnd || end > h.dataOffset) fail('EIMG_OVERLAP', `chunk index of '${e.name}' is not in the metadata area before the chunk area at ${h.dataOffset}`);
@@ -395,7 +510,13 @@ export function decodeChunkIndex(bytes: Uint8Array, e: BlockEntry, h: ImageHeade
     const offset = u64(b, at, `${where} offset`);
     const stored = b.readUInt32LE(at + 8);
     const kind = b.readUInt32LE(at + 16);
-    if (kind > CHUNK_ZSTD || b.readUInt32LE(at + 20) !== 0) fail('EIMG_RESERVED', `${where}: kind ${kind} is not 0, 1 or 2, or reserved bytes are not zero`);
+    const delta = h.version === VERSION_DELTA;
+    const kinds = delta ? (h.flags & FLAG_COMPRESSED ? [0, 1, 2, 3] : [0, 1, 3]) : [0, 1, 2];
+    if (!kinds.includes(kind) || b.readUInt32LE(at + 20) !== 0) fail('EIMG_RESERVED', `${where}: kind ${kind} is not ${kinds.join(', ')}, or reserved bytes are not zero`);
+    if (kind === CHUNK_BASE) {
+      if (offset !== 0 || stored !== 0) fail('EIMG_BOUNDS', `${where}: a base chunk with offset ${offset} and ${stored} stored bytes`);
+      continue;
+    }
     if (kind === CHUNK_ZERO) {
       if (offset !== 0 || stored !== 0) fail('EIMG_BOUNDS', `${where}: a zero chunk with offset ${offset} and ${stored} stored bytes`);
       const crc = b.readUInt32LE(at + 12);
@@ -439,6 +560,10 @@ export interface LayoutInput {
   creator: string;
   /** Version 2: blocks stored as compressed chunks (checksums always on). */
   compressed?: boolean;
+  /** Content hashes (every image written now has them): the new image's id and hash unit. */
+  hashes?: { imageId: Buffer; unit: number };
+  /** Version 3: a delta of this base at this depth (chunkSize must be the hash unit). */
+  delta?: { base: BaseReference; depth: number };
 }
 
 export interface Layout {
@@ -463,13 +588,19 @@ export function planLayout(o: LayoutInput): Layout {
 
 function placeRegions(o: LayoutInput): Layout {
   let pos = alignUp(HEADER_SIZE + o.blocks.length * ENTRY_SIZE, META_ALIGN);
-  const v2 = !!o.compressed;
+  const v2 = !!o.compressed || !!o.delta;
   const entries: BlockEntry[] = o.blocks.map((b) => {
     const count = o.checksums || v2 ? Math.ceil(b.size / o.chunkSize) : 0;
-    const e: BlockEntry = { name: b.name, size: b.size, offset: 0, chunkSize: o.chunkSize, checksumOffset: count ? pos : 0, checksumCount: count, pageSize: o.pageSize, dataBytes: 0, flags: v2 ? 1 : 0 };
+    const e: BlockEntry = { name: b.name, size: b.size, offset: 0, chunkSize: o.chunkSize, checksumOffset: count ? pos : 0, checksumCount: count, pageSize: o.pageSize, dataBytes: 0, flags: v2 ? 1 : 0, hashOffset: 0 };
     pos += alignUp(count * (v2 ? INDEX_ENTRY : 4), META_ALIGN);
     return e;
   });
+  if (o.hashes) {
+    for (const e of entries) {
+      e.hashOffset = pos;
+      pos += alignUp(Math.ceil(e.size / o.hashes.unit) * HASH_BYTES, META_ALIGN);
+    }
+  }
   // Version 2: the chunk area starts after the indexes and the device state's place is known
   // only when it is full; until then the header says the chunk area is empty.
   const dataOffset = v2 ? alignUp(pos, o.alignment) : 0;
@@ -482,8 +613,8 @@ function placeRegions(o: LayoutInput): Layout {
   const deviceStateOffset = v2 ? dataOffset : alignUp(pos, o.alignment);
   const tableLength = entries.length * ENTRY_SIZE;
   const header: ImageHeader = {
-    version: v2 ? VERSION_COMPRESSED : VERSION,
-    flags: v2 ? FLAG_CHECKSUMS | FLAG_COMPRESSED : o.checksums ? FLAG_CHECKSUMS : 0,
+    version: o.delta ? VERSION_DELTA : v2 ? VERSION_COMPRESSED : VERSION,
+    flags: (o.delta ? FLAG_CHECKSUMS | (o.compressed ? FLAG_COMPRESSED : 0) : v2 ? FLAG_CHECKSUMS | FLAG_COMPRESSED : o.checksums ? FLAG_CHECKSUMS : 0) | (o.hashes ? FLAG_HASHES : 0),
     committed: false,
     pageSize: o.pageSize,
     alignment: o.alignment,
@@ -499,6 +630,8 @@ function placeRegions(o: LayoutInput): Layout {
     dataOffset,
     // Known only once the stream has ended: the writer sets it, with its flag, at the commit.
     deviceStateCrc: 0,
+    hashes: o.hashes ? { ...o.hashes, depth: o.delta?.depth ?? 0 } : undefined,
+    base: o.delta?.base,
   };
   return { header, entries };
 }

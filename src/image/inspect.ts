@@ -2,7 +2,8 @@
 import * as fs from 'fs';
 import { openFile, sizeOfFd } from '../fs/open-file';
 import { deviceStateCrc } from './device-state';
-import { CHUNK_RAW, CHUNK_ZERO, hasChecksums, hex, hasDeviceStateCrc, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
+import { openChain, resolveChain } from './chain';
+import { CHUNK_BASE, CHUNK_RAW, CHUNK_ZERO, hasChecksums, hex, hasDeviceStateCrc, ImageFormatError, INDEX_ENTRY, isChunked, VERSION_DELTA } from './format';
 import { readChunkIndexes, readImageMetadata } from './read-image';
 import { SNIFF_BYTES, sniffImage } from './sniff';
 
@@ -19,8 +20,18 @@ export interface InspectResult {
   checksums?: boolean;
   creator?: string;
   createdAt?: string;
-  /** Version 2: RAM stored as compressed chunks (not mappable by clones or --lazy). */
+  /** Versions 2 and 3: RAM stored as chunks (not mappable by clones or --lazy). */
   compressed?: boolean;
+  /** Images with content hashes: the image's id (hex), hash unit, and depth (0: a full image). */
+  imageId?: string;
+  hashUnit?: number;
+  depth?: number;
+  /**
+   * A committed delta: its layers top first (this image, then each base as resolved), with the
+   * units and bytes of the restored RAM each supplies; or why the chain is refused.
+   */
+  chain?: Array<{ path: string; version: number; depth: number; imageId: string; units: number; bytes: number }>;
+  chainError?: { code: string; message: string };
   blocks?: Array<{
     name: string;
     size: number;
@@ -28,8 +39,8 @@ export interface InspectResult {
     dataBytes: number;
     chunkSize: number;
     checksumCount: number;
-    /** Compressed images: the chunks by kind and size / stored bytes. */
-    chunks?: { zero: number; raw: number; zstd: number; ratio: number };
+    /** Compressed images and deltas: the chunks by kind (base: the base's) and size / stored bytes. */
+    chunks?: { zero: number; raw: number; zstd: number; base: number; ratio: number };
   }>;
   deviceStateBytes?: number;
   /**
@@ -53,7 +64,7 @@ export function inspect(path: string): InspectResult {
     const head = Buffer.alloc(SNIFF_BYTES);
     const n = fs.readSync(fd, head, 0, head.length, 0);
     const kind = sniffImage(head.subarray(0, n));
-    if (kind.kind === 'iohelper') return { ...base, ...describeImage(fd) };
+    if (kind.kind === 'iohelper') return { ...base, ...describeImage(fd, path) };
     if (kind.kind === 'libvirt') {
       const { complete, version, xmlLength, wasRunning, format } = kind;
       return { ...base, kind: 'libvirt', libvirt: { complete, version, xmlLength, wasRunning, format } };
@@ -65,10 +76,11 @@ export function inspect(path: string): InspectResult {
   }
 }
 
-function describeImage(fd: number): Partial<InspectResult> {
+function describeImage(fd: number, path: string): Partial<InspectResult> {
   try {
-    const { header: h, entries } = readImageMetadata(fd, '', { allowUncommitted: true, skipChecksums: true });
-    const compressed = h.version === VERSION_COMPRESSED;
+    const meta = readImageMetadata(fd, '', { allowUncommitted: true, skipChecksums: true });
+    const { header: h, entries } = meta;
+    const compressed = isChunked(h);
     // An incomplete compressed image's indexes may name chunks past its provisional device-state
     // offset: they are read (and checked) only once committed.
     const indexes = compressed && h.committed ? readChunkIndexes(fd, '', h, entries) : [];
@@ -91,6 +103,10 @@ function describeImage(fd: number): Partial<InspectResult> {
         checksumCount: e.checksumCount,
         chunks: compressed && h.committed ? chunkKinds(indexes[i], e.size, e.dataBytes) : undefined,
       })),
+      imageId: h.hashes?.imageId.toString('hex'),
+      hashUnit: h.hashes?.unit,
+      depth: h.hashes?.depth,
+      ...(h.version === VERSION_DELTA && h.committed ? describeChain(fd, path, meta) : {}),
       deviceStateBytes: h.committed ? h.deviceStateLength : undefined,
       deviceStateCrc: h.committed ? checkedCrc(h.deviceStateCrc, hasDeviceStateCrc(h) ? deviceStateCrc(fd, h, '') : undefined) : undefined,
     };
@@ -100,17 +116,40 @@ function describeImage(fd: number): Partial<InspectResult> {
   }
 }
 
+/** The layers of a delta and what each supplies, or why a restore would refuse the chain. */
+function describeChain(fd: number, path: string, meta: ReturnType<typeof readImageMetadata>): Pick<InspectResult, 'chain' | 'chainError'> {
+  let chain;
+  try {
+    chain = openChain({ fd, name: path, meta });
+  } catch (e) {
+    if (!(e instanceof ImageFormatError)) throw e;
+    return { chainError: { code: e.code, message: e.message } };
+  }
+  try {
+    const { shares } = resolveChain(chain);
+    return {
+      chain: chain.layers.map((l, i) => ({ path: l.name, version: l.meta.header.version, depth: l.meta.header.hashes!.depth, imageId: l.meta.header.hashes!.imageId.toString('hex'), ...shares[i] })),
+    };
+  } catch (e) {
+    if (!(e instanceof ImageFormatError)) throw e;
+    return { chainError: { code: e.code, message: e.message } };
+  } finally {
+    chain.close();
+  }
+}
+
 function checkedCrc(recorded: number, computed: number | undefined): InspectResult['deviceStateCrc'] {
   if (computed === undefined) return null;
   return { recorded: hex(recorded), computed: hex(computed), ok: recorded === computed };
 }
 
 function chunkKinds(index: Buffer, size: number, stored: number) {
-  const counts = { zero: 0, raw: 0, zstd: 0, ratio: stored ? Number((size / stored).toFixed(2)) : Infinity };
+  const counts = { zero: 0, raw: 0, zstd: 0, base: 0, ratio: stored ? Number((size / stored).toFixed(2)) : Infinity };
   for (let at = 0; at < index.length; at += INDEX_ENTRY) {
     const kind = index.readUInt32LE(at + 16);
     if (kind === CHUNK_ZERO) counts.zero++;
     else if (kind === CHUNK_RAW) counts.raw++;
+    else if (kind === CHUNK_BASE) counts.base++;
     else counts.zstd++;
   }
   return counts;

@@ -19,10 +19,12 @@ export interface CopyJob {
 
 export const DEFAULT_JOB_SIZE = 64 << 20;
 
-export function planJobs(entries: BlockEntry[], jobSize = DEFAULT_JOB_SIZE): CopyJob[] {
+/** `unitAlign` (a power of two: the hash unit) also divides every job's start, so a job's hashes are whole units. */
+export function planJobs(entries: BlockEntry[], jobSize = DEFAULT_JOB_SIZE, unitAlign = 1): CopyJob[] {
   const jobs: CopyJob[] = [];
   entries.forEach((e, block) => {
-    const step = Math.max(e.chunkSize, Math.floor(jobSize / e.chunkSize) * e.chunkSize);
+    const whole = Math.max(e.chunkSize, unitAlign);
+    const step = Math.max(whole, Math.floor(jobSize / whole) * whole);
     for (let start = 0; start < e.size; start += step) {
       const end = Math.min(e.size, start + step);
       jobs.push({ block, start, end, imageOffset: e.offset + start, firstChunk: start / e.chunkSize });

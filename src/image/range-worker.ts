@@ -9,11 +9,11 @@ function run(task: WorkerTask): WorkerResult {
   try {
     switch (task.op) {
       case 'save':
-        return { ...native.saveRange(task.job), checksums: task.job.checksums ?? undefined };
+        return { ...native.saveRange(task.job), checksums: task.job.checksums ?? undefined, hashes: task.job.hashes };
       case 'restore':
         return native.restoreRange(task.job);
       case 'saveChunks':
-        return { ...native.saveChunks(task.job), index: task.job.index };
+        return { ...native.saveChunks(task.job), index: task.job.index, hashes: task.job.hashes };
       case 'restoreChunks':
         return native.restoreChunks(task.job);
       case 'prefetch':

@@ -2,7 +2,7 @@
 import { sizeOfFd } from '../fs/open-file';
 import { native } from '../native';
 import { readAligned } from './aligned-io';
-import { BlockEntry, checkChunksDisjoint, decodeBlockTable, decodeChecksums, decodeChunkIndex, decodeHeader, HEADER_SIZE, ImageHeader, INDEX_ENTRY } from './format';
+import { BlockEntry, checkChunksDisjoint, decodeBlockTable, decodeChecksums, decodeChunkIndex, decodeHeader, HASH_BYTES, hashCountOf, HEADER_SIZE, ImageFormatError, ImageHeader, INDEX_ENTRY } from './format';
 
 export interface ImageMetadata {
   header: ImageHeader;
@@ -48,4 +48,15 @@ export function readImageMetadata(fd: number, name: string, opts: { allowUncommi
   const entries = decodeBlockTable(readAligned(fd, header.tableOffset, header.tableLength, name), header);
   const checksums = opts.skipChecksums ? entries.map(() => new Uint32Array(0)) : readChecksums(fd, name, entries);
   return { header, entries, checksums, fileSize, headerCrc: Buffer.from(headerBytes.buffer, headerBytes.byteOffset, HEADER_SIZE).readUInt32LE(HEADER_SIZE - 4) };
+}
+
+/** Each block's hash table (32 bytes per hash unit; bounded by the format: 2^21 units in all), or [] without hashes. */
+export function readHashTables(fd: number, name: string, header: ImageHeader, entries: BlockEntry[]): Buffer[] {
+  if (!header.hashes) return [];
+  return entries.map((e) => {
+    const bytes = hashCountOf(header, e) * HASH_BYTES;
+    const b = readAligned(fd, e.hashOffset, bytes, name);
+    if (b.length < bytes) throw new ImageFormatError('EIMG_TRUNCATED', `hash table of '${e.name}' has ${b.length} bytes, expected ${bytes}`);
+    return Buffer.from(b.buffer, b.byteOffset, bytes);
+  });
 }

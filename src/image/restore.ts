@@ -12,10 +12,11 @@ import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { CopyProgress } from './copy-progress';
 import { checkDeviceState, copyDeviceState } from './device-state';
-import { BlockEntry, CHUNK_ZERO, hasChecksums, hex, ImageFormatError, INDEX_ENTRY, VERSION_COMPRESSED } from './format';
+import { BlockEntry, CHUNK_ZERO, FLAG_COMPRESSED, hasChecksums, hex, ImageFormatError, INDEX_ENTRY, isChunked } from './format';
+import { openChain, resolveChain } from './chain';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool, warmPool } from './pool';
-import { readChecksums, readChunkIndexes, readImageMetadata } from './read-image';
+import { readChecksums, readImageMetadata } from './read-image';
 import { native } from '../native';
 import { checkUniqueNames, RamSource } from './ram-files';
 import { commit, discard, planTargets, stageTargets } from './restore-targets';
@@ -61,100 +62,119 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   // Plan: every check of the image and of every target, nothing written.
   checkCopyNumbers(o, jobs);
   checkUniqueNames(o.ram);
-  const { direct, unit } = prepareImageFd(o.imageFd, name, 'read', !!o.direct);
+  const first = prepareImageFd(o.imageFd, name, 'read', !!o.direct);
+  const direct = first.direct;
   const meta = describeImageErrors(name, () => readImageMetadata(o.imageFd, name, { skipChecksums: true }));
   const { header, entries } = meta;
   warmPool(jobs, entries.reduce((sum, e) => sum + e.size, 0));
   matchNames(entries.map((e) => e.name), o.ram);
-  const compressed = header.version === VERSION_COMPRESSED;
-  if (compressed && native.zstd === null) {
-    throw systemError('ENOTSUP', `${name} is a compressed image and this iohelper was built without libzstd: install libzstd-dev (Debian, Ubuntu) or libzstd-devel (RHEL, Fedora) and reinstall iohelper`, { path: name });
-  }
-  // Compressed: the chunk indexes say where chunks are (read even without verifying) and how
-  // much RAM their data fills once decompressed, which the targets' filesystems must hold.
-  const indexes = compressed ? describeImageErrors(name, () => readChunkIndexes(o.imageFd, name, header, entries)) : [];
-  const ramNeeds = compressed ? entries.map((e, i) => ({ ...e, dataBytes: ramBytesOf(indexes[i], e) })) : entries;
-  // Temporaries a killed restore left beside these targets hold RAM on tmpfs: removed before the
-  // room check counts them (only dead runs' files: nothing the user named is touched).
-  for (const dir of new Set(o.ram.filter((r) => r.path !== undefined).map((r) => path.dirname(path.resolve(r.path!))))) {
-    for (const m of removeStaleTemporaries(dir)) o.onWarning?.(m);
-  }
-  const plans = planTargets(ramNeeds, o.ram, idOfFd(o.imageFd, name), !!o.force);
-  // Read only now that names and targets match (their size is bounded by the format: 64 MiB).
-  const verify = !o.noVerify && hasChecksums(header);
-  const checksums = verify && !compressed ? describeImageErrors(name, () => readChecksums(o.imageFd, name, entries)) : [];
-  // The device state goes to QEMU as it is, so it is checked whole now, before any RAM target
-  // is touched (it is read again to be streamed; the format bounds it).
-  if (!o.noVerify) checkDeviceState(o.imageFd, header, name);
-
-  // Execute: fill (fresh targets and fd targets in place, others through temporaries), verify, commit.
-  const staged = stageTargets(plans);
-  let committed = false;
+  // A delta: every base, opened by the path it records and checked to be the image it was
+  // saved against, before anything is written (closed when the restore ends).
+  const chain = describeImageErrors(name, () => openChain({ fd: o.imageFd, name, meta }));
   try {
-    o.onPlanned?.();
-    const plan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);
-    const tasks: WorkerTask[] = plan.map((j) => {
-      const e = entries[j.block];
-      if (compressed) {
-        const index = new Uint8Array(indexes[j.block].subarray(j.firstChunk * INDEX_ENTRY, (j.firstChunk + chunksOf(j, e)) * INDEX_ENTRY));
-        return { op: 'restoreChunks', job: { ramFd: staged[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit, index, verify, ramWrite: staged[j.block].plan.byWrite ? 1 : 0 } };
-      }
-      const expected = verify ? checksums[j.block].slice(j.firstChunk, j.firstChunk + chunksOf(j, e)) : null;
-      return { op: 'restore', job: { ...rangeJob(j, e, staged[j.block].fd, o.imageFd, unit), checksums: expected, ramWrite: staged[j.block].plan.byWrite ? 1 : 0 } };
-    });
-    const progress = new CopyProgress(entries.reduce((s, e) => s + e.size, 0) + header.deviceStateLength, o.onProgress, o.signal);
-    let deviceStateBytes: number;
-    try {
-      let bad: { code: 'EIMG_CHUNK' | 'EIMG_CHECKSUM'; text: string } | undefined;
-      await runPool({
-        tasks,
-        threads: jobs,
-        signal: o.signal,
-        onResult: (i, r) => {
-          const j = plan[i];
-          const e = entries[j.block];
-          progress.ramDone += j.end - j.start;
-          if (r.badChunk >= 0 && !bad) {
-            const chunk = j.firstChunk + r.badChunk;
-            const where = `block '${e.name}' chunk ${chunk} (bytes ${chunk * e.chunkSize}..${Math.min(e.size, (chunk + 1) * e.chunkSize)})`;
-            const recorded = compressed ? indexes[j.block].readUInt32LE(chunk * INDEX_ENTRY + 12) : checksums[j.block][chunk];
-            bad = r.badFrame
-              ? { code: 'EIMG_CHUNK', text: `${where} does not decode: ${r.badFrame}` }
-              : { code: 'EIMG_CHECKSUM', text: `${where} has CRC-32C ${hex(r.badCrc)}, the image recorded ${hex(recorded)}` };
-          }
-        },
-      });
-      if (bad) throw new ImageFormatError(bad.code, `${name}: corrupted: ${bad.text}; ${unchangedNote(staged)}`);
-      commit(staged);
-      committed = true;
-      o.onRamFilled?.();
-      deviceStateBytes = await copyDeviceState({
-        toImage: false,
-        pipeFd: o.deviceStateFd ?? 1,
-        imageFd: o.imageFd,
-        offset: header.deviceStateOffset,
-        direct,
-        align: unit,
-        progress: progress.counters,
-      });
-    } catch (e) {
-      throw explainCopyError(e, name, staged, committed ? 'restore-device-state' : 'restore');
-    } finally {
-      progress.finish();
-    }
-    // A signal that stopped the copy without an error of its own: the same words as one that did.
-    if (o.signal?.aborted) throw explainCopyError(systemError('ECANCELED', 'interrupted'), name, staged, 'restore-device-state');
-    if (deviceStateBytes !== header.deviceStateLength) {
-      throw new ImageFormatError('EIMG_TRUNCATED', `${name}: device state has ${deviceStateBytes} bytes, the header says ${header.deviceStateLength}`);
-    }
-    return {
-      blocks: entries.map((e) => ({ name: e.name, size: e.size, dataBytes: e.dataBytes })),
-      deviceStateBytes,
-      verified: verify,
-      elapsedMs: Date.now() - t0,
-    };
+    return await restoreChain();
   } finally {
-    if (!committed) discard(staged);
+    chain.close();
+  }
+
+  async function restoreChain(): Promise<RestoreResult> {
+    const compressed = isChunked(header);
+    const zstdLayer = chain.layers.find((l) => isChunked(l.meta.header) && l.meta.header.flags & FLAG_COMPRESSED);
+    if (zstdLayer && native.zstd === null) {
+      throw systemError('ENOTSUP', `${zstdLayer.name} is a compressed image and this iohelper was built without libzstd: install libzstd-dev (Debian, Ubuntu) or libzstd-devel (RHEL, Fedora) and reinstall iohelper`, { path: zstdLayer.name });
+    }
+    // The bases are read the way the top is: O_DIRECT with --direct, at the largest unit of any.
+    let unit = first.unit;
+    for (const l of chain.layers.slice(1)) unit = Math.max(unit, prepareImageFd(l.fd, l.name, 'read', direct).unit);
+    const layerFds = chain.layers.slice(1).map((l) => l.fd);
+    // Chunked: the chunk indexes (a chain's resolved into one) say where chunks are (read even
+    // without verifying) and how much RAM their data fills once decompressed, which the targets'
+    // filesystems must hold.
+    const indexes = compressed ? describeImageErrors(name, () => resolveChain(chain).indexes) : [];
+    const ramNeeds = compressed ? entries.map((e, i) => ({ ...e, dataBytes: ramBytesOf(indexes[i], e) })) : entries;
+    // Temporaries a killed restore left beside these targets hold RAM on tmpfs: removed before the
+    // room check counts them (only dead runs' files: nothing the user named is touched).
+    for (const dir of new Set(o.ram.filter((r) => r.path !== undefined).map((r) => path.dirname(path.resolve(r.path!))))) {
+      for (const m of removeStaleTemporaries(dir)) o.onWarning?.(m);
+    }
+    const plans = planTargets(ramNeeds, o.ram, idOfFd(o.imageFd, name), !!o.force);
+    // Read only now that names and targets match (their size is bounded by the format: 64 MiB).
+    const verify = !o.noVerify && hasChecksums(header);
+    const checksums = verify && !compressed ? describeImageErrors(name, () => readChecksums(o.imageFd, name, entries)) : [];
+    // The device state goes to QEMU as it is, so it is checked whole now, before any RAM target
+    // is touched (it is read again to be streamed; the format bounds it).
+    if (!o.noVerify) checkDeviceState(o.imageFd, header, name);
+
+    // Execute: fill (fresh targets and fd targets in place, others through temporaries), verify, commit.
+    const staged = stageTargets(plans);
+    let committed = false;
+    try {
+      o.onPlanned?.();
+      const plan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);
+      const tasks: WorkerTask[] = plan.map((j) => {
+        const e = entries[j.block];
+        if (compressed) {
+          const index = new Uint8Array(indexes[j.block].subarray(j.firstChunk * INDEX_ENTRY, (j.firstChunk + chunksOf(j, e)) * INDEX_ENTRY));
+          return { op: 'restoreChunks', job: { ramFd: staged[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, layerFds, chunkSize: e.chunkSize, unit, index, verify, ramWrite: staged[j.block].plan.byWrite ? 1 : 0 } };
+        }
+        const expected = verify ? checksums[j.block].slice(j.firstChunk, j.firstChunk + chunksOf(j, e)) : null;
+        return { op: 'restore', job: { ...rangeJob(j, e, staged[j.block].fd, o.imageFd, unit), checksums: expected, ramWrite: staged[j.block].plan.byWrite ? 1 : 0 } };
+      });
+      const progress = new CopyProgress(entries.reduce((s, e) => s + e.size, 0) + header.deviceStateLength, o.onProgress, o.signal);
+      let deviceStateBytes: number;
+      try {
+        let bad: { code: 'EIMG_CHUNK' | 'EIMG_CHECKSUM'; text: string } | undefined;
+        await runPool({
+          tasks,
+          threads: jobs,
+          signal: o.signal,
+          onResult: (i, r) => {
+            const j = plan[i];
+            const e = entries[j.block];
+            progress.ramDone += j.end - j.start;
+            if (r.badChunk >= 0 && !bad) {
+              const chunk = j.firstChunk + r.badChunk;
+              const layer = compressed ? indexes[j.block].readUInt32LE(chunk * INDEX_ENTRY + 20) : 0;
+              const where = `block '${e.name}' chunk ${chunk} (bytes ${chunk * e.chunkSize}..${Math.min(e.size, (chunk + 1) * e.chunkSize)})${layer ? ` stored in its base ${chain.layers[layer].name}` : ''}`;
+              const recorded = compressed ? indexes[j.block].readUInt32LE(chunk * INDEX_ENTRY + 12) : checksums[j.block][chunk];
+              bad = r.badFrame
+                ? { code: 'EIMG_CHUNK', text: `${where} does not decode: ${r.badFrame}` }
+                : { code: 'EIMG_CHECKSUM', text: `${where} has CRC-32C ${hex(r.badCrc)}, the image recorded ${hex(recorded)}` };
+            }
+          },
+        });
+        if (bad) throw new ImageFormatError(bad.code, `${name}: corrupted: ${bad.text}; ${unchangedNote(staged)}`);
+        commit(staged);
+        committed = true;
+        o.onRamFilled?.();
+        deviceStateBytes = await copyDeviceState({
+          toImage: false,
+          pipeFd: o.deviceStateFd ?? 1,
+          imageFd: o.imageFd,
+          offset: header.deviceStateOffset,
+          direct,
+          align: unit,
+          progress: progress.counters,
+        });
+      } catch (e) {
+        throw explainCopyError(e, name, staged, committed ? 'restore-device-state' : 'restore');
+      } finally {
+        progress.finish();
+      }
+      // A signal that stopped the copy without an error of its own: the same words as one that did.
+      if (o.signal?.aborted) throw explainCopyError(systemError('ECANCELED', 'interrupted'), name, staged, 'restore-device-state');
+      if (deviceStateBytes !== header.deviceStateLength) {
+        throw new ImageFormatError('EIMG_TRUNCATED', `${name}: device state has ${deviceStateBytes} bytes, the header says ${header.deviceStateLength}`);
+      }
+      return {
+        blocks: entries.map((e) => ({ name: e.name, size: e.size, dataBytes: e.dataBytes })),
+        deviceStateBytes,
+        verified: verify,
+        elapsedMs: Date.now() - t0,
+      };
+    } finally {
+      if (!committed) discard(staged);
+    }
   }
 }
 

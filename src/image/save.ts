@@ -6,6 +6,7 @@
  * by chunk into a packed chunk area; the device state follows once its place is known. The
  * image is committed only after everything is durable.
  */
+import { randomBytes } from 'crypto';
 import { systemError, withPath } from '../errors';
 import { native } from '../native';
 import { packageVersion } from '../package-root';
@@ -22,7 +23,13 @@ import {
   decodeChunkIndex,
   DEFAULT_ALIGNMENT,
   DEFAULT_CHUNK,
+  DEFAULT_HASH_UNIT,
   encodeBlockTable,
+  HASH_BYTES,
+  hashCountOf,
+  MAX_DEPTH,
+  MAX_HASH_UNIT,
+  MAX_HASH_UNITS,
   encodeChecksums,
   encodeHeader,
   FLAG_DEVICE_STATE_CRC,
@@ -42,7 +49,8 @@ import { runPool, warmPool } from './pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { checkDistinct, idOfFd } from './identity';
 import { WorkerTask } from './worker-types';
-import { zeroCrcs } from './read-image';
+import { readHashTables, readImageMetadata, zeroCrcs } from './read-image';
+import { Chain, openChain } from './chain';
 
 export interface SaveOptions extends ImageCopyOptions {
   /** Checksum granularity (default 8 MiB). */
@@ -70,6 +78,14 @@ export interface SaveOptions extends ImageCopyOptions {
    * replace, which must not be one of the RAM files either.
    */
   staged?: { replaces?: { dev: bigint; ino: bigint } };
+  /**
+   * Writes a delta (format version 3) of this committed image: only the hash units whose
+   * SHA-256 differs from the base's are stored. `reference` is the path the delta records
+   * (relative to the delta's directory, or absolute); `fd` is the base, open for reading.
+   */
+  base?: { fd: number; name: string; reference: string };
+  /** Content hash unit of a full image (default 256 KiB, raised to the page size and to keep 2^21 units at most). */
+  hashUnit?: number;
 }
 
 export interface SaveResult {
@@ -102,10 +118,13 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     throw systemError('EINVAL', `chunk size ${chunkSize} is not a power of two in 4K..1G`);
   }
   checkUniqueNames(o.ram);
+  if (o.hashUnit !== undefined) checkPowerOfTwo(o.hashUnit, 'hash unit', 4096, MAX_HASH_UNIT);
   const compressed = o.compressLevel !== undefined;
   if (compressed) checkCompression(o.compressLevel!, chunkSize, o.checksums);
+  if (o.base && o.checksums === false) throw systemError('EINVAL', 'a delta always has chunk checksums');
 
   const rams: OpenRam[] = [];
+  let chain: Chain | undefined;
   try {
     for (const s of o.ram) rams.push(openRamForSave(s));
     warmPool(jobs, rams.reduce((sum, r) => sum + r.size, 0));
@@ -114,16 +133,33 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     if (chunkSize < pageSize) throw systemError('EINVAL', `chunk size ${chunkSize} is smaller than the page size ${pageSize}`);
     const { direct, unit: zeroUnit } = prepareImageFd(o.imageFd, name, 'write', !!o.direct);
     const replaced = o.staged?.replaces ? [{ ...o.staged.replaces, label: name }] : [];
-    checkDistinct([idOfFd(o.imageFd, name), ...replaced, ...rams.map((r) => idOfFd(r.fd, r.label))]);
+    // A delta: its base and every layer below it must be valid and unchanged now, and none may
+    // be the file written (or replaced): a base is never overwritten by its own delta.
+    const delta = o.base ? planDelta(o.base, rams, pageSize) : undefined;
+    chain = delta?.chain;
+    const layerIds = chain ? chain.layers.map((l) => idOfFd(l.fd, `${l.name} (${l === chain!.layers[0] ? 'the base' : 'a layer of the base'})`)) : [];
+    const written = [idOfFd(o.imageFd, name), ...replaced];
+    for (const l of layerIds) {
+      if (written.some((w) => w.dev === l.dev && w.ino === l.ino)) {
+        throw systemError('EINVAL', `${name} is ${l.label}: a delta never replaces an image of its own chain (the delta needs it); save the delta under another name`, { path: name });
+      }
+    }
+    checkDistinct([...written, ...layerIds, ...rams.map((r) => idOfFd(r.fd, r.label))]);
+    const totalRam = rams.reduce((sum, r) => sum + r.size, 0);
+    const hashUnit = delta?.unit ?? o.hashUnit ?? defaultHashUnit(pageSize, totalRam);
+    const chunked = compressed || !!delta;
     const layout = planImage(name, {
       blocks: rams.map((r) => ({ name: r.name, size: r.size })),
       pageSize,
-      // Compressed chunks are never mapped: they only need the O_DIRECT unit.
-      alignment: compressed ? Math.max(4096, zeroUnit) : Math.max(DEFAULT_ALIGNMENT, pageSize, zeroUnit),
-      chunkSize,
+      // Chunks are never mapped: they only need the O_DIRECT unit.
+      alignment: chunked ? Math.max(4096, zeroUnit) : Math.max(DEFAULT_ALIGNMENT, pageSize, zeroUnit),
+      // A delta stores whole hash units, one per chunk.
+      chunkSize: delta ? hashUnit : chunkSize,
       checksums: o.checksums ?? true,
       compressed,
       creator: `iohelper ${packageVersion()}`,
+      hashes: { imageId: randomBytes(16), unit: hashUnit },
+      delta: delta && { base: delta.reference, depth: delta.depth },
     });
     const { header, entries } = layout;
     const onImage = <T>(fn: () => T) => {
@@ -141,21 +177,25 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     writeAligned(o.imageFd, firstTable, HEADER_SIZE, name);
     writeAligned(o.imageFd, encodeHeader(header), 0, name);
 
-    const jobsPlan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE);
-    const checksums = entries.map((e) => new Uint32Array(compressed ? 0 : e.checksumCount));
-    const indexes = entries.map((e) => Buffer.alloc(compressed ? e.checksumCount * INDEX_ENTRY : 0));
+    const jobsPlan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE, hashUnit);
+    const checksums = entries.map((e) => new Uint32Array(chunked ? 0 : e.checksumCount));
+    const indexes = entries.map((e) => Buffer.alloc(chunked ? e.checksumCount * INDEX_ENTRY : 0));
+    const hashTables = entries.map((e) => Buffer.alloc(hashCountOf(header, e) * HASH_BYTES));
+    const unitsOf = (j: { start: number; end: number }) => Math.ceil((j.end - j.start) / hashUnit);
     const minHole = Math.max(o.minHole ?? DEFAULT_MIN_HOLE, zeroUnit);
     // Compressed: the next free byte of the chunk area, advanced atomically by every worker.
     const cursor = new BigInt64Array(new SharedArrayBuffer(8));
     cursor[0] = BigInt(header.dataOffset);
     const tasks: WorkerTask[] = jobsPlan.map((j) => {
       const e = entries[j.block];
-      if (compressed) {
-        const job = { ramFd: rams[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit: zeroUnit };
-        return { op: 'saveChunks', job: { ...job, level: o.compressLevel!, cursor, index: new Uint8Array(chunksOf(j, e) * INDEX_ENTRY) } };
+      const hashing = { hashes: new Uint8Array(unitsOf(j) * HASH_BYTES), hashUnit };
+      if (chunked) {
+        const job = { ramFd: rams[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit: zeroUnit, ...hashing };
+        const baseHashes = delta ? new Uint8Array(delta.hashes[j.block].subarray((j.start / hashUnit) * HASH_BYTES, (j.start / hashUnit + unitsOf(j)) * HASH_BYTES)) : undefined;
+        return { op: 'saveChunks', job: { ...job, level: o.compressLevel ?? 0, cursor, index: new Uint8Array(chunksOf(j, e) * INDEX_ENTRY), baseHashes } };
       }
       const sums = hasChecksums(header) ? new Uint32Array(chunksOf(j, e)) : null;
-      return { op: 'save', job: { ...rangeJob(j, e, rams[j.block].fd, o.imageFd, zeroUnit), minHole, checksums: sums } };
+      return { op: 'save', job: { ...rangeJob(j, e, rams[j.block].fd, o.imageFd, zeroUnit), minHole, checksums: sums, ...hashing } };
     });
 
     const progress = new CopyProgress(rams.reduce((s, r) => s + r.size, 0), o.onProgress, o.signal);
@@ -184,7 +224,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       }).then((r) => ({ bytes: deviceStateBytes, crc: deviceStateCrc } = r), fail);
     try {
       // Mappable: the device state's place is fixed, so it streams in while RAM is copied.
-      const deviceState = compressed ? undefined : copyState();
+      const deviceState = chunked ? undefined : copyState();
       await runPool({
         tasks,
         threads: jobs,
@@ -194,12 +234,13 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
           entries[j.block].dataBytes += r.dataBytes;
           if (r.checksums) checksums[j.block].set(r.checksums, j.firstChunk);
           if (r.index) indexes[j.block].set(r.index, j.firstChunk * INDEX_ENTRY);
+          if (r.hashes) hashTables[j.block].set(r.hashes, (j.start / hashUnit) * HASH_BYTES);
           progress.ramDone += j.end - j.start;
         },
       }).catch(fail);
       await deviceState;
       // Compressed: the device state goes after the last stored chunk, known only now.
-      if (compressed && first === undefined) {
+      if (chunked && first === undefined) {
         header.deviceStateOffset = alignUp(Number(cursor[0]), header.alignment);
         await copyState();
       }
@@ -215,11 +256,12 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     header.imageSize = header.deviceStateOffset + deviceStateBytes;
     onImage(() => native.ftruncate(o.imageFd, header.imageSize));
     entries.forEach((e, i) => {
-      if (e.checksumCount) writeAligned(o.imageFd, compressed ? padToPages(indexes[i]) : encodeChecksums(checksums[i]), e.checksumOffset, name);
+      if (e.checksumCount) writeAligned(o.imageFd, chunked ? padToPages(indexes[i]) : encodeChecksums(checksums[i]), e.checksumOffset, name);
+      writeAligned(o.imageFd, padToPages(hashTables[i]), e.hashOffset, name);
     });
-    // Compressed: the indexes the workers filled must pass the reader's rules before the
+    // Chunked: the indexes the workers filled must pass the reader's rules before the
     // image is committed (a save never commits what restore would refuse).
-    if (compressed) checkIndexes(name, { ...header, committed: true }, entries, indexes);
+    if (chunked) checkIndexes(name, { ...header, committed: true }, entries, indexes);
     const table = encodeBlockTable(entries);
     header.tableCrc = native.crc32c(table);
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
@@ -239,8 +281,57 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       elapsedMs: Date.now() - t0,
     };
   } finally {
+    chain?.close();
     for (const r of rams) r.close();
   }
+}
+
+/**
+ * The plan of a delta: the base (committed, with content hashes, not too deep) and its whole
+ * chain are valid and unchanged, its blocks are the RAM's, and its hash tables are read (the
+ * format bounds them: 64 MiB).
+ */
+function planDelta(base: NonNullable<SaveOptions['base']>, rams: OpenRam[], pageSize: number) {
+  const meta = readImageMetadata(base.fd, base.name, { skipChecksums: true });
+  const h = meta.header;
+  if (!h.hashes) throw new ImageFormatError('EIMG_BASE', `${base.name} has no content hashes (saved by an older iohelper): save a full image first and deltas against that one`);
+  const depth = h.hashes.depth + 1;
+  if (depth > MAX_DEPTH) throw new ImageFormatError('EIMG_BASE', `${base.name} is already ${h.hashes.depth} deltas deep; a chain holds at most ${MAX_DEPTH}: flatten it first (iohelper convert --flatten ${base.name} FULL) and save against the full image`);
+  const chain = openChain({ fd: base.fd, name: base.name, meta });
+  try {
+    checkBlocksMatch(rams.map((r) => ({ name: r.name, size: r.size, pageSize: Math.max(r.pageSize, pageSize) }) as BlockEntry), meta.entries, base.name);
+    return {
+      chain,
+      depth,
+      unit: h.hashes.unit,
+      hashes: readHashTables(base.fd, base.name, h, meta.entries),
+      reference: { imageId: h.hashes.imageId, imageSize: meta.fileSize, headerCrc: meta.headerCrc, path: base.reference },
+    };
+  } catch (e) {
+    chain.close();
+    throw e;
+  }
+}
+
+/** The RAM saved as a delta must be the base's blocks: same names in the same order, same sizes and page sizes. */
+function checkBlocksMatch(ram: BlockEntry[], base: BlockEntry[], baseName: string): void {
+  const describe = (es: BlockEntry[]) => es.map((e) => `${e.name} (${e.size} bytes, ${e.pageSize}-byte pages)`).join(', ');
+  const same = ram.length === base.length && ram.every((e, i) => e.name === base[i].name && e.size === base[i].size && e.pageSize === base[i].pageSize);
+  if (!same) throw systemError('EINVAL', `the RAM blocks are not those of the base ${baseName}: it has ${describe(base)}; given ${describe(ram)} (a delta is saved from the same VM, with --ram in the base's order)`, { path: baseName });
+}
+
+/**
+ * The hash unit of a full image: DEFAULT_HASH_UNIT, at least the page size (a unit never splits
+ * a page), raised so the image has at most MAX_HASH_UNITS units (the readers' bound).
+ */
+export function defaultHashUnit(pageSize: number, totalRam: number): number {
+  let unit = Math.max(DEFAULT_HASH_UNIT, pageSize);
+  while (totalRam / unit > MAX_HASH_UNITS) unit *= 2;
+  return unit;
+}
+
+function checkPowerOfTwo(n: number, what: string, min: number, max: number): void {
+  if (!Number.isSafeInteger(n) || n < min || n > max || (n & (n - 1)) !== 0) throw systemError('EINVAL', `${what} ${n} is not a power of two in ${min}..${max}`);
 }
 
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;

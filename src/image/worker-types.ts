@@ -11,6 +11,8 @@ export type WorkerTask =
 export interface WorkerResult {
   dataBytes: number;
   checksums?: Uint32Array;
+  /** save, saveChunks: each hash unit's SHA-256, filled. */
+  hashes?: Uint8Array;
   /** saveChunks: the range's chunk index entries, filled. */
   index?: Uint8Array;
   badChunk: number;

@@ -26,6 +26,8 @@ export interface ImageMigrationOptions {
   jobs?: number;
   /** Save: zstd level of a compressed image. */
   compressLevel?: number;
+  /** Save: a delta against this image (iohelper save --base). */
+  base?: string;
   /** Extra arguments for the helper (e.g. --chunk). */
   helperArgs?: string[];
   /** Progress of the helper's copy (RAM + device state). */
@@ -75,7 +77,7 @@ function spawnHelper(args: string[], stdio: Array<number | 'ignore'>, onProgress
 }
 
 function helperArgs(verb: 'save' | 'restore', o: ImageMigrationOptions): string[] {
-  return [verb, '--fd', '3', '--name', o.image, ...(o.direct ? ['--direct'] : []), ...(o.jobs ? ['--jobs', String(o.jobs)] : []), ...(o.compressLevel !== undefined ? [`--compress=zstd:${o.compressLevel}`] : []), ...o.ram.flatMap((r) => ['--ram', `${r.name}=${r.path}`]), ...(o.helperArgs ?? [])];
+  return [verb, '--fd', '3', '--name', o.image, ...(o.direct ? ['--direct'] : []), ...(o.jobs ? ['--jobs', String(o.jobs)] : []), ...(o.compressLevel !== undefined ? [`--compress=zstd:${o.compressLevel}`] : []), ...(verb === 'save' && o.base !== undefined ? ['--base', o.base] : []), ...o.ram.flatMap((r) => ['--ram', `${r.name}=${r.path}`]), ...(o.helperArgs ?? [])];
 }
 
 /** Waits for QEMU and the helper; when both fail, the helper's error (the cause) wins. */
@@ -114,10 +116,10 @@ export async function saveVmToImage(qmp: QmpClient, o: ImageMigrationOptions, on
     }
     await qmp.execute('migrate', { uri: 'fd:iohelper-save' });
     migrateSent = true;
-    // A compressed save reads QEMU's device state only after every chunk is stored, so QEMU's
+    // A compressed or delta save reads QEMU's device state only after every chunk is stored, so QEMU's
     // migration stays active for the whole save: no deadline of its own then (the helper's exit,
     // which closes the pipe, ends it either way).
-    const timeoutMs = o.timeoutMs ?? (o.compressLevel !== undefined ? Infinity : undefined);
+    const timeoutMs = o.timeoutMs ?? (o.compressLevel !== undefined || o.base !== undefined ? Infinity : undefined);
     await Promise.all([waitForMigration(qmp, { timeoutMs }), h.done]);
     out.commit();
   } catch (e) {

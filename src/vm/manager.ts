@@ -15,7 +15,8 @@ import { native } from '../native';
 import { QmpClient, waitForMigration } from '../qmp/client';
 import { checkDeviceState, copyDeviceState } from '../image/device-state';
 import { readImageMetadata } from '../image/read-image';
-import { BlockEntry, ImageFormatError, VERSION_COMPRESSED } from '../image/format';
+import { BlockEntry, ImageFormatError, VERSION_COMPRESSED, VERSION_DELTA } from '../image/format';
+import { refuseChainTarget } from '../image/chain';
 import { fillsInPlace } from '../image/restore-targets';
 import { lstatIfExists } from '../fs/lstat';
 import { planPrefetch, PrefetchPlan, PrefetchReport, runPrefetch } from '../image/prefetch';
@@ -37,15 +38,18 @@ export interface SaveVmOptions {
   timeoutMs?: number;
   /** zstd level: write a compressed image (restorable, not clonable). */
   compressLevel?: number;
+  /** Write a delta: only what changed since this image (restorable, not clonable; docs/FORMAT.md version 3). */
+  base?: string;
 }
 
 /** Stops the guest and saves it into `image` through the parallel path. */
 export async function saveVm(qmp: QmpClient, o: SaveVmOptions): Promise<{ blocks: Array<{ name: string; path: string; size: number }> }> {
   const blocks = sharedRamFiles(await listMemoryBackends(qmp));
   await refuseRamAsImage(qmp, o.image); // before the guest is stopped: nothing changes
+  if (o.base !== undefined) refuseChainTarget(o.image, o.base);
   const status = await qmp.execute('query-status');
   if (status.running) await qmp.execute('stop');
-  await saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress, compressLevel: o.compressLevel });
+  await saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress, compressLevel: o.compressLevel, base: o.base });
   return { blocks };
 }
 
@@ -163,6 +167,12 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & { image: strin
     throw new ImageFormatError(
       'EIMG_COMPRESSED',
       `${o.image} is a compressed image: clones and lazy restores map RAM straight from a mappable image; make one with 'iohelper convert ${o.image} OUT' or restore it eagerly`,
+    );
+  }
+  if (meta.header.version === VERSION_DELTA) {
+    throw new ImageFormatError(
+      'EIMG_COMPRESSED',
+      `${o.image} is a delta (only what changed since its base): clones and lazy restores map RAM straight from one standalone image; make one with 'iohelper convert --flatten ${o.image} OUT' or restore it eagerly`,
     );
   }
   const byName = new Map(meta.entries.map((e) => [e.name, e]));

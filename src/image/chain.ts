@@ -1,0 +1,193 @@
+/**
+ * Chains of delta images (docs/FORMAT.md, version 3, rules R1–R7): opens every base of a delta
+ * by the path it records, checks that each is the very image the delta was saved against, and
+ * resolves, for every hash unit, the layer that stores it into one chunk index the addon reads
+ * (native/chunk_codec.cc: an entry's last u32 names its layer). Nothing is written.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { systemError } from '../errors';
+import { openFile } from '../fs/open-file';
+import {
+  BlockEntry,
+  CHUNK_BASE,
+  CHUNK_RAW,
+  hex,
+  ImageFormatError,
+  ImageHeader,
+  INDEX_ENTRY,
+  isChunked,
+  MAX_DEPTH,
+  VERSION,
+  VERSION_DELTA,
+} from './format';
+import { ImageMetadata, readChunkIndexes, readImageMetadata } from './read-image';
+
+export interface Layer {
+  /** The path the layer was found at (the top: as the user named it). */
+  name: string;
+  fd: number;
+  meta: ImageMetadata;
+  /** Chunked layers (versions 2 and 3): each block's checked chunk index. */
+  indexes: Buffer[];
+}
+
+export interface Chain {
+  /** Top first: layers[0] is the image asked for, layers[i + 1] the base of layers[i]. */
+  layers: Layer[];
+  /** Closes the bases this chain opened (not the top's fd, which the caller owns). */
+  close(): void;
+}
+
+function refuse(message: string): never {
+  throw new ImageFormatError('EIMG_BASE', message);
+}
+
+/** Where a delta's relative base path points: its own directory (the top's, through /proc for an fd). */
+export function directoryOf(name: string, fd: number): string {
+  try {
+    return path.dirname(fs.readlinkSync(`/proc/self/fd/${fd}`));
+  } catch {
+    return path.dirname(path.resolve(name));
+  }
+}
+
+/** Every layer below `top` (a committed image whose metadata was read), checked; a non-delta is a chain of one. */
+export function openChain(top: { fd: number; name: string; meta: ImageMetadata }): Chain {
+  const layers: Layer[] = [{ ...top, indexes: isChunked(top.meta.header) ? readChunkIndexes(top.fd, top.name, top.meta.header, top.meta.entries) : [] }];
+  const close = () => layers.slice(1).forEach((l) => fs.closeSync(l.fd));
+  try {
+    const seen = new Set([fileKey(top.fd)]);
+    for (let child = layers[0]; child.meta.header.version === VERSION_DELTA; child = layers[layers.length - 1]) {
+      const ref = child.meta.header.base!;
+      const basePath = path.resolve(directoryOf(child.name, child.fd), ref.path);
+      const what = `base ${basePath} of ${child.name}`;
+      let fd: number;
+      try {
+        fd = openFile(basePath, fs.constants.O_RDONLY);
+      } catch (e) {
+        refuse(`${what} cannot be opened: ${(e as Error).message}`);
+      }
+      // Registered at once so that close() releases it whatever is refused below.
+      const layer: Layer = { name: basePath, fd, meta: undefined as unknown as ImageMetadata, indexes: [] };
+      layers.push(layer);
+      if (seen.has(fileKey(fd))) refuse(`${what} is a file already in the chain: the chain is cyclic`);
+      seen.add(fileKey(fd));
+      try {
+        layer.meta = readImageMetadata(fd, basePath, { skipChecksums: true });
+      } catch (e) {
+        refuse(`${what} is not a valid image: ${(e as Error).message}`);
+      }
+      checkBase(child.meta, layer.meta, what);
+      layer.indexes = isChunked(layer.meta.header) ? readChunkIndexes(fd, basePath, layer.meta.header, layer.meta.entries) : [];
+    }
+  } catch (e) {
+    close();
+    throw e;
+  }
+  return { layers, close };
+}
+
+function fileKey(fd: number): string {
+  const st = fs.fstatSync(fd, { bigint: true });
+  return `${st.dev}:${st.ino}`;
+}
+
+/**
+ * A save by path to `image` against `base`: refused (before the guest is stopped) when `image`
+ * is the base or any layer below it, which the rename of the new image would take away.
+ */
+export function refuseChainTarget(image: string, base: string): void {
+  let target: fs.BigIntStats;
+  try {
+    target = fs.statSync(image, { bigint: true });
+  } catch {
+    return; // a new name: nothing is replaced
+  }
+  const fd = openFile(base, fs.constants.O_RDONLY);
+  let chain: Chain | undefined;
+  try {
+    chain = openChain({ fd, name: base, meta: readImageMetadata(fd, base, { skipChecksums: true }) });
+    for (const l of chain.layers) {
+      const st = fs.fstatSync(l.fd, { bigint: true });
+      if (st.dev === target.dev && st.ino === target.ino) {
+        throw systemError('EINVAL', `${image} is ${l.name} (${l === chain.layers[0] ? 'the base' : 'a layer of the base'}): a delta never replaces an image of its own chain (the delta needs it); save the delta under another name`, { path: image });
+      }
+    }
+  } finally {
+    chain?.close();
+    fs.closeSync(fd);
+  }
+}
+
+/** Rules R2–R5: the base is the image the delta was saved against, one level down, of the same layout. */
+export function checkBase(child: ImageMetadata, base: ImageMetadata, what: string): void {
+  const ref = child.header.base!;
+  const h = base.header;
+  if (!h.hashes) refuse(`${what} has no content hashes (saved by an older iohelper), so it is not the image the delta was saved against`);
+  const differs: string[] = [];
+  if (!h.hashes.imageId.equals(ref.imageId)) differs.push(`its id is ${h.hashes.imageId.toString('hex')}, the delta's base was ${ref.imageId.toString('hex')}`);
+  if (base.fileSize !== ref.imageSize) differs.push(`its size is ${base.fileSize} bytes, the delta's base had ${ref.imageSize}`);
+  if (base.headerCrc !== ref.headerCrc) differs.push(`its header CRC-32C is ${hex(base.headerCrc)}, the delta's base had ${hex(ref.headerCrc)}`);
+  if (differs.length) refuse(`${what} is not the image the delta was saved against (it was replaced or saved again): ${differs.join('; ')}`);
+  if (h.hashes.depth !== child.header.hashes!.depth - 1) refuse(`${what} has depth ${h.hashes.depth}, the delta ${child.header.hashes!.depth}: a base is one level below its delta`);
+  checkSameLayout(child, base, what);
+}
+
+/** Rules R4–R5: the same blocks, page sizes and hash unit; a compressed base stores whole units. */
+export function checkSameLayout(child: { header: ImageHeader; entries: BlockEntry[] }, base: { header: ImageHeader; entries: BlockEntry[] }, what: string): void {
+  const unit = child.header.hashes!.unit;
+  if (base.header.hashes!.unit !== unit) refuse(`${what} has hash unit ${base.header.hashes!.unit}, the delta ${unit}`);
+  const describe = (es: BlockEntry[]) => es.map((e) => `${e.name} (${e.size} bytes, ${e.pageSize}-byte pages)`).join(', ');
+  const same = base.entries.length === child.entries.length && base.entries.every((e, i) => e.name === child.entries[i].name && e.size === child.entries[i].size && e.pageSize === child.entries[i].pageSize);
+  if (!same) refuse(`${what} has other RAM blocks: ${describe(base.entries)}; the delta has ${describe(child.entries)}`);
+  if (isChunked(base.header) && base.header.version !== VERSION_DELTA && base.entries.some((e) => e.chunkSize !== unit)) {
+    refuse(`${what} is compressed in ${base.entries[0].chunkSize}-byte chunks, so a ${unit}-byte unit cannot be read alone: convert it to a mappable image (iohelper convert) and save the delta against that`);
+  }
+}
+
+/** How many units, and bytes, of the resolved image each layer supplies. */
+export interface LayerShare {
+  units: number;
+  bytes: number;
+}
+
+/**
+ * One chunk index per block, in units of the top's hash unit, each entry naming the layer that
+ * stores the unit (its last u32) with the CRC the top recorded for it (rule R6). A chain of
+ * one returns the top's own indexes.
+ */
+export function resolveChain(chain: Chain): { indexes: Buffer[]; shares: LayerShare[] } {
+  const [top, ...bases] = chain.layers;
+  const shares = chain.layers.map(() => ({ units: 0, bytes: 0 }));
+  if (!bases.length) return { indexes: top.indexes, shares };
+  if (bases.length > MAX_DEPTH) refuse(`${top.name}: the chain has ${bases.length} bases, more than ${MAX_DEPTH}`);
+  const indexes = top.meta.entries.map((e, block) => {
+    const out = Buffer.from(top.indexes[block]);
+    for (let u = 0; u < e.checksumCount; u++) {
+      const at = u * INDEX_ENTRY;
+      const length = Math.min(e.chunkSize, e.size - u * e.chunkSize);
+      let layer = 0;
+      while (layer < chain.layers.length && chain.layers[layer].meta.header.version === VERSION_DELTA && chain.layers[layer].indexes[block].readUInt32LE(at + 16) === CHUNK_BASE) layer++;
+      if (layer === chain.layers.length) refuse(`${chain.layers[layer - 1].name}: block '${e.name}' unit ${u} is a base unit in the last layer of the chain`);
+      const l = chain.layers[layer];
+      if (layer > 0) {
+        const crc = out.readUInt32LE(at + 12);
+        if (l.meta.header.version === VERSION) {
+          const le = l.meta.entries[block];
+          out.writeBigUInt64LE(BigInt(le.offset + u * e.chunkSize), at);
+          out.writeUInt32LE(length, at + 8);
+          out.writeUInt32LE(CHUNK_RAW, at + 16);
+        } else {
+          l.indexes[block].copy(out, at, at, at + INDEX_ENTRY);
+        }
+        out.writeUInt32LE(crc, at + 12);
+        out.writeUInt32LE(layer, at + 20);
+      }
+      shares[layer].units++;
+      shares[layer].bytes += out.readUInt32LE(at + 8);
+    }
+    return out;
+  });
+  return { indexes, shares };
+}
