@@ -242,7 +242,7 @@ describe('header rules', () => {
     { rule: 'H1 file shorter than 4096 bytes', fileSize: () => 100, code: 'EIMG_TRUNCATED', field: /4096-byte header/ },
     { rule: 'H2 wrong magic', edit: (b) => b.write('IOHIMG02', 0, 'latin1'), code: 'EIMG_MAGIC', field: /magic/ },
     { rule: 'H2 a libvirt save image', edit: (b) => b.write('LibvirtQemudSave', 0, 'latin1'), code: 'EIMG_MAGIC', field: /magic/ },
-    { rule: 'H3 unknown version', edit: (b) => b.writeUInt32LE(3, HDR.version), code: 'EIMG_VERSION', field: /version 3/ },
+    { rule: 'H3 unknown version', edit: (b) => b.writeUInt32LE(4, HDR.version), code: 'EIMG_VERSION', field: /version 4/ },
     { rule: 'H4 header CRC mismatch', edit: (b) => (b[HDR.createdMs] ^= 1), staleCrc: true, code: 'EIMG_CHECKSUM', field: /header checksum/ },
     { rule: 'H4 headerCrc itself corrupted', edit: (b) => (b[HDR.headerCrc] ^= 0x80), staleCrc: true, code: 'EIMG_CHECKSUM', field: /header checksum/ },
     { rule: 'H5 headerSize', edit: (b) => b.writeUInt32LE(8192, HDR.headerSize), code: 'EIMG_VERSION', field: /headerSize 8192/ },

@@ -62,7 +62,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
       throw systemError('EINVAL', `${o.source} has chunks above 64 MiB, more than a compressed image allows`, { path: o.source });
     }
     if (o.compressLevel !== undefined) checkCompression(o.compressLevel, chunkSize, true);
-    if (entries.some((e) => e.chunkSize !== chunkSize)) throw systemError('EINVAL', `${o.source}: blocks with different chunk sizes cannot be converted`, { path: o.source });
+    if (entries.some((e) => e.chunkSize !== entries[0].chunkSize)) throw systemError('EINVAL', `${o.source}: blocks with different chunk sizes cannot be converted`, { path: o.source });
 
     // Execute: RAM into sparse scratch files beside the target, then the new image from them.
     let result;
