@@ -4,8 +4,10 @@
 
 #include "aligned_buffer.h"
 #include "chunk_codec.h"
+#include "errno_error.h"
 #include "prefetch.h"
 #include "fd_passing.h"
+#include "limits.h"
 #include "file_syscalls.h"
 #include "ram_copy.h"
 #include "stream_copy.h"
@@ -13,6 +15,7 @@
 namespace iohelper {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  InitErrnoNames(env, exports);
   InitAlignedBuffer(env, exports);
   InitFileSyscalls(env, exports);
   InitStreamCopy(env, exports);
@@ -20,6 +23,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitChunkCodec(env, exports);
   InitPrefetch(env, exports);
   InitFdPassing(env, exports);
+  Napi::Object limits = Napi::Object::New(env);
+  limits.Set("indexEntry", Napi::Number::New(env, kIndexEntry));
+  limits.Set("maxCompressedChunk", Napi::Number::New(env, static_cast<double>(kMaxChunk)));
+  limits.Set("maxBufferSize", Napi::Number::New(env, static_cast<double>(kMaxBufferSize)));
+  limits.Set("maxRingBytes", Napi::Number::New(env, static_cast<double>(kMaxRingBytes)));
+  limits.Set("maxLayers", Napi::Number::New(env, kMaxLayers));
+  exports.Set("limits", limits);
   return exports;
 }
 

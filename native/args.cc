@@ -1,7 +1,10 @@
 #include "args.h"
 
+#include <cerrno>
 #include <cmath>
 #include <string>
+
+#include "errno_error.h"
 
 namespace iohelper {
 namespace {
@@ -64,7 +67,10 @@ bool ArgBytes(const Napi::CallbackInfo& info, size_t i, ByteView* out) {
 
 Napi::Value U64Value(Napi::Env env, uint64_t v) {
   if (v <= 9007199254740991ull) return Napi::Number::New(env, static_cast<double>(v));
-  return Napi::BigInt::New(env, v);
+  // Not a Number without rounding: refused rather than cast (no size or offset here comes near 8 PiB).
+  Napi::Error e = ErrnoError(env, EOVERFLOW, "u64");
+  e.ThrowAsJavaScriptException();
+  return env.Undefined();
 }
 
 }  // namespace iohelper

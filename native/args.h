@@ -40,7 +40,8 @@ bool ArgFd(const Napi::CallbackInfo& info, size_t i, int* out);
 bool ArgU64(const Napi::CallbackInfo& info, size_t i, const char* what, uint64_t* out);
 bool ArgBytes(const Napi::CallbackInfo& info, size_t i, ByteView* out);
 
-// Numbers above 2^53 are returned as BigInt so no offset is ever rounded.
+// A u64 result as a Number; above 2^53 - 1 (which a Number cannot hold exactly) it throws
+// EOVERFLOW instead of rounding.
 Napi::Value U64Value(Napi::Env env, uint64_t v);
 
 }  // namespace iohelper

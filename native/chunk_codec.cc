@@ -15,6 +15,7 @@
 #include "args.h"
 #include "copy_job.h"
 #include "crc32c.h"
+#include "limits.h"
 #include "ram_map.h"
 #include "retry.h"
 #include "unit_hash.h"
@@ -22,30 +23,20 @@
 namespace iohelper {
 namespace {
 
-constexpr size_t kIndexEntry = 24;
 // kBase (delta images, version 3): the unit is its base's; the restore's resolved index never
 // holds it (src/image/chain.ts replaces it with the layer that stores the unit).
 constexpr uint32_t kZero = 0, kRaw = 1, kZstd = 2, kBase = 3;
-// Largest chunk the format allows (FORMAT.md, T9'): bounds every buffer below.
-constexpr uint64_t kMaxChunk = 64ull << 20;
 
-struct ChunkJob {
-  int ramFd = -1;
-  uint64_t ramOffset = 0;
-  uint64_t length = 0;
-  int imageFd = -1;
+struct ChunkJob : RamRange {
   // restore: the image of each layer of a chain (imageFds[0] = imageFd); an index entry's last
   // u32 names its layer.
   std::vector<int> layerFds;
-  uint64_t chunkSize = 8 << 20;
   uint64_t unit = 4096;  // O_DIRECT unit of the image and alignment of stored chunks
   int level = 1;
   int64_t* cursor = nullptr;  // save: next free byte of the chunk area, shared by all workers
   uint8_t* index = nullptr;   // kIndexEntry bytes per chunk: filled (save) or read (restore)
   size_t indexBytes = 0;
   bool verify = true;
-  bool ramWrite = false;  // restore: fill the RAM file with pwrite() instead of through a mapping
-  HashSpec hash;          // save: each hash unit's SHA-256; with base hashes, unchanged units are kBase
 };
 
 
@@ -95,25 +86,12 @@ thread_local Contexts contexts;
 // shared mapping would allocate it in the source VM's memory): a chunk with holes inside is
 // assembled in a zero-filled buffer first.
 void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
-  std::vector<Extent> extents;
-  if (int e = DataExtents(j.ramFd, j.ramOffset, j.length, &extents)) {
-    o->Fail(e, "lseek", "ram");
-    return;
-  }
-  Mapping map(j.ramFd, j.ramOffset, j.length, false);
-  if (map.err()) {
-    o->Fail(map.err(), "mmap", "ram");
-    return;
-  }
-  const uint8_t* base = map.data();
-  std::unique_ptr<UnitHasher> hasher;
-  if (j.hash.out) {
-    hasher = std::make_unique<UnitHasher>(j.hash.unit, j.length, j.hash.out);
-    if (!hasher->ok()) {
-      o->Fail(ENOMEM, "EVP_MD_CTX_new", "ram");
-      return;
-    }
-  }
+  RamSource source;
+  if (!OpenRamSource(j, &source, o)) return;
+  const std::vector<Extent>& extents = source.extents;
+  const uint8_t* base = source.map->data();
+  // With base hashes (a delta: chunkSize = hash unit), a unit whose digest equals its base's is kBase.
+  UnitHasher* hasher = source.hasher.get();
   Scratch assembled(j.unit), out(j.unit);
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   size_t ext = 0;
@@ -379,15 +357,12 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
     return false;
   }
   Napi::Object o = info[0].As<Napi::Object>();
-  auto num = [&](const char* key, uint64_t* out) { return JobField(env, o, key, out); };
-  if (!JobFd(env, o, "ramFd", &j->ramFd) || !num("ramOffset", &j->ramOffset) || !num("length", &j->length) ||
-      !JobFd(env, o, "imageFd", &j->imageFd) || !num("chunkSize", &j->chunkSize) || !num("unit", &j->unit))
-    return false;
+  if (!ReadRamRange(env, o, save, true, true, j) || !JobField(env, o, "unit", &j->unit)) return false;
   j->layerFds.assign(1, j->imageFd);
   Napi::Value layers = o.Get("layerFds");
   if (!save && !layers.IsUndefined()) {
     // Every layer of a chain after the top one (docs/FORMAT.md, version 3: at most 16 bases).
-    if (!layers.IsArray() || layers.As<Napi::Array>().Length() > 16) {
+    if (!layers.IsArray() || layers.As<Napi::Array>().Length() > kMaxLayers) {
       Napi::TypeError::New(env, "job.layerFds must be an array of at most 16 fds").ThrowAsJavaScriptException();
       return false;
     }
@@ -398,9 +373,6 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
       j->layerFds.push_back(fd);
     }
   }
-  uint64_t ramWrite = 0;
-  if (!save && !JobField(env, o, "ramWrite", &ramWrite, false)) return false;
-  j->ramWrite = ramWrite != 0;
   auto pow2 = [](uint64_t v) { return v && !(v & (v - 1)); };
   if (!pow2(j->unit) || j->unit < 512 || !pow2(j->chunkSize) || j->chunkSize < 4096 || j->chunkSize > kMaxChunk || j->length == 0 ||
       j->length % 4096 || j->ramOffset % j->chunkSize) {
@@ -423,7 +395,6 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
     return false;
   }
   if (save) {
-    if (!JobHashes(env, o, j->ramOffset, j->length, true, &j->hash)) return false;
     if (j->hash.base && j->hash.unit != j->chunkSize) {
       Napi::RangeError::New(env, "job.baseHashes needs hashUnit = chunkSize (a delta stores whole units)").ThrowAsJavaScriptException();
       return false;

@@ -1,5 +1,7 @@
 #include "copy_job.h"
 
+#include <cerrno>
+
 #include "args.h"
 #include "errno_error.h"
 
@@ -49,6 +51,37 @@ bool JobHashes(Napi::Env env, Napi::Object job, uint64_t ramOffset, uint64_t len
   if (!HashArray(env, job, "hashes", bytes, &out->out) || (withBase && !HashArray(env, job, "baseHashes", bytes, &base))) return false;
   out->unit = unit;
   out->base = base;
+  return true;
+}
+
+bool ReadRamRange(Napi::Env env, Napi::Object job, bool save, bool chunkRequired, bool withBase, RamRange* r) {
+  if (!JobFd(env, job, "ramFd", &r->ramFd) || !JobField(env, job, "ramOffset", &r->ramOffset) || !JobField(env, job, "length", &r->length) ||
+      !JobFd(env, job, "imageFd", &r->imageFd) || !JobField(env, job, "chunkSize", &r->chunkSize, chunkRequired))
+    return false;
+  if (save) return JobHashes(env, job, r->ramOffset, r->length, withBase, &r->hash);
+  uint64_t ramWrite = 0;
+  if (!JobField(env, job, "ramWrite", &ramWrite, false)) return false;
+  r->ramWrite = ramWrite != 0;
+  return true;
+}
+
+bool OpenRamSource(const RamRange& r, RamSource* s, CopyOutcome* o) {
+  if (int e = DataExtents(r.ramFd, r.ramOffset, r.length, &s->extents)) {
+    o->Fail(e, "lseek", "ram");
+    return false;
+  }
+  s->map = std::make_unique<Mapping>(r.ramFd, r.ramOffset, r.length, false);
+  if (s->map->err()) {
+    o->Fail(s->map->err(), "mmap", "ram");
+    return false;
+  }
+  if (r.hash.out) {
+    s->hasher = std::make_unique<UnitHasher>(r.hash.unit, r.length, r.hash.out);
+    if (!s->hasher->ok()) {
+      o->Fail(ENOMEM, "EVP_MD_CTX_new", "ram");
+      return false;
+    }
+  }
   return true;
 }
 

@@ -5,7 +5,12 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
+
+#include "ram_map.h"
+#include "unit_hash.h"
 
 namespace iohelper {
 
@@ -41,6 +46,31 @@ struct HashSpec {
   const uint8_t* base = nullptr;
 };
 bool JobHashes(Napi::Env env, Napi::Object job, uint64_t ramOffset, uint64_t length, bool withBase, HashSpec* out);
+
+// What every RAM copy job has (ram_copy.cc's ranges at fixed places, chunk_codec.cc's chunks).
+struct RamRange {
+  int ramFd = -1;
+  uint64_t ramOffset = 0;
+  uint64_t length = 0;
+  int imageFd = -1;
+  uint64_t chunkSize = 8 << 20;
+  bool ramWrite = false;  // restore: fill the RAM file with pwrite() instead of through a mapping
+  HashSpec hash;          // save: each hash unit's SHA-256, when asked
+};
+
+// Reads a job object's RamRange fields: ramFd, ramOffset, length, imageFd, chunkSize (required
+// or optional), and for a restore ramWrite, for a save the hashes (with base hashes when
+// `withBase`). False after throwing a TypeError/RangeError naming the field.
+bool ReadRamRange(Napi::Env env, Napi::Object job, bool save, bool chunkRequired, bool withBase, RamRange* r);
+
+// The source side of a save: the range's data extents in the RAM file and a read-only mapping
+// of it, and the hasher when the job asks for hashes. False with o's error set.
+struct RamSource {
+  std::vector<Extent> extents;
+  std::unique_ptr<Mapping> map;
+  std::unique_ptr<UnitHasher> hasher;
+};
+bool OpenRamSource(const RamRange& r, RamSource* s, CopyOutcome* o);
 
 // Throws the outcome's errno (with `side`) or returns {dataBytes, badChunk, badCrc[, badFrame]}.
 Napi::Value OutcomeValue(Napi::Env env, const CopyOutcome& o);

@@ -10,6 +10,9 @@ namespace iohelper {
 //   code 'ENOSPC', errno -28, syscall 'pwrite', path '/path' (when given).
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::string& path = "");
 
+// Registers setErrnoNames(object of errno -> name), which src/native.ts calls at load.
+void InitErrnoNames(Napi::Env env, Napi::Object exports);
+
 // Throws ErrnoError and returns an undefined value, for `return ThrowErrno(...)`.
 Napi::Value ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& path = "");
 

@@ -22,13 +22,8 @@
 namespace iohelper {
 namespace {
 
-struct RangeJob {
-  int ramFd = -1;
-  uint64_t ramOffset = 0;
-  uint64_t length = 0;
-  int imageFd = -1;
+struct RangeJob : RamRange {
   uint64_t imageOffset = 0;
-  uint64_t chunkSize = 8 << 20;
   uint64_t zeroUnit = 4096;  // granularity of zero detection and of holes left in the image
   uint64_t maxIo = 8 << 20;
   // Zero runs shorter than this inside data are written as zeros rather than left as holes:
@@ -36,9 +31,6 @@ struct RangeJob {
   uint64_t minHole = 4096;
   uint32_t* checksums = nullptr;  // one per chunk; filled (save) or checked (restore)
   size_t checksumCount = 0;
-  // Restore: fill the RAM file with pwrite() instead of through a mapping (not on hugetlbfs).
-  bool ramWrite = false;
-  HashSpec hash;  // save: each hash unit's SHA-256, when asked
 };
 
 
@@ -48,26 +40,12 @@ struct RangeJob {
 // only in part is checked and written from its data pieces, its hole pieces counting as zeros
 // (such runs go through a zero-filled scratch buffer instead of straight from the mapping).
 void SaveRange(const RangeJob& j, CopyOutcome* o) {
-  std::vector<Extent> extents;
-  if (int e = DataExtents(j.ramFd, j.ramOffset, j.length, &extents)) {
-    o->Fail(e, "lseek", "ram");
-    return;
-  }
-  Mapping map(j.ramFd, j.ramOffset, j.length, false);
-  if (map.err()) {
-    o->Fail(map.err(), "mmap", "ram");
-    return;
-  }
-  const uint8_t* base = map.data();
+  RamSource source;
+  if (!OpenRamSource(j, &source, o)) return;
+  const std::vector<Extent>& extents = source.extents;
+  const uint8_t* base = source.map->data();
   for (const Extent& x : extents) Populate(const_cast<uint8_t*>(base) + x.start, x.end - x.start, false);
-  std::unique_ptr<UnitHasher> hasher;
-  if (j.hash.out) {
-    hasher = std::make_unique<UnitHasher>(j.hash.unit, j.length, j.hash.out);
-    if (!hasher->ok()) {
-      o->Fail(ENOMEM, "EVP_MD_CTX_new", "ram");
-      return;
-    }
-  }
+  UnitHasher* hasher = source.hasher.get();
   // The hashes see the same bytes as the CRCs: data pieces, and zeros for holes.
   auto hashZeros = [&](uint64_t n) {
     if (hasher) hasher->Zeros(n);
@@ -308,7 +286,7 @@ void RestoreRange(const RangeJob& j, CopyOutcome* o) {
   }
 }
 
-bool ReadJob(const Napi::CallbackInfo& info, RangeJob* j) {
+bool ReadJob(const Napi::CallbackInfo& info, RangeJob* j, bool save) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) {
     Napi::TypeError::New(env, "expected a job object").ThrowAsJavaScriptException();
@@ -316,14 +294,9 @@ bool ReadJob(const Napi::CallbackInfo& info, RangeJob* j) {
   }
   Napi::Object o = info[0].As<Napi::Object>();
   auto num = [&](const char* key, uint64_t* out, bool required) { return JobField(env, o, key, out, required); };
-  if (!JobFd(env, o, "ramFd", &j->ramFd) || !num("ramOffset", &j->ramOffset, true) || !num("length", &j->length, true) ||
-      !JobFd(env, o, "imageFd", &j->imageFd) || !num("imageOffset", &j->imageOffset, true) ||
-      !num("chunkSize", &j->chunkSize, false) || !num("zeroUnit", &j->zeroUnit, false) || !num("maxIo", &j->maxIo, false) || !num("minHole", &j->minHole, false))
+  if (!ReadRamRange(env, o, save, false, false, j) || !num("imageOffset", &j->imageOffset, true) ||
+      !num("zeroUnit", &j->zeroUnit, false) || !num("maxIo", &j->maxIo, false) || !num("minHole", &j->minHole, false))
     return false;
-  uint64_t ramWrite = 0;
-  if (!num("ramWrite", &ramWrite, false)) return false;
-  j->ramWrite = ramWrite != 0;
-  if (!JobHashes(env, o, j->ramOffset, j->length, false, &j->hash)) return false;
   auto pow2 = [](uint64_t v) { return v && !(v & (v - 1)); };
   if (!pow2(j->zeroUnit) || j->zeroUnit < 512 || !pow2(j->chunkSize) || j->chunkSize < j->zeroUnit ||
       j->maxIo < j->zeroUnit || j->length % j->zeroUnit || j->ramOffset % 4096 || j->imageOffset % j->zeroUnit) {
@@ -352,7 +325,7 @@ bool ReadJob(const Napi::CallbackInfo& info, RangeJob* j) {
 
 Napi::Value SaveRangeJs(const Napi::CallbackInfo& info) {
   RangeJob j;
-  if (!ReadJob(info, &j)) return info.Env().Undefined();
+  if (!ReadJob(info, &j, true)) return info.Env().Undefined();
   CopyOutcome o;
   SaveRange(j, &o);
   return OutcomeValue(info.Env(), o);
@@ -360,7 +333,7 @@ Napi::Value SaveRangeJs(const Napi::CallbackInfo& info) {
 
 Napi::Value RestoreRangeJs(const Napi::CallbackInfo& info) {
   RangeJob j;
-  if (!ReadJob(info, &j)) return info.Env().Undefined();
+  if (!ReadJob(info, &j, false)) return info.Env().Undefined();
   CopyOutcome o;
   RestoreRange(j, &o);
   return OutcomeValue(info.Env(), o);

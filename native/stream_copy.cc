@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "args.h"
+#include "limits.h"
 #include "crc32c.h"
 #include "errno_error.h"
 #include "retry.h"
@@ -379,15 +380,15 @@ Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
   Options o;
   int pipeFd, fileFd;
   if (!num("pipeFd", 0, kMaxFd, &pipeFd) || !num("fileFd", 0, kMaxFd, &fileFd) ||
-      !num("offset", 0, kMaxSafeInteger, &o.offset) || !num("bufferSize", 4096, 256 << 20, &o.bufferSize) ||
+      !num("offset", 0, kMaxSafeInteger, &o.offset) || !num("bufferSize", 4096, kMaxBufferSize, &o.bufferSize) ||
       !num("align", 1, 1 << 20, &o.align) || !num("threads", 1, 64, &o.threads) || !num("slots", 2, 66, &o.slots))
     return env.Undefined();
   o.toFile = opt.Get("toFile").ToBoolean();
   o.padTail = opt.Get("padTail").ToBoolean();
   o.dropCache = opt.Get("dropCache").ToBoolean();
   o.slots = std::max(o.slots, o.threads + 1);
-  if (o.bufferSize * static_cast<size_t>(o.slots) > (size_t{1} << 30)) {
-    Napi::RangeError::New(env, "streamCopy: bufferSize x slots over 1 GiB").ThrowAsJavaScriptException();
+  if (o.bufferSize * static_cast<size_t>(o.slots) > kMaxRingBytes) {
+    Napi::RangeError::New(env, "streamCopy: bufferSize x slots over the ring's limit (256 MiB)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   if ((o.align & (o.align - 1)) != 0 || o.bufferSize % o.align != 0) {

@@ -33,16 +33,22 @@ export function isSystemError(e: unknown): e is SystemError {
   return typeof e === 'object' && e !== null && typeof (e as SystemError).code === 'string' && typeof (e as SystemError).message === 'string';
 }
 
-/** Adds `path` to a native error (message and property), the way fs does. */
+/**
+ * Names the file an error is about, once: a system error gets `path` as fs's errors have it
+ * (property, and quoted at the end of the message); an image format error (code EIMG_*, whose
+ * message says what is wrong with the file) gets it at the start of its message.
+ */
 export function withPath<E>(e: E, path: string): E {
   if (isSystemError(e) && !e.path && path) {
     e.path = path;
-    e.message += ` '${path}'`;
+    if (e.code.startsWith('EIMG_')) {
+      if (!e.message.startsWith(`${path}: `)) e.message = `${path}: ${e.message}`;
+    } else e.message += ` '${path}'`;
   }
   return e;
 }
 
-/** Runs fn, attaching `path` to any system error it throws. */
+/** Runs fn, naming `path` in any error it throws (withPath). */
 export function onPath<T>(path: string, fn: () => T): T {
   try {
     return fn();

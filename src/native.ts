@@ -3,10 +3,12 @@
  * prebuilds/. Every function is synchronous except streamCopy; failures throw Node-style
  * errors ({code, errno, syscall}).
  */
+import { getSystemErrorMap } from 'util';
 import nodeGypBuild = require('node-gyp-build');
 import { packageRoot } from './package-root';
 
 export type Bytes = Uint8Array;
+/** A u64 argument: a Number, or a BigInt for values above 2^53. Results are always Numbers: above 2^53 - 1 the addon throws EOVERFLOW rather than round. */
 export type U64 = number | bigint;
 
 export interface DioAlign {
@@ -144,6 +146,10 @@ export interface NativeBinding {
   crc32c(bytes: Bytes, seed?: number): number;
   /** progress[0] counts bytes moved; set progress[1] = 1n to cancel. */
   streamCopy(options: StreamCopyOptions, progress: BigUint64Array): Promise<StreamCopyResult>;
+  /** Names of errno values for the errors the addon throws (given once, at load). */
+  setErrnoNames(names: Record<number, string>): void;
+  /** Bounds the addon applies itself, compared with the TypeScript layer's when it loads. */
+  limits: NativeLimits;
   constants: {
     O_DIRECT: number;
     O_ACCMODE: number;
@@ -161,4 +167,30 @@ export interface NativeBinding {
   };
 }
 
+export interface NativeLimits {
+  indexEntry: number;
+  maxCompressedChunk: number;
+  maxBufferSize: number;
+  maxRingBytes: number;
+  maxLayers: number;
+}
+
 export const native = nodeGypBuild(packageRoot()) as NativeBinding;
+/** Node's own names of errno values (ENOSPC), which the addon gives its errors. */
+export function errnoNames(): Record<number, string> {
+  return Object.fromEntries([...getSystemErrorMap()].map(([errno, [name]]) => [errno, name]));
+}
+native.setErrnoNames(errnoNames());
+
+/**
+ * The addon's copies of the shared bounds must equal the ones the TypeScript layer checks
+ * against (src/util/limits.ts, src/image/format.ts): a build from other sources would refuse
+ * valid jobs, or accept ones this layer never planned for.
+ */
+export function checkNativeLimits(want: NativeLimits): void {
+  const got = native.limits ?? {};
+  const differ = (Object.keys(want) as Array<keyof NativeLimits>).filter((k) => got[k] !== want[k]);
+  if (differ.length) {
+    throw new Error(`the iohelper addon was built from other sources: its ${differ.map((k) => `${k} is ${got[k]}, not ${want[k]}`).join('; ')}; rebuild it (npm run build:native)`);
+  }
+}

@@ -13,6 +13,7 @@ import fc from 'fast-check';
 import { HASH_BYTES, HEADER_SIZE, INDEX_ENTRY, MAX_DEPTH } from '../src/image/format';
 import { readHashTables, readImageMetadata } from '../src/image/read-image';
 import { native } from '../src/native';
+import { cloneVm, restoreVm } from '../src/vm/manager';
 import { IOHELPER } from './support/cli';
 
 const M = 1024 * 1024;
@@ -189,7 +190,10 @@ describe('chains round-trip and store only what changed', () => {
     fs.readSync(fd, index, 0, index.length, meta.entries[0].checksumOffset);
     let stored = -1;
     for (let u = 0; u < meta.entries[0].checksumCount && stored < 0; u++) if (index.readUInt32LE(u * INDEX_ENTRY + 16) === 1) stored = Number(index.readBigUInt64LE(u * INDEX_ENTRY));
-    fs.writeSync(fd, Buffer.from([0xff ^ 0x42]), 0, 1, stored + 100);
+    const byte = Buffer.alloc(1);
+    fs.readSync(fd, byte, 0, 1, stored + 100);
+    byte[0] ^= 0x42;
+    fs.writeSync(fd, byte, 0, 1, stored + 100);
     fs.closeSync(fd);
     try {
       expectRefused('d2.img', /corrupted: block 'pc\.ram' chunk \d+ .*stored in its base \S*d1\.img has CRC-32C/);
@@ -204,6 +208,17 @@ describe('chains round-trip and store only what changed', () => {
       copy('d1.keep', 'd1.img');
     }
     expect(restoreBytes('d2.img').ram.length).toBe(RAM_SIZE);
+  });
+
+  test('clones and lazy restores of a delta are refused before any QEMU starts, naming convert --flatten', async () => {
+    const image = path.join(dir, 'd1.img');
+    const qemuArgs = ['-object', `memory-backend-file,id=pc.ram,size=${RAM_SIZE},mem-path=${path.join(dir, 'never')},share=on`];
+    for (const start of [() => cloneVm({ image, qemuArgs, count: 2 }), () => restoreVm({ image, lazy: true, qemuArgs })]) {
+      const e = (await start().then(() => undefined, (x: Error & { code?: string }) => x))!;
+      expect(e.code).toBe('EIMG_COMPRESSED');
+      expect(e.message).toMatch(/is a delta .*iohelper convert --flatten \S*d1\.img OUT/);
+    }
+    expect(fs.existsSync(path.join(dir, 'never'))).toBe(false);
   });
 
   test('a delta whose base path names itself (a cycle) is refused', () => {

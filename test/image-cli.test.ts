@@ -320,7 +320,7 @@ describe('wrong usage', () => {
     [['save', '--image', 'x', '--ram', 'noequals'], /expected NAME=PATH or NAME=fd:K/],
     [['save', '--image', 'x', '--ram', 'a=/p', '--ram', 'a=/q'], /--ram a given twice/],
     [['restore', '--ram', 'a=/p'], /--fd N \(or --image PATH\) is required/],
-    [['save', '--image', 'x', '--ram', 'a=/p', '--chunk', '3000'], /--chunk: chunk size 3000 is not a power of two/],
+    [['save', '--image', 'x', '--ram', 'a=/p', '--chunk', '3000'], /--chunk: 3000 is not a power of two in 4K\.\.1G/],
   ])('%j', async (args, expected) => {
     const r = await runHelper((args as string[]).map((a) => (a === 'x' ? path.join(dir, 'x') : a)), ['ignore', 'ignore']);
     expect(r.code).toBe(1);

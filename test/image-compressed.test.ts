@@ -12,7 +12,7 @@ import * as path from 'path';
 import { INDEX_ENTRY } from '../src/image/format';
 import { save } from '../src/image/save';
 import { convert } from '../src/image/convert';
-import { native } from '../src/native';
+import { errnoNames, native } from '../src/native';
 import { createRamFile, fillPattern, filesEqual, sha256File } from '../src/synthetic/ram-file';
 import { lastLine, runHelper } from './support/cli';
 import { machineArgs } from './support/qemu';
@@ -402,6 +402,7 @@ describe('an addon built without libzstd', () => {
     const r = spawnSync(process.execPath, [gyp, 'rebuild', '--silent'], { cwd: build, env: { ...process.env, IOHELPER_ZSTD: '0', NODE_PATH: path.join(ROOT, 'node_modules') }, encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`node-gyp rebuild without zstd failed: ${r.stderr}`);
     addon = require(path.join(build, 'build', 'Release', 'iohelper.node'));
+    addon.setErrnoNames(errnoNames());
   }, 240000);
   afterAll(() => fs.rmSync(build, { recursive: true, force: true }));
 

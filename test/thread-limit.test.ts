@@ -28,7 +28,8 @@ if (!root) console.warn('thread-limit: needs root and a pids cgroup controller (
 
 const CHILD = `
 const fs = require('fs');
-const native = require('node-gyp-build')(process.argv[1]);
+// The addon as the package loads it (src/native.ts also gives it Node's errno names).
+const { native } = require(require('path').join(process.argv[1], 'dist', 'src', 'native.js'));
 fs.promises.stat('/').then(() => {
   fs.writeSync(1, 'ready\\n');
   process.stdin.once('data', () => {

@@ -14,12 +14,12 @@ import { directoryOf } from '../image/chain';
 import { convert } from '../image/convert';
 import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
-import { MAX_JOBS } from '../image/image-fd';
+import { CHUNK_SIZE, FD, JOBS } from '../util/limits';
 import { restore } from '../image/restore';
 import { save } from '../image/save';
 import { parseCompress } from '../image/compression';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
-import { parseFlags, parseInteger, parseSize, ParsedFlags } from '../util/flags';
+import { parseBounded, parseFlags, parseSize, ParsedFlags } from '../util/flags';
 import { openFile } from '../fs/open-file';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { commandName, stderrLine, stdoutText } from './report';
@@ -32,7 +32,7 @@ function imageFd(flags: Map<string, string | true>): { fd: number; name: string;
   const image = flags.get('image');
   if (typeof fdText === 'string' && typeof image === 'string') throw new UsageError('give --fd or --image, not both');
   if (typeof fdText === 'string') {
-    const fd = parseInteger(fdText, '--fd', 0, 0x7fffffff);
+    const fd = parseBounded(fdText, '--fd', FD);
     checkPassedFd(fd, '--fd');
     const name = flags.get('name');
     return { fd, name: typeof name === 'string' ? name : `fd ${fd}`, owned: false };
@@ -48,7 +48,7 @@ function progressOf(value: string | true | undefined, label: string): ProgressLi
   if (value === undefined) return undefined;
   const off = (e: unknown) => stderrLine(`${commandName()}: warning: progress output stopped: ${errorText(e)}`);
   if (value === true) return tty.isatty(2) ? ttyBarProgress(2, label, off) : jsonLinesProgress(2, off);
-  const fd = parseInteger(value, '--progress', 0, 0x7fffffff);
+  const fd = parseBounded(value, '--progress', FD);
   checkPassedFd(fd, '--progress');
   return jsonLinesProgress(fd, off);
 }
@@ -63,7 +63,7 @@ function copyArgs(p: ParsedFlags) {
   return {
     ram,
     direct: p.flags.has('direct'),
-    jobs: p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined,
+    jobs: p.flags.has('jobs') ? parseBounded(String(p.flags.get('jobs')), '--jobs', JOBS) : undefined,
     jobSize: p.flags.has('job-size') ? parseSize(String(p.flags.get('job-size')), '--job-size') : undefined,
   };
 }
@@ -85,10 +85,7 @@ export async function saveCommand(args: string[]): Promise<number> {
   const shared = copyArgs(p);
   const compressLevel = parseCompress(p.flags.get('compress'));
   if (compressLevel !== undefined && p.flags.has('no-checksums')) throw new UsageError('--compress: a compressed image always has chunk checksums; drop --no-checksums');
-  const chunkSize = p.flags.has('chunk') ? parseSize(String(p.flags.get('chunk')), '--chunk') : undefined;
-  if (chunkSize !== undefined && (chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0)) {
-    throw new UsageError(`--chunk: chunk size ${chunkSize} is not a power of two in 4K..1G`);
-  }
+  const chunkSize = p.flags.has('chunk') ? parseBounded(String(p.flags.get('chunk')), '--chunk', CHUNK_SIZE, 'size') : undefined;
   const minHole = p.flags.has('min-hole') ? parseSize(String(p.flags.get('min-hole')), '--min-hole') : undefined;
   checkPassedFd(0, 'the device state (stdin)');
   // --image PATH: a new file beside PATH, renamed over it only once committed and synced, so
@@ -137,7 +134,7 @@ export async function restoreCommand(args: string[]): Promise<number> {
   const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify', 'force'], values: [...common.values, 'ready-fd', 'planned-fd'] });
   const signalFd = (flag: string) => {
     if (!p.flags.has(flag)) return undefined;
-    const fd = parseInteger(String(p.flags.get(flag)), `--${flag}`, 0, 0x7fffffff);
+    const fd = parseBounded(String(p.flags.get(flag)), `--${flag}`, FD);
     checkPassedFd(fd, `--${flag}`);
     return fd;
   };
@@ -236,7 +233,7 @@ export async function convertCommand(args: string[]): Promise<number> {
   if (p.positionals.length !== 2) throw new UsageError('convert takes SOURCE and TARGET image paths');
   const [source, target] = p.positionals;
   const compressLevel = parseCompress(p.flags.get('compress'));
-  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined;
+  const jobs = p.flags.has('jobs') ? parseBounded(String(p.flags.get('jobs')), '--jobs', JOBS) : undefined;
   const r = await withInterrupts(commandName(), (signal) =>
     convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), flatten: p.flags.has('flatten'), onWarning: warn, onProgress: progressOf(p.flags.get('progress'), source), signal }),
   );

@@ -1,6 +1,7 @@
 /** Entry point of the `iohelper` command: picks the form from argv and returns an exit code. */
 import { UsageError } from '../errors';
-import { parseFlags, parseInteger, parseSize } from '../util/flags';
+import { parseBounded, parseFlags } from '../util/flags';
+import { BUFFER_SIZE, FD, INFLIGHT } from '../util/limits';
 import { helpText } from './help';
 import { commandName, finalLine, stderrLine, stdoutText } from './report';
 import { describeFailure, progressTarget, runStreamCommand } from './stream-command';
@@ -15,7 +16,7 @@ async function fdForm(argv0: string, args: string[]): Promise<number> {
   if (p.positionals.length || p.rest.length) throw new UsageError(`unexpected argument '${[...p.positionals, ...p.rest][0]}'`);
   const fdText = p.flags.get('fd');
   if (typeof fdText !== 'string') throw new UsageError('--fd N is required');
-  const fileFd = parseInteger(fdText, '--fd', 0, 0x7fffffff);
+  const fileFd = parseBounded(fdText, '--fd', FD);
   if (p.flags.get('direct') && p.flags.get('prefer-direct')) throw new UsageError('--direct and --prefer-direct exclude each other');
   const direct: DirectMode = p.flags.get('direct') ? 'require' : p.flags.get('prefer-direct') ? 'prefer' : 'as-is';
   const name = p.flags.get('name');
@@ -26,16 +27,12 @@ async function fdForm(argv0: string, args: string[]): Promise<number> {
     fileFd,
     fileName: typeof name === 'string' ? name : `fd ${fileFd}`,
     direct,
-    bufferSize: typeof bufferSize === 'string' ? checkBufferSize(parseSize(bufferSize, '--buffer-size')) : undefined,
-    inflight: typeof inflight === 'string' ? parseInteger(inflight, '--inflight', 1, 64) : undefined,
+    bufferSize: typeof bufferSize === 'string' ? parseBounded(bufferSize, '--buffer-size', BUFFER_SIZE, 'size') : undefined,
+    inflight: typeof inflight === 'string' ? parseBounded(inflight, '--inflight', INFLIGHT) : undefined,
     progress: progressTarget(p.flags.get('progress')),
   });
 }
 
-function checkBufferSize(n: number): number {
-  if (n < 4096 || n > 256 * 1024 * 1024) throw new UsageError(`--buffer-size: ${n} is out of range (4K..256M)`);
-  return n;
-}
 
 /**
  * libvirt_iohelper's FD argument as it reads it (virStrToLong_i: strtol in base 10, the whole

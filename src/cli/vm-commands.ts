@@ -9,12 +9,12 @@ import * as os from 'os';
 import * as path from 'path';
 import { UsageError } from '../errors';
 import { QmpClient } from '../qmp/client';
-import { MAX_JOBS } from '../image/image-fd';
+import { JOBS } from '../util/limits';
 import { parseCompress } from '../image/compression';
 import { cloneVm, restoreVm, saveVm } from '../vm/manager';
 import { QemuInstance } from '../vm/qemu-launch';
 import { saveThroughHelper } from '../vm/stream-migration';
-import { parseFlags, parseInteger } from '../util/flags';
+import { parseFlags, parseInteger, parseBounded } from '../util/flags';
 import { commandName, stderrLine, stdoutText } from './report';
 import { withInterrupts } from './signals';
 import { formatBytes } from '../progress';
@@ -38,7 +38,7 @@ async function vmSave(args: string[]): Promise<number> {
   const sock = p.flags.get('qmp');
   const out = p.flags.get('out');
   if (typeof sock !== 'string' || typeof out !== 'string') throw new UsageError('vm save needs --qmp SOCKET and --out IMAGE');
-  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined;
+  const jobs = p.flags.has('jobs') ? parseBounded(String(p.flags.get('jobs')), '--jobs', JOBS) : undefined;
   const qmp = await QmpClient.connect(sock);
   const t0 = Date.now();
   try {
@@ -82,7 +82,7 @@ async function vmRestore(args: string[]): Promise<number> {
   // Recording starts from a cold mapping: a prefetch would run during the window and its cached
   // pages would be mapped around each fault, recording neighbours the guest never touched.
   const prefetch = prefetchOptions(p.flags.has('no-prefetch') || recordSeconds !== undefined);
-  const jobs = p.flags.has('jobs') ? parseInteger(String(p.flags.get('jobs')), '--jobs', 1, MAX_JOBS) : undefined;
+  const jobs = p.flags.has('jobs') ? parseBounded(String(p.flags.get('jobs')), '--jobs', JOBS) : undefined;
   // SIGINT/SIGTERM stop the fill (which runs in this process) and put fresh RAM files back.
   const vm = await withInterrupts(commandName(), (signal) =>
     restoreVm({

@@ -13,11 +13,3 @@ export function directAlignment(fd: number): number {
   if (!dio) return FALLBACK_DIRECT_ALIGNMENT;
   return Math.max(PAGE, dio.memAlign, dio.offsetAlign);
 }
-
-export function alignUp(n: number, a: number): number {
-  return Math.ceil(n / a) * a;
-}
-
-export function alignDown(n: number, a: number): number {
-  return Math.floor(n / a) * a;
-}

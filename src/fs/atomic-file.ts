@@ -14,6 +14,17 @@ export function tempPathBeside(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.iohelper-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
 }
 
+/**
+ * A new scratch directory beside `file` (convert keeps the RAM there while it works):
+ * `.NAME.iohelper-convert-PID-XXXXXX`, named like the temporaries for the same reason.
+ */
+export function scratchDirBeside(file: string): string {
+  return fs.mkdtempSync(path.join(path.dirname(file), `.${path.basename(file)}.iohelper-convert-${process.pid}-`));
+}
+
+/** The names tempPathBeside and scratchDirBeside make; group 1 is the PID. */
+export const TEMPORARY_NAME = /^\..+\.iohelper-(?:convert-)?(\d+)-[0-9A-Za-z]+$/;
+
 /** Writes `data` to `file` atomically with `mode`; on failure the temporary is removed and `file` is as it was. */
 export function writeFileAtomic(file: string, data: string | Uint8Array, mode: number): void {
   const tmp = tempPathBeside(file);

@@ -9,7 +9,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-const STALE = /^\..+\.iohelper-(?:convert-)?(\d+)-[0-9A-Za-z]+$/;
+import { TEMPORARY_NAME as STALE } from './atomic-file';
 
 /** Whether a process with this PID exists (EPERM: it does, owned by someone else). */
 function alive(pid: number): boolean {

@@ -4,9 +4,9 @@
  */
 import { withPath } from '../errors';
 import { native } from '../native';
+import { alignUp } from '../util/numbers';
 
 const PAGE = 4096;
-const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 /** Writes `data` at a page-aligned `offset`, zero-padded to a page multiple. */
 export function writeAligned(fd: number, data: Uint8Array, offset: number, path = ''): void {

@@ -12,7 +12,7 @@ import {
   BlockEntry,
   CHUNK_BASE,
   CHUNK_RAW,
-  hex,
+ 
   ImageFormatError,
   ImageHeader,
   INDEX_ENTRY,
@@ -21,6 +21,7 @@ import {
   VERSION,
   VERSION_DELTA,
 } from './format';
+import { hex } from '../util/numbers';
 import { ImageMetadata, readChunkIndexes, readImageMetadata } from './read-image';
 
 export interface Layer {

@@ -9,12 +9,13 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { isSystemError, systemError, withPath } from '../errors';
-import { syncDir, tempPathBeside } from '../fs/atomic-file';
+import { scratchDirBeside, syncDir, tempPathBeside } from '../fs/atomic-file';
 import { openFile } from '../fs/open-file';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { native } from '../native';
 import { ProgressListener } from '../progress';
-import { DEFAULT_CHUNK, hasDeviceStateCrc, hex, ImageFormatError, MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED, VERSION_DELTA } from './format';
+import { DEFAULT_CHUNK, hasDeviceStateCrc, ImageFormatError, MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED, VERSION_DELTA } from './format';
+import { hex } from '../util/numbers';
 import { checkJobs, DEFAULT_JOBS } from './image-fd';
 import { readImageMetadata } from './read-image';
 import { restore, UNCHANGED } from './restore';
@@ -69,7 +70,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
     try {
       for (const m of removeStaleTemporaries(dir)) o.onWarning?.(m);
       // The PID in the name lets a later run remove it if this one is killed.
-      scratch = fs.mkdtempSync(path.join(dir, `.${path.basename(o.target)}.iohelper-convert-${process.pid}-`));
+      scratch = scratchDirBeside(path.join(dir, path.basename(o.target)));
       const ram = entries.map((e, i) => ({ name: e.name, path: path.join(scratch!, `block-${i}`) }));
       const nullFd = fs.openSync('/dev/null', 'w');
       try {

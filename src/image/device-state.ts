@@ -2,10 +2,12 @@
  * The device-state region: QEMU's x-ignore-shared migration stream, streamed between a pipe and
  * its place at the end of the image by the native copy loop (never held in memory).
  */
-import { systemError } from '../errors';
+import { DEFAULT_BUFFER_SIZE, DEFAULT_INFLIGHT } from '../stream/copy';
+import { ringCopy } from '../stream/ring-copy';
 import { native } from '../native';
 import { readAligned } from './aligned-io';
-import { FLAG_DEVICE_STATE_CRC, hex, ImageFormatError, ImageHeader } from './format';
+import { FLAG_DEVICE_STATE_CRC, ImageFormatError, ImageHeader } from './format';
+import { hex } from '../util/numbers';
 
 export interface DeviceStateCopy {
   toImage: boolean;
@@ -24,29 +26,8 @@ export async function copyDeviceState(o: DeviceStateCopy): Promise<number> {
 
 /** copyDeviceState, also returning the CRC-32C of the stream's bytes (computed by the copy, in stream order). */
 export async function streamDeviceState(o: DeviceStateCopy): Promise<{ bytes: number; crc: number }> {
-  try {
-    native.setPipeSize(o.pipeFd, 1 << 20);
-  } catch {
-    // not a pipe, or over the limit: fine either way
-  }
-  const r = await native.streamCopy(
-    {
-      toFile: o.toImage,
-      pipeFd: o.pipeFd,
-      fileFd: o.imageFd,
-      offset: o.offset,
-      bufferSize: 1 << 20,
-      align: o.align,
-      threads: 2,
-      slots: 4,
-      padTail: o.direct,
-      dropCache: false,
-    },
-    o.progress,
-  );
-  // An addon built before the copy reported its CRC would have a save record a wrong one.
-  if (typeof r.crc !== 'number') throw systemError('ENOTSUP', 'the native addon is older than this iohelper (its stream copy reports no CRC-32C): rebuild it (npm run build:native)');
-  return { bytes: r.bytes, crc: r.crc };
+  // The stream copy's own defaults (src/stream/copy.ts): 1 MiB buffers, 2 in flight.
+  return ringCopy({ toFile: o.toImage, pipeFd: o.pipeFd, fileFd: o.imageFd, offset: o.offset, bufferSize: DEFAULT_BUFFER_SIZE, align: o.align, inflight: DEFAULT_INFLIGHT, padTail: o.direct, dropCache: false, progress: o.progress });
 }
 
 /** Pieces in which the device state is read back to be checked: its length is bounded only by the format (2^48). */

@@ -3,7 +3,9 @@
  * and 3 (delta: only what changed since a base) (docs/FORMAT.md). Pure: bytes in, bytes out. Every u64 is read as a BigInt and range-checked
  * before it becomes a Number.
  */
-import { native } from '../native';
+import { checkNativeLimits, native } from '../native';
+import { alignUp, hex, isPowerOfTwo as isPow2 } from '../util/numbers';
+import { BUFFER_SIZE, HASH_UNIT, MAX_RING_BYTES } from '../util/limits';
 
 export const MAGIC = 'IOHIMG01';
 /** Version 1: every block whole at a fixed offset (mappable). */
@@ -42,7 +44,7 @@ export const HASH_SHA256 = 1;
  * hash tables stay small.
  */
 export const DEFAULT_HASH_UNIT = 256 << 10;
-export const MAX_HASH_UNIT = 64 << 20;
+export const MAX_HASH_UNIT = HASH_UNIT.max;
 /** Hash units in all blocks: a reader holds the tables in memory (64 MiB). */
 export const MAX_HASH_UNITS = 2 ** 21;
 /** Layers of a chain below a delta: depth 1 .. MAX_DEPTH. */
@@ -61,6 +63,8 @@ const BASE_PATH_AT = 192;
 export const MAX_COMPRESSED_CHUNK = 64 << 20;
 /** Version 2: chunk index entries in all blocks (48 MiB of index in memory). */
 export const MAX_INDEX_ENTRIES = 2 ** 21;
+// The addon reads chunk indexes and chains itself: its bounds must be these.
+checkNativeLimits({ indexEntry: INDEX_ENTRY, maxCompressedChunk: MAX_COMPRESSED_CHUNK, maxBufferSize: BUFFER_SIZE.max, maxRingBytes: MAX_RING_BYTES, maxLayers: MAX_DEPTH });
 const MAX_BLOCK_SIZE = 2n ** 50n;
 const MAX_DEVICE_STATE = 2n ** 48n;
 /** Readers hold checksum tables in memory: 16 Mi entries (128 TiB of RAM at 8 MiB chunks) at most. */
@@ -155,8 +159,6 @@ export const hashCountOf = (h: ImageHeader, e: { size: number }) => (h.hashes ? 
 /** Versions 2 and 3 store blocks as chunks with an index (no fixed place: not mappable). */
 export const isChunked = (h: ImageHeader) => h.version !== VERSION;
 
-const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
-const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 function fail(code: ImageErrorCode, message: string): never {
   throw new ImageFormatError(code, message);
@@ -636,7 +638,3 @@ function placeRegions(o: LayoutInput): Layout {
   return { header, entries };
 }
 
-/** A CRC-32C as messages show it: 0x and 8 hex digits. */
-export function hex(n: number): string {
-  return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
-}

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import { ImageFormatError } from './format';
 import { RamSource } from './ram-files';
-import { checkInteger, MAX_FD } from '../util/integer-option';
+import { checkBound, checkInteger, JOBS, MAX_FD } from '../util/limits';
 
 /**
  * Worker threads: twice the CPUs, at least 2 and at most 8. Each worker's copy is synchronous
@@ -65,11 +65,8 @@ export function prepareImageFd(fd: number, name: string, need: 'read' | 'write',
   return { direct: true, unit: Math.max(4096, directAlignment(fd)) };
 }
 
-/** Worker threads: each is a V8 isolate (~10 MiB) copying one 64 MiB range at a time; more than this only adds memory. */
-export const MAX_JOBS = 64;
-
 export function checkJobs(jobs: number): void {
-  checkInteger(jobs, 'jobs', 1, MAX_JOBS);
+  checkBound(jobs, 'jobs', JOBS);
 }
 
 /** The numbers save and restore share: jobs, jobSize and the fds, before anything is opened. */

@@ -3,7 +3,8 @@ import * as fs from 'fs';
 import { openFile, sizeOfFd } from '../fs/open-file';
 import { deviceStateCrc } from './device-state';
 import { openChain, resolveChain } from './chain';
-import { CHUNK_BASE, CHUNK_RAW, CHUNK_ZERO, hasChecksums, hex, hasDeviceStateCrc, ImageFormatError, INDEX_ENTRY, isChunked, VERSION_DELTA } from './format';
+import { CHUNK_BASE, CHUNK_RAW, CHUNK_ZERO, hasChecksums, hasDeviceStateCrc, ImageFormatError, INDEX_ENTRY, isChunked, VERSION_DELTA } from './format';
+import { hex } from '../util/numbers';
 import { readChunkIndexes, readImageMetadata } from './read-image';
 import { SNIFF_BYTES, sniffImage } from './sniff';
 

@@ -8,7 +8,8 @@ import * as fs from 'fs';
 import { ImageFormatError } from './format';
 import { readAligned } from './aligned-io';
 
-const QEVM = 0x5145564d;
+/** be32 at the start of every QEMU migration stream: 'QEVM'. */
+export const QEVM = 0x5145564d;
 const VMDESC = 0x06;
 /** The vmdesc JSON of very large VMs stays well below this. */
 const TAIL = 16 << 20;

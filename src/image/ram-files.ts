@@ -4,6 +4,7 @@
  */
 import * as fs from 'fs';
 import { systemError, UsageError, withPath } from '../errors';
+import { filesystemOf } from '../fs/filesystem';
 
 export interface RamSource {
   name: string;
@@ -22,8 +23,6 @@ export interface OpenRam {
   close(): void;
 }
 
-const HUGETLBFS_MAGIC = 0x958458f6;
-const PAGE = 4096;
 
 export function parseRamSpec(spec: string): RamSource {
   const eq = spec.indexOf('=');
@@ -47,10 +46,6 @@ function label(s: RamSource): string {
   return s.path ?? `fd:${s.fd}`;
 }
 
-function pageSizeOf(fd: number, s: RamSource): number {
-  const st = fs.statfsSync(s.path ?? `/proc/self/fd/${fd}`);
-  return st.type === HUGETLBFS_MAGIC ? st.bsize : PAGE;
-}
 
 function describe(s: RamSource, fd: number, owned: boolean): OpenRam {
   const st = fs.fstatSync(fd);
@@ -63,7 +58,7 @@ function describe(s: RamSource, fd: number, owned: boolean): OpenRam {
     label: label(s),
     fd,
     size: st.size,
-    pageSize: pageSizeOf(fd, s),
+    pageSize: filesystemOf(s.path ?? `/proc/self/fd/${fd}`).pageSize,
     close: () => {
       if (owned) fs.closeSync(fd);
     },

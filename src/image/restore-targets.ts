@@ -27,14 +27,13 @@ import * as path from 'path';
 import { isSystemError, systemError, withPath } from '../errors';
 import { tempPathBeside } from '../fs/atomic-file';
 import { otherUsers } from '../fs/file-users';
+import { filesystemOf, FilesystemInfo } from '../fs/filesystem';
 import { lstatIfExists } from '../fs/lstat';
 import { native } from '../native';
 import { BlockEntry } from './format';
 import { checkDistinct, FileId, idOfStats } from './identity';
 import { RamSource } from './ram-files';
 
-const HUGETLBFS_MAGIC = 0x958458f6;
-const PAGE = 4096;
 
 export interface TargetPlan {
   name: string;
@@ -53,24 +52,9 @@ export interface TargetPlan {
   byWrite: boolean;
 }
 
-function pageSizeOf(statfsPath: string): { pageSize: number; dev: string; free: number; huge: boolean } {
-  const st = fs.statfsSync(statfsPath);
-  const huge = st.type === HUGETLBFS_MAGIC;
-  let free = st.bavail * st.bsize;
-  // A filesystem that reports no blocks at all has no size of its own: hugetlbfs without size=
-  // draws on the kernel's pool of free (unreserved) huge pages; anything else is not checked.
-  if (st.blocks === 0) free = huge ? freeHugePages(st.bsize) : Infinity;
-  return { pageSize: huge ? st.bsize : PAGE, dev: String(fs.statSync(statfsPath).dev), free, huge };
-}
-
-function freeHugePages(pageSize: number): number {
-  const dir = `/sys/kernel/mm/hugepages/hugepages-${pageSize / 1024}kB`;
-  try {
-    const n = (f: string) => Number(fs.readFileSync(`${dir}/${f}`, 'utf8'));
-    return Math.max(0, n('free_hugepages') - n('resv_hugepages')) * pageSize;
-  } catch {
-    return Infinity;
-  }
+/** The target filesystem's page size and room, and its device (targets on one device share the room). */
+function pageSizeOf(statfsPath: string): FilesystemInfo & { dev: string } {
+  return { ...filesystemOf(statfsPath), dev: String(fs.statSync(statfsPath).dev) };
 }
 
 function planFdTarget(s: RamSource, e: BlockEntry, ids: FileId[]): TargetPlan {

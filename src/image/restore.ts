@@ -7,12 +7,13 @@
  * once every chunk verified (src/image/restore-targets.ts).
  */
 import * as path from 'path';
-import { systemError, UsageError } from '../errors';
+import { onPath, systemError, UsageError } from '../errors';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import { CopyProgress } from './copy-progress';
 import { checkDeviceState, copyDeviceState } from './device-state';
-import { BlockEntry, CHUNK_ZERO, FLAG_COMPRESSED, hasChecksums, hex, ImageFormatError, INDEX_ENTRY, isChunked } from './format';
+import { BlockEntry, CHUNK_ZERO, FLAG_COMPRESSED, hasChecksums, ImageFormatError, INDEX_ENTRY, isChunked } from './format';
+import { hex } from '../util/numbers';
 import { openChain, resolveChain } from './chain';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './planner';
 import { runPool, warmPool } from './pool';
@@ -64,13 +65,13 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   checkUniqueNames(o.ram);
   const first = prepareImageFd(o.imageFd, name, 'read', !!o.direct);
   const direct = first.direct;
-  const meta = describeImageErrors(name, () => readImageMetadata(o.imageFd, name, { skipChecksums: true }));
+  const meta = onPath(name, () => readImageMetadata(o.imageFd, name, { skipChecksums: true }));
   const { header, entries } = meta;
   warmPool(jobs, entries.reduce((sum, e) => sum + e.size, 0));
   matchNames(entries.map((e) => e.name), o.ram);
   // A delta: every base, opened by the path it records and checked to be the image it was
   // saved against, before anything is written (closed when the restore ends).
-  const chain = describeImageErrors(name, () => openChain({ fd: o.imageFd, name, meta }));
+  const chain = onPath(name, () => openChain({ fd: o.imageFd, name, meta }));
   try {
     return await restoreChain();
   } finally {
@@ -90,7 +91,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
     // Chunked: the chunk indexes (a chain's resolved into one) say where chunks are (read even
     // without verifying) and how much RAM their data fills once decompressed, which the targets'
     // filesystems must hold.
-    const indexes = compressed ? describeImageErrors(name, () => resolveChain(chain).indexes) : [];
+    const indexes = compressed ? onPath(name, () => resolveChain(chain).indexes) : [];
     const ramNeeds = compressed ? entries.map((e, i) => ({ ...e, dataBytes: ramBytesOf(indexes[i], e) })) : entries;
     // Temporaries a killed restore left beside these targets hold RAM on tmpfs: removed before the
     // room check counts them (only dead runs' files: nothing the user named is touched).
@@ -100,7 +101,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
     const plans = planTargets(ramNeeds, o.ram, idOfFd(o.imageFd, name), !!o.force);
     // Read only now that names and targets match (their size is bounded by the format: 64 MiB).
     const verify = !o.noVerify && hasChecksums(header);
-    const checksums = verify && !compressed ? describeImageErrors(name, () => readChecksums(o.imageFd, name, entries)) : [];
+    const checksums = verify && !compressed ? onPath(name, () => readChecksums(o.imageFd, name, entries)) : [];
     // The device state goes to QEMU as it is, so it is checked whole now, before any RAM target
     // is touched (it is read again to be streamed; the format bounds it).
     if (!o.noVerify) checkDeviceState(o.imageFd, header, name);
@@ -194,15 +195,4 @@ function ramBytesOf(index: Buffer, e: BlockEntry): number {
     if (index.readUInt32LE(i * INDEX_ENTRY + 16) !== CHUNK_ZERO) bytes += Math.min(e.chunkSize, e.size - i * e.chunkSize);
   }
   return bytes;
-}
-
-
-/** Image format errors name the image. */
-function describeImageErrors<T>(name: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (e instanceof ImageFormatError) e.message = `${name}: ${e.message}`;
-    throw e;
-  }
 }

@@ -7,14 +7,15 @@
  * image is committed only after everything is durable.
  */
 import { randomBytes } from 'crypto';
-import { systemError, withPath } from '../errors';
+import { onPath, systemError } from '../errors';
 import { native } from '../native';
+import { alignUp } from '../util/numbers';
 import { packageVersion } from '../package-root';
 import { CopyProgress } from './copy-progress';
 import { writeAligned } from './aligned-io';
 import { streamDeviceState } from './device-state';
 import { checkQemuStream } from './qemu-stream-check';
-import { checkInteger } from '../util/integer-option';
+import { CHUNK_SIZE, checkBound, checkInteger, HASH_UNIT } from '../util/limits';
 import { MAX_LEVEL, MIN_LEVEL } from './compression';
 import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './image-fd';
 import {
@@ -28,7 +29,6 @@ import {
   HASH_BYTES,
   hashCountOf,
   MAX_DEPTH,
-  MAX_HASH_UNIT,
   MAX_HASH_UNITS,
   encodeChecksums,
   encodeHeader,
@@ -114,11 +114,9 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   checkCopyNumbers(o, jobs);
   if (o.minHole !== undefined) checkInteger(o.minHole, 'minHole', 0, Number.MAX_SAFE_INTEGER);
   if (o.minPageSize !== undefined) checkInteger(o.minPageSize, 'minPageSize', 4096, 2 ** 30);
-  if (!Number.isSafeInteger(chunkSize) || chunkSize < 4096 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0) {
-    throw systemError('EINVAL', `chunk size ${chunkSize} is not a power of two in 4K..1G`);
-  }
+  checkBound(chunkSize, 'chunk size', CHUNK_SIZE);
   checkUniqueNames(o.ram);
-  if (o.hashUnit !== undefined) checkPowerOfTwo(o.hashUnit, 'hash unit', 4096, MAX_HASH_UNIT);
+  if (o.hashUnit !== undefined) checkBound(o.hashUnit, 'hash unit', HASH_UNIT);
   const compressed = o.compressLevel !== undefined;
   if (compressed) checkCompression(o.compressLevel!, chunkSize, o.checksums);
   if (o.base && o.checksums === false) throw systemError('EINVAL', 'a delta always has chunk checksums');
@@ -162,14 +160,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       delta: delta && { base: delta.reference, depth: delta.depth },
     });
     const { header, entries } = layout;
-    const onImage = <T>(fn: () => T) => {
-      try {
-        return fn();
-      } catch (e) {
-        throw withPath(e, name);
-      }
-    };
-    onImage(() => native.ftruncate(o.imageFd, 0));
+    onPath(name, () => native.ftruncate(o.imageFd, 0));
     // Incomplete (state 0) header and table first: a save that dies leaves an image every
     // reader refuses, and inspect can still list its blocks.
     const firstTable = encodeBlockTable(entries);
@@ -254,7 +245,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     if (o.checkDeviceState ?? true) checkQemuStream(o.imageFd, header.deviceStateOffset, deviceStateBytes, name);
     header.deviceStateLength = deviceStateBytes;
     header.imageSize = header.deviceStateOffset + deviceStateBytes;
-    onImage(() => native.ftruncate(o.imageFd, header.imageSize));
+    onPath(name, () => native.ftruncate(o.imageFd, header.imageSize));
     entries.forEach((e, i) => {
       if (e.checksumCount) writeAligned(o.imageFd, chunked ? padToPages(indexes[i]) : encodeChecksums(checksums[i]), e.checksumOffset, name);
       writeAligned(o.imageFd, padToPages(hashTables[i]), e.hashOffset, name);
@@ -265,14 +256,14 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     const table = encodeBlockTable(entries);
     header.tableCrc = native.crc32c(table);
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
-    onImage(() => native.fdatasync(o.imageFd));
+    onPath(name, () => native.fdatasync(o.imageFd));
     header.committed = true;
     // The CRC of the stream as it arrived: a reader checks the stored bytes against it before
     // QEMU gets them.
     header.flags |= FLAG_DEVICE_STATE_CRC;
     header.deviceStateCrc = deviceStateCrc;
     writeAligned(o.imageFd, encodeHeader(header), 0, name);
-    onImage(() => native.fdatasync(o.imageFd));
+    onPath(name, () => native.fdatasync(o.imageFd));
     return {
       blocks: entries.map((e) => ({ name: e.name, size: e.size, dataBytes: e.dataBytes, offset: e.offset })),
       deviceStateBytes,
@@ -329,12 +320,6 @@ export function defaultHashUnit(pageSize: number, totalRam: number): number {
   while (totalRam / unit > MAX_HASH_UNITS) unit *= 2;
   return unit;
 }
-
-function checkPowerOfTwo(n: number, what: string, min: number, max: number): void {
-  if (!Number.isSafeInteger(n) || n < min || n > max || (n & (n - 1)) !== 0) throw systemError('EINVAL', `${what} ${n} is not a power of two in ${min}..${max}`);
-}
-
-const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 /** A compressed save's options, checked before anything is written (convert checks them in its plan too). */
 export function checkCompression(level: number, chunkSize: number, checksums: boolean | undefined): void {

@@ -3,15 +3,15 @@
  * QEMU migration stream (docs/FORMAT.md, "Other files inspect recognises"). Looks at the magic
  * and the fixed header fields only; an iohelper image is validated by decodeHeader.
  */
+import { MAGIC as IOHELPER_MAGIC } from './format';
+import { QEVM as QEMU_MAGIC } from './qemu-stream-check';
 
 /** Bytes to read from the start of a file for sniffImage: the whole libvirt header. */
 export const SNIFF_BYTES = 92;
 
-const IOHELPER_MAGIC = 'IOHIMG01';
 const LIBVIRT_COMPLETE = 'LibvirtQemudSave';
 const LIBVIRT_PARTIAL = 'LibvirtQemudPart';
 const LIBVIRT_HEADER_SIZE = 92;
-const QEMU_MAGIC = 0x5145564d; // 'QEVM'
 
 export type SniffResult =
   | { kind: 'iohelper' }

@@ -8,13 +8,15 @@
  * manager may write its own header first; an unaligned start is handled by writing (or
  * reading) the head without O_DIRECT and the rest aligned.
  */
-import { directAlignment, alignUp } from '../fs/alignment';
+import { directAlignment } from '../fs/alignment';
+import { alignUp } from '../util/numbers';
 import { describeFd, FdInfo, setDirect } from '../fs/fd-info';
 import { isSystemError, systemError, withPath } from '../errors';
 import * as fs from 'fs';
 import { native } from '../native';
 import { ProgressListener, ProgressSampler } from '../progress';
-import { checkInteger, MAX_FD, optionalInteger } from '../util/integer-option';
+import { ringCopy } from './ring-copy';
+import { BUFFER_SIZE, checkBound, checkInteger, INFLIGHT, MAX_FD, MAX_RING_BYTES } from '../util/limits';
 
 /** How to treat O_DIRECT: as the fd already is, demanded, or wanted with a buffered fallback. */
 export type DirectMode = 'as-is' | 'require' | 'prefer';
@@ -58,11 +60,6 @@ export interface StreamCopyOutcome {
  */
 export const DEFAULT_BUFFER_SIZE = 1024 * 1024;
 export const DEFAULT_INFLIGHT = 2;
-export const MAX_INFLIGHT = 64;
-export const MIN_BUFFER_SIZE = 4096;
-const PIPE_SIZE = 1024 * 1024;
-/** The copy's buffers in all (--inflight + 2 of --buffer-size): memory stays bounded whatever is asked. */
-export const MAX_RING_BYTES = 256 * 1024 * 1024;
 
 const KIND_NAMES: Record<string, string> = {
   fifo: 'a pipe',
@@ -77,8 +74,8 @@ function checkNumbers(req: StreamCopyRequest): { bufferSize: number; inflight: n
   if (req.pipeFd !== undefined) checkInteger(req.pipeFd, 'pipeFd', 0, MAX_FD);
   if (req.progressIntervalMs !== undefined) checkInteger(req.progressIntervalMs, 'progressIntervalMs', 1, 2 ** 31 - 1);
   return {
-    bufferSize: optionalInteger(req.bufferSize, 'bufferSize', MIN_BUFFER_SIZE, MAX_RING_BYTES, DEFAULT_BUFFER_SIZE),
-    inflight: optionalInteger(req.inflight, 'inflight', 1, MAX_INFLIGHT, DEFAULT_INFLIGHT),
+    bufferSize: req.bufferSize === undefined ? DEFAULT_BUFFER_SIZE : checkBound(req.bufferSize, 'bufferSize', BUFFER_SIZE),
+    inflight: req.inflight === undefined ? DEFAULT_INFLIGHT : checkBound(req.inflight, 'inflight', INFLIGHT),
   };
 }
 
@@ -236,12 +233,6 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
   const append = toFile && (file.flags & native.constants.O_APPEND) !== 0;
   const startOffset = append ? file.size : file.position;
 
-  try {
-    native.setPipeSize(pipeFd, PIPE_SIZE);
-  } catch {
-    // Not a pipe (socket, file) or over the limit: the copy works either way.
-  }
-
   const progress = new BigUint64Array(2);
   const onAbort = () => {
     progress[1] = 1n;
@@ -266,21 +257,7 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
     }
     let body = 0;
     if (!streamEnded) {
-      const r = await native.streamCopy(
-        {
-          toFile,
-          pipeFd,
-          fileFd: req.fileFd,
-          offset,
-          bufferSize,
-          align: alignment,
-          threads: inflight,
-          slots: inflight + 2,
-          padTail: direct,
-          dropCache: !direct && req.direct === 'prefer',
-        },
-        progress,
-      );
+      const r = await ringCopy({ toFile, pipeFd, fileFd: req.fileFd, offset, bufferSize, align: alignment, inflight, padTail: direct, dropCache: !direct && req.direct === 'prefer', progress });
       body = r.bytes;
     }
     bytes = headBytes + body;

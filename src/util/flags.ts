@@ -1,5 +1,6 @@
 /** A small, strict command-line flag parser: --name value, --name=value, booleans, repeats. */
 import { UsageError } from '../errors';
+import { Bound, boundText, inBound } from './limits';
 
 export interface FlagSpec {
   /** Flags that take no value. */
@@ -77,5 +78,15 @@ export function parseInteger(text: string, what: string, min: number, max: numbe
   if (!/^\d+$/.test(text)) throw new UsageError(`${what}: '${text}' is not a whole number`);
   const n = Number(text);
   if (n < min || n > max) throw new UsageError(`${what}: ${n} is out of range (${min}..${max})`);
+  return n;
+}
+
+/**
+ * An option's value checked against its bound in src/util/limits.ts (the same one the library
+ * applies): a whole number, or with `size` a size with an optional K/M/G/T suffix.
+ */
+export function parseBounded(text: string, what: string, b: Bound, kind: 'integer' | 'size' = 'integer'): number {
+  const n = kind === 'size' ? parseSize(text, what) : parseInteger(text, what, 0, Number.MAX_SAFE_INTEGER);
+  if (!inBound(n, b)) throw new UsageError(b.powerOfTwo ? `${what}: ${n} is not a power of two in ${boundText(b)}` : `${what}: ${n} is out of range (${boundText(b)})`);
   return n;
 }

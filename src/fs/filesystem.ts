@@ -1,0 +1,37 @@
+/**
+ * What a RAM file's filesystem is: hugetlbfs (its page size is its block size, it has no
+ * write(), and its free space is the kernel's pool of huge pages when mounted without size=)
+ * or an ordinary one (4 KiB pages).
+ */
+import * as fs from 'fs';
+
+export const HUGETLBFS_MAGIC = 0x958458f6;
+export const PAGE_SIZE = 4096;
+
+export interface FilesystemInfo {
+  huge: boolean;
+  pageSize: number;
+  /** Bytes a new file may still allocate there (Infinity: not bounded by the filesystem itself). */
+  free: number;
+}
+
+/** `where`: a path on the filesystem, or `/proc/self/fd/N` for an open file. */
+export function filesystemOf(where: string): FilesystemInfo {
+  const st = fs.statfsSync(where);
+  const huge = st.type === HUGETLBFS_MAGIC;
+  let free = st.bavail * st.bsize;
+  // A filesystem that reports no blocks at all has no size of its own: hugetlbfs without size=
+  // draws on the kernel's pool of free (unreserved) huge pages; anything else is not checked.
+  if (st.blocks === 0) free = huge ? freeHugePages(st.bsize) : Infinity;
+  return { huge, pageSize: huge ? st.bsize : PAGE_SIZE, free };
+}
+
+function freeHugePages(pageSize: number): number {
+  const dir = `/sys/kernel/mm/hugepages/hugepages-${pageSize / 1024}kB`;
+  try {
+    const n = (f: string) => Number(fs.readFileSync(`${dir}/${f}`, 'utf8'));
+    return Math.max(0, n('free_hugepages') - n('resv_hugepages')) * pageSize;
+  } catch {
+    return Infinity;
+  }
+}
