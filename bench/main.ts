@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [stream parallel vm-e2e clone libvirt startup compress ttw] [--profile real,dense,clustered,scattered] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--throttle 200M] [--dir PATH] [--quick] [--no-record]
+ * npm run bench -- [stream parallel vm-e2e clone libvirt startup compress ttw incremental] [--profile real,dense,clustered,scattered] [--size 1G,4G] [--runs 3] [--jobs 1,2,4] [--throttle 200M] [--pct 1,5,25] [--dir PATH] [--quick] [--no-record]
  * Runs the chosen scenarios side by side, alternating methods, and appends a markdown table
  * (with the exact command, host and date) to bench/RESULTS.md and JSON to bench/results/.
  */
@@ -14,6 +14,7 @@ import { markdownTable, Row } from './lib/table';
 import { benchClone } from './clone';
 import { benchCompress } from './compress';
 import { benchTtw } from './ttw';
+import { benchIncremental } from './incremental';
 import { DEFAULT_JOBS } from '../src/image/io/image-fd';
 import { benchLibvirt } from './libvirt';
 import { benchParallel } from './parallel';
@@ -22,12 +23,13 @@ import { benchStartup } from './startup';
 import { Profile, PROFILES } from './lib/profiles';
 import { withHugetlbfs } from './lib/hugetlbfs';
 
-/** `compress` and `ttw` run only when named: the first reconfigures libvirtd, both throttle the disk. */
-const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone', 'libvirt', 'startup', 'compress', 'ttw'] as const;
-const DEFAULT_SCENARIOS = SCENARIOS.filter((s) => s !== 'compress' && s !== 'ttw');
+/** `compress`, `ttw` and `incremental` run only when named: the first reconfigures libvirtd, all throttle the disk. */
+const SCENARIOS = ['stream', 'parallel', 'vm-e2e', 'clone', 'libvirt', 'startup', 'compress', 'ttw', 'incremental'] as const;
+const ONLY_WHEN_NAMED: readonly string[] = ['compress', 'ttw', 'incremental'];
+const DEFAULT_SCENARIOS = SCENARIOS.filter((s) => !ONLY_WHEN_NAMED.includes(s));
 
 async function main(): Promise<void> {
-  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json', 'profile', 'ram-fs', 'throttle'] });
+  const p = parseFlags(process.argv.slice(2), { booleans: ['quick', 'no-record', 'help'], values: ['size', 'runs', 'dir', 'jobs', 'json', 'profile', 'ram-fs', 'throttle', 'pct'] });
   if (p.flags.get('help')) {
     console.log(
       `usage: npm run bench -- [${SCENARIOS.join(' ')}] [--profile ${PROFILES.join(',')}] [--ram-fs tmpfs,hugetlbfs] [--size 4G|1G,4G,16G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--json FILE] [--no-record]\n` +
@@ -35,6 +37,7 @@ async function main(): Promise<void> {
         '  --ram-fs: where parallel keeps guest RAM (default tmpfs; hugetlbfs: 2 MiB pages, root, reserves 2 x size of huge pages)\n' +
         '  --quick: 256 MiB, 1 run, jobs 1,2, scattered profile (a smoke test)\n' +
         '  ttw: time from a restore command to the guest having read its working set (eager, mapped-ram, lazy, lazy + prefetch, 4 at once), local, 200 MB/s and 500 read IOPS\n' +
+        '  incremental: the test guest rewriting --pct % of its RAM (default 1,5,25) between a full base save and our full save, our delta (--base) and QEMU mapped-ram; restore of depth-1 and depth-4 chains vs their flattened images; local and --throttle; default --size 4G\n' +
         '  compress: the real profile, ours uncompressed vs compressed vs libvirt zstd vs zstd -T0, on the local disk and throttled to --throttle bytes/s each way (default 200M = 200 MB/s; 0: local only); jobs: the last --jobs value (default ' + DEFAULT_JOBS + ')',
     );
     return;
@@ -65,6 +68,12 @@ async function main(): Promise<void> {
         notes.push(...r.notes);
       } else if (s === 'ttw') {
         const r = await benchTtw({ size, runs, dir });
+        rows.push(...r.rows);
+        notes.push(...r.notes);
+      } else if (s === 'incremental') {
+        const pcts = p.flags.has('pct') ? String(p.flags.get('pct')).split(',').map(Number) : undefined;
+        for (const x of pcts ?? []) if (!(x > 0 && x <= 30)) throw new Error(`--pct: shares of RAM from 0 to 30 (the guest rewrites inside a 40 % file), not ${x}`);
+        const r = await benchIncremental({ size, runs, dir, throttle, pcts });
         rows.push(...r.rows);
         notes.push(...r.notes);
       } else if (s === 'compress') {

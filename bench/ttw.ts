@@ -13,13 +13,14 @@
  */
 import { ChildProcess, execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as path from 'path';
 import { packageRoot } from '../src/package-root';
 import { restoreVm, saveVm } from '../src/vm/manager';
 import { restoreMappedRam, saveMappedRam } from '../src/vm/mapped-ram';
 import { qemuAvailable, startQemu } from '../src/vm/qemu-launch';
 import { recordWorkingSet } from '../src/vm/lazy/working-set-record';
+import { Serial } from './lib/serial';
+import { GUEST_DIR, serialSocketArgs, testGuestArgs } from './lib/test-guest';
 import { alternatingOrder, summarize } from './lib/stats';
 import { Row, RunSample, summaryRows } from './lib/table';
 import { createThrottle, Throttle, throttleUnavailable } from './lib/throttle';
@@ -33,58 +34,12 @@ export interface TtwBenchOptions {
 }
 
 const M = 2 ** 20;
-const GUEST = () => path.join(packageRoot(), '.cache', 'guest');
 const IOHELPER = () => path.join(packageRoot(), 'bin', 'iohelper');
 const READY = 'iohelper-ttw-ready';
 const DONE = 'iohelper-ttw-done';
 
 function guestArgs(size: number, wsMiB: number, ram: string, serialSock: string): string[] {
-  return [
-    '-accel', 'tcg,thread=multi', '-smp', '2',
-    '-nodefaults', '-display', 'none',
-    '-machine', 'q35,memory-backend=ram0', '-m', `${size / M}M`,
-    '-object', `memory-backend-file,id=ram0,size=${size},mem-path=${ram},share=on`,
-    '-kernel', path.join(GUEST(), 'vmlinuz'), '-initrd', path.join(GUEST(), 'initrd.gz'),
-    '-append', `console=ttyS0 quiet panic=-1 iohelper.ttw=${wsMiB}`,
-    '-chardev', `socket,id=ser0,path=${serialSock},server=on,wait=off`, '-serial', 'chardev:ser0',
-  ];
-}
-
-/** The guest's serial port: what it printed since we connected, and a line to send. */
-class Serial {
-  private text = '';
-  private constructor(private readonly sock: net.Socket) {
-    sock.on('data', (d: Buffer) => (this.text += d.toString('latin1')));
-    sock.on('error', () => undefined);
-  }
-  static async connect(file: string, timeoutMs = 30000): Promise<Serial> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const sock = await new Promise<net.Socket>((resolve, reject) => {
-          const s = net.connect(file, () => resolve(s));
-          s.once('error', reject);
-        });
-        return new Serial(sock);
-      } catch (e) {
-        if (Date.now() > deadline) throw e;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
-  }
-  send(line: string): void {
-    this.sock.write(`${line}\n`);
-  }
-  async waitFor(marker: string, timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.text.includes(marker)) {
-      if (Date.now() > deadline) throw new Error(`the guest did not print ${marker} within ${timeoutMs / 1000} s; it printed: ${this.text.slice(-300)}`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  }
-  close(): void {
-    this.sock.destroy();
-  }
+  return testGuestArgs(size, ram, `iohelper.ttw=${wsMiB}`, serialSocketArgs(serialSock));
 }
 
 /** Drops the image (and only it) from the page cache. No process may map it meanwhile. */
@@ -255,7 +210,7 @@ async function prepare(c: Omit<Ctx, 'n'>): Promise<{ wsBytes: number; wsRanges: 
 export async function benchTtw(o: TtwBenchOptions): Promise<{ rows: Row[]; notes: string[] }> {
   const q = qemuAvailable();
   if (!q.ok) throw new Error(`the ttw scenario needs QEMU 10 (${q.why})`);
-  for (const f of ['vmlinuz', 'initrd.gz']) if (!fs.existsSync(path.join(GUEST(), f))) throw new Error(`the ttw scenario needs the test guest: run scripts/build-test-guest.sh`);
+  for (const f of ['vmlinuz', 'initrd.gz']) if (!fs.existsSync(path.join(GUEST_DIR(), f))) throw new Error(`the ttw scenario needs the test guest: run scripts/build-test-guest.sh`);
   const wsMiB = o.wsMiB ?? Math.floor(o.size / M / 8);
   const c: Ctx = { size: o.size, wsMiB, image: path.join(o.dir, 'ttw.img'), mappedRam: path.join(o.dir, 'ttw-mapped-ram.img'), dir: fs.mkdtempSync(path.join(o.dir, 'ttw-')), n: 0 };
   const notes: string[] = [];

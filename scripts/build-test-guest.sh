@@ -6,20 +6,32 @@
 # and prints "iohelper-workload-done". With `iohelper.ttw=MB` (the time-to-work benchmark,
 # bench/ttw.ts) it writes a working set of MB 1 MiB files, each followed in memory by 3 MiB of
 # cold data, prints "iohelper-ttw-ready", waits for a line on the serial port (sent after a
-# restore), reads the working set and prints "iohelper-ttw-done". Output: DIR/vmlinuz and DIR/initrd.gz (default
-# .cache/guest); DIR/version names the init's version, so an older build is replaced.
+# restore), reads the working set and prints "iohelper-ttw-done". With `iohelper.workload
+# iohelper.rewrite` (the incremental-save benchmarks, bench/unit-size.ts and bench/incremental.ts),
+# after the workload init writes a held tmpfs file of 40 % of RAM (/work/rewrite), prints
+# "iohelper-rewrite-ready", then forever reads a line "PCT SEED" on the serial port, rewrites PCT %
+# of the guest's RAM inside that file in scattered runs of 4 KiB to 1 MiB with new pseudo-random
+# bytes (scripts/guest-rewrite.c, compiled static here) and prints "iohelper-rewrite-done
+# bytes=N runs=M". The other modes do what they did before. Output: DIR/vmlinuz and
+# DIR/initrd.gz (default .cache/guest); DIR/version names the init's version, so an older build
+# is replaced (raise it when the init or guest-rewrite.c changes).
 # Packages come from the machine's own apt sources (no host names here).
 set -euo pipefail
 out=${1:-"$(dirname "$0")/../.cache/guest"}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-version=5
+version=6
+rewrite_src=$(cd "$(dirname "$0")" && pwd)/guest-rewrite.c
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ]; then
   echo "build-test-guest: already built in $out"
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
 command -v cpio >/dev/null || apt-get install -y -qq cpio >/dev/null || { apt-get update -qq; apt-get install -y -qq cpio >/dev/null; }
+# gcc and libc6-dev (libc.a) build the rewriter static: the initramfs has no libc.
+if ! command -v gcc >/dev/null || ! dpkg -s libc6-dev >/dev/null 2>&1; then
+  apt-get install -y -qq gcc libc6-dev >/dev/null || { apt-get update -qq; apt-get install -y -qq gcc libc6-dev >/dev/null; }
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -34,6 +46,7 @@ dpkg-deb -x busybox-static*.deb bb
 cp kernel/boot/vmlinuz-* "$out/vmlinuz"
 mkdir -p root/bin root/dev root/proc
 cp bb/bin/busybox root/bin/busybox
+gcc -static -O2 -s -o root/bin/rewrite "$rewrite_src"
 cat > root/init <<'INIT'
 #!/bin/busybox sh
 /bin/busybox mount -t devtmpfs dev /dev
@@ -60,6 +73,16 @@ if /bin/busybox grep -q iohelper.workload /proc/cmdline; then
   sleep 2
   sync
   echo "iohelper-workload-done" > /dev/ttyS0
+fi
+if /bin/busybox grep -q iohelper.rewrite /proc/cmdline; then
+  export PATH=/bin
+  /bin/busybox mkdir -p /work
+  # The serial port stays open: a line sent between two opens would be lost.
+  exec 3<>/dev/ttyS0
+  rewrite create /work/rewrite 40 1 >&3
+  while read -r pct seed <&3; do
+    rewrite /work/rewrite "$pct" "$seed" >&3 2>&3 || echo "iohelper-rewrite-failed" >&3
+  done
 fi
 if /bin/busybox grep -q iohelper.ttw= /proc/cmdline; then
   export PATH=/bin

@@ -37,3 +37,26 @@ export function commandExists(path: string): boolean {
     return false;
   }
 }
+
+let qemuFiles: string[] | undefined;
+/**
+ * Reads QEMU's binary, its shared libraries and firmware (and `extra` files, e.g. a guest
+ * kernel) into the page cache: after dropCaches, as on a host that restores VMs, where QEMU is
+ * cached and only the image is cold. On a throttled disk a cold QEMU would otherwise queue its
+ * page faults behind the restore's reads and miss its QMP start deadline.
+ */
+export function warmQemu(extra: string[] = []): void {
+  if (!qemuFiles) {
+    const bin = execFileSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).trim();
+    const libs = execFileSync('ldd', [bin], { encoding: 'utf8' }).split('\n').map((l) => /=> (\/\S+)/.exec(l)?.[1]).filter((x): x is string => !!x);
+    const firmware = ['/usr/share/qemu', '/usr/share/seabios'].filter((d) => fs.existsSync(d)).flatMap((d) => fs.readdirSync(d, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => `${d}/${e.name}`));
+    qemuFiles = [bin, ...libs, ...firmware];
+  }
+  for (const f of [...qemuFiles, ...extra]) {
+    try {
+      fs.readFileSync(f);
+    } catch {
+      // gone or unreadable: QEMU will say so itself
+    }
+  }
+}

@@ -16,6 +16,7 @@ import { packageRoot } from '../../src/package-root';
 import { createRamFile, fillPattern } from '../../src/synthetic/ram-file';
 import { startQemu } from '../../src/vm/qemu-launch';
 import { copyExtents } from './fill-ram';
+import { GUEST_DIR, testGuestArgs } from './test-guest';
 
 export const PROFILES = ['real', 'dense', 'clustered', 'scattered'] as const;
 export type Profile = (typeof PROFILES)[number];
@@ -57,7 +58,6 @@ export async function prepareProfile(profile: Profile, file: string, size: numbe
   }
 }
 
-const GUEST = () => path.join(packageRoot(), '.cache', 'guest');
 const WORKLOAD_TIMEOUT_MS = 15 * 60 * 1000;
 /**
  * The version of the test guest's memory workload (`iohelper.workload` in
@@ -77,7 +77,7 @@ export async function realGuestRam(size: number): Promise<string> {
   const cached = path.join(cacheDir, `real-${size / 2 ** 20}M-v${WORKLOAD_VERSION}.ram`);
   if (fs.existsSync(cached)) return cached;
   for (const f of ['vmlinuz', 'initrd.gz']) {
-    if (!fs.existsSync(path.join(GUEST(), f))) throw new Error(`the real profile needs the test guest (${path.join(GUEST(), f)} is missing): run scripts/build-test-guest.sh`);
+    if (!fs.existsSync(path.join(GUEST_DIR(), f))) throw new Error(`the real profile needs the test guest (${path.join(GUEST_DIR(), f)} is missing): run scripts/build-test-guest.sh`);
   }
   fs.mkdirSync(cacheDir, { recursive: true });
   const ram = `/dev/shm/iohelper-real-guest-${process.pid}`;
@@ -86,15 +86,7 @@ export async function realGuestRam(size: number): Promise<string> {
   console.error(`bench: building the real profile (${size / 2 ** 20} MiB): booting the test guest with its memory workload (TCG, a minute or two)`);
   const vm = await startQemu({
     paused: false,
-    args: [
-      '-accel', 'tcg,thread=multi', '-smp', '2',
-      '-nodefaults', '-display', 'none',
-      '-machine', 'q35,memory-backend=ram0', '-m', `${size / 2 ** 20}M`,
-      '-object', `memory-backend-file,id=ram0,size=${size},mem-path=${ram},share=on`,
-      '-kernel', path.join(GUEST(), 'vmlinuz'), '-initrd', path.join(GUEST(), 'initrd.gz'),
-      '-append', 'console=ttyS0 quiet panic=-1 iohelper.workload',
-      '-serial', `file:${serial}`,
-    ],
+    args: testGuestArgs(size, ram, 'iohelper.workload', ['-serial', `file:${serial}`]),
   });
   try {
     const deadline = Date.now() + WORKLOAD_TIMEOUT_MS;
