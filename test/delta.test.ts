@@ -17,7 +17,7 @@ import { cloneVm, restoreVm } from '../src/vm/manager';
 import { IOHELPER } from './support/cli';
 
 const M = 1024 * 1024;
-const UNIT = 256 * 1024;
+const UNIT = 64 * 1024;
 const RAM_SIZE = 16 * M;
 let dir: string;
 const deviceState = crypto.randomBytes(10000);
