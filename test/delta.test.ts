@@ -42,10 +42,10 @@ function restoreBytes(image: string): { ram: Buffer; state: Buffer } {
   return { ram, state: r.stdout };
 }
 
-/** Overwrites `count` runs of `len` random bytes at random places of the RAM file. */
+/** Overwrites `count` runs of `len` (a page multiple) random bytes at random page-aligned places of the RAM file: a page never straddles two units. */
 function scribble(ram: string, count: number, len: number): void {
   const fd = fs.openSync(ram, 'r+');
-  for (let i = 0; i < count; i++) fs.writeSync(fd, crypto.randomBytes(len), 0, len, crypto.randomInt(0, RAM_SIZE - len));
+  for (let i = 0; i < count; i++) fs.writeSync(fd, crypto.randomBytes(len), 0, len, crypto.randomInt(0, (RAM_SIZE - len) / 4096) * 4096);
   fs.closeSync(fd);
 }
 
