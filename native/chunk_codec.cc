@@ -92,6 +92,8 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
   const uint8_t* base = source.map->data();
   // With base hashes (a delta: chunkSize = hash unit), a unit whose digest equals its base's is kBase.
   UnitHasher* hasher = source.hasher.get();
+  // Every data page mapped in one call per extent (not one per chunk: a delta's chunks are 64 KiB).
+  for (const Extent& x : extents) Populate(const_cast<uint8_t*>(base) + x.start, x.end - x.start, false);
   Scratch assembled(j.unit), out(j.unit);
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   size_t ext = 0;
@@ -104,7 +106,6 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
     for (size_t k = ext; k < extents.size() && extents[k].start < ce; k++) {
       uint64_t s = std::max(extents[k].start, cs), e = std::min(extents[k].end, ce);
       covered += e - s;
-      Populate(const_cast<uint8_t*>(base) + s, e - s, false);
       if (zero && !IsZero(base + s, e - s)) zero = false;
     }
     if (zero) {

@@ -36,8 +36,33 @@ uint32_t SoftUpdate(uint32_t c, const uint8_t* p, size_t n) {
   return c;
 }
 
+// The raw state after 4096 zero bytes (zeros4k, filled by Init before any long update).
+uint32_t Shift4k(uint32_t s) {
+  return zeros4k[0][s & 0xff] ^ zeros4k[1][(s >> 8) & 0xff] ^ zeros4k[2][(s >> 16) & 0xff] ^ zeros4k[3][s >> 24];
+}
+
 #if defined(__x86_64__)
+// One crc32 instruction waits for the previous one (3 cycles), so three independent streams
+// over three consecutive 4 KiB blocks run about three times as fast; the raw update is linear,
+// so the three states combine exactly: state(A B C) = shift(shift(a, |B|) ^ b, |C|) ^ c, where
+// b and c start from 0 and shift advances a state over zero bytes.
 __attribute__((target("sse4.2"))) uint32_t HwUpdate(uint32_t c, const uint8_t* p, size_t n) {
+  constexpr size_t kBlock = 4096;
+  while (n >= 3 * kBlock) {
+    uint64_t a = c, b = 0, d = 0;
+    for (size_t i = 0; i < kBlock; i += 8) {
+      uint64_t wa, wb, wd;
+      memcpy(&wa, p + i, 8);
+      memcpy(&wb, p + kBlock + i, 8);
+      memcpy(&wd, p + 2 * kBlock + i, 8);
+      a = _mm_crc32_u64(a, wa);
+      b = _mm_crc32_u64(b, wb);
+      d = _mm_crc32_u64(d, wd);
+    }
+    c = Shift4k(Shift4k(static_cast<uint32_t>(a)) ^ static_cast<uint32_t>(b)) ^ static_cast<uint32_t>(d);
+    p += 3 * kBlock;
+    n -= 3 * kBlock;
+  }
   uint64_t c64 = c;
   while (n && (reinterpret_cast<uintptr_t>(p) & 7)) {
     c64 = _mm_crc32_u8(static_cast<uint32_t>(c64), *p++);
@@ -91,8 +116,7 @@ uint32_t Crc32cZeros(uint32_t state, uint64_t len) {
   std::call_once(initOnce, Init);
   static const uint8_t zero[4096] = {};
   while (len >= 4096) {
-    state = zeros4k[0][state & 0xff] ^ zeros4k[1][(state >> 8) & 0xff] ^ zeros4k[2][(state >> 16) & 0xff] ^
-            zeros4k[3][state >> 24];
+    state = Shift4k(state);
     len -= 4096;
   }
   return RawUpdate(state, zero, static_cast<size_t>(len));

@@ -48,11 +48,25 @@ UnitHasher::~UnitHasher() { EVP_MD_CTX_free(ctx_); }
 void UnitHasher::Begin() {
   EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
   open_ = true;
+  // The zeros this unit began with, fed only now that data follows them.
+  for (uint64_t done = 0; done < pendingZeros_; done += sizeof kZeros) {
+    EVP_DigestUpdate(ctx_, kZeros, std::min<uint64_t>(sizeof kZeros, pendingZeros_ - done));
+  }
+  pendingZeros_ = 0;
 }
 
 void UnitHasher::Finish() {
-  EVP_DigestFinal_ex(ctx_, out_ + (pos_ - 1) / unit_ * kHashBytes, nullptr);
+  uint8_t* digest = out_ + (pos_ - 1) / unit_ * kHashBytes;
+  if (open_) {
+    EVP_DigestFinal_ex(ctx_, digest, nullptr);
+  } else if (pendingZeros_ == unit_) {
+    memcpy(digest, zeroDigest.digest, kHashBytes);  // a whole unit of zeros: known
+  } else {
+    Begin();  // a short last unit of zeros
+    EVP_DigestFinal_ex(ctx_, digest, nullptr);
+  }
   open_ = false;
+  pendingZeros_ = 0;
 }
 
 void UnitHasher::Data(const uint8_t* data, uint64_t len) {
@@ -72,15 +86,14 @@ void UnitHasher::Zeros(uint64_t len) {
   while (len && ctx_ && pos_ < length_) {
     uint64_t unitEnd = std::min(length_, (pos_ / unit_ + 1) * unit_);
     uint64_t n = std::min(len, unitEnd - pos_);
-    if (!open_ && n == unit_) {
-      memcpy(out_ + pos_ / unit_ * kHashBytes, zeroDigest.digest, kHashBytes);
-    } else {
-      if (!open_) Begin();
+    if (open_) {
       for (uint64_t done = 0; done < n; done += sizeof kZeros) EVP_DigestUpdate(ctx_, kZeros, std::min<uint64_t>(sizeof kZeros, n - done));
+    } else {
+      pendingZeros_ += n;  // hashed only if data follows in this unit
     }
     len -= n;
     pos_ += n;
-    if (open_ && pos_ == unitEnd) Finish();
+    if (pos_ == unitEnd) Finish();
   }
 }
 

@@ -22,8 +22,9 @@ class UnitHasher {
   // False when OpenSSL could not set up a digest (then no digest is written).
   bool ok() const { return ctx_ != nullptr; }
   void Data(const uint8_t* data, uint64_t len);
-  // `len` zero bytes; a whole unit of zeros (a hole) costs nothing: its digest is computed once
-  // per thread and unit size.
+  // `len` zero bytes. Zeros are counted, not hashed, until data follows them in the same unit:
+  // a whole unit of zeros (a hole, fed in any number of pieces) costs nothing, its digest
+  // computed once per thread and unit size.
   void Zeros(uint64_t len);
 
  private:
@@ -33,6 +34,7 @@ class UnitHasher {
   uint8_t* out_;
   EVP_MD_CTX* ctx_;
   bool open_ = false;
+  uint64_t pendingZeros_ = 0;  // zeros at the start of the current unit, not yet hashed
 };
 
 }  // namespace iohelper
