@@ -220,6 +220,20 @@ describeQemu('VM manager: save, restore, clone', () => {
     expect({ status: left.status, pids: left.stdout.trim() }).toEqual({ status: 1, pids: '' });
   });
 
+  test('QEMU arguments that already say -incoming defer: QEMU gets one -incoming and loads; another -incoming is refused before any QEMU starts', async () => {
+    const args = machineArgs([{ id: 'ram0', path: shmPath('mgr-incoming'), size: SIZE }]);
+    const vm = await restoreVm({ image, lazy: true, qemuArgs: [...args, '-incoming', 'defer'] });
+    running.push(vm);
+    const argv = fs.readFileSync(`/proc/${vm.proc.pid}/cmdline`, 'utf8').split('\0');
+    expect(argv.filter((a) => a === '-incoming')).toEqual(['-incoming']);
+    expect((await vm.qmp.execute('query-migrate')).status).toBe('completed');
+    const other = path.join(dir, 'incoming-tcp.img');
+    fs.copyFileSync(image, other); // its own path: a QEMU started for it would show in pgrep
+    await expect(restoreVm({ image: other, lazy: true, qemuArgs: [...args, '-incoming', 'tcp:127.0.0.1:4444'] })).rejects.toThrow('the QEMU arguments already say -incoming tcp:127.0.0.1:4444; leave it out (or use defer)');
+    const left = spawnSync('pgrep', ['-f', '--', other], { encoding: 'utf8' });
+    expect({ status: left.status, pids: left.stdout.trim() }).toEqual({ status: 1, pids: '' });
+  });
+
   test('lazy restore: loads at once from the image, without filling any RAM file', async () => {
     const vm = await restoreVm({ image, lazy: true, qemuArgs: machineArgs([{ id: 'ram0', path: shmPath('mgr-lazy'), size: SIZE }]) });
     running.push(vm);

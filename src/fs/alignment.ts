@@ -17,7 +17,3 @@ export function directAlignment(fd: number): number {
 export function alignUp(n: number, a: number): number {
   return Math.ceil(n / a) * a;
 }
-
-export function alignDown(n: number, a: number): number {
-  return Math.floor(n / a) * a;
-}
