@@ -189,9 +189,13 @@ describeQemu('VM manager: save, restore, clone', () => {
       expect((await c.qmp.execute('query-migrate')).status).toBe('completed');
       expect(await filesEqual(await guestMemory(c, `clone${i}`), tail)).toEqual({ equal: true });
     }
-    // Let clone 0 run its firmware: it writes guest RAM (ACPI tables near the top, stack, …).
+    // Let clone 0 run its firmware until it has written guest RAM (ACPI tables near the top,
+    // stack, …): polled, with a deadline.
     await clones[0].qmp.execute('cont');
-    await new Promise((r) => setTimeout(r, 1500));
+    for (const deadline = Date.now() + 60000; (await filesEqual(await guestMemory(clones[0], 'clone0-after'), tail)).equal; ) {
+      if (Date.now() > deadline) throw new Error('clone 0 ran for 60 s without writing its RAM');
+      await new Promise((r) => setTimeout(r, 100));
+    }
     await clones[0].qmp.execute('stop');
     expect((await filesEqual(await guestMemory(clones[0], 'clone0-after'), tail)).equal).toBe(false);
     expect(await filesEqual(await guestMemory(clones[1], 'clone1-after'), tail)).toEqual({ equal: true });
