@@ -7,7 +7,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { createRamFile, fillPattern, sha256File } from '../src/synthetic/ram-file';
+import { createRamFile, fillPattern, sha256File } from '../bench/lib/ram-file';
 import { waitForMigration } from '../src/qmp/client';
 import { IOHELPER, lastLine, runHelper } from './support/cli';
 import { describeQemu, startQemu } from './support/qemu';
@@ -42,13 +42,24 @@ function startSave(image: string, opts: { fd?: boolean } = {}) {
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   let progressText = '';
-  const progressed = new Promise<void>((resolve) => {
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stderr })));
+  // "In the middle" is after the first RAM bytes were written: throws if the save ends or
+  // 30 s pass without getting there.
+  const progressed = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the save wrote no RAM bytes in 30 s; progress: ${progressText || 'none'}; stderr: ${stderr}`)), 30000);
     (child.stdio[progressFd] as NodeJS.ReadableStream).on('data', (d: Buffer) => {
       progressText += d.toString();
-      if (/"bytes":[1-9]/.test(progressText)) resolve();
+      if (/"bytes":[1-9]/.test(progressText)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void done.then((r) => {
+      clearTimeout(timer);
+      reject(new Error(`the save ended (exit ${r.code ?? r.signal}) before it wrote any RAM bytes; progress: ${progressText || 'none'}; stderr: ${r.stderr}`));
     });
   });
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stderr })));
+  progressed.catch(() => undefined); // a test that never waits for it must not see it reject
   child.stdin!.on('error', () => undefined);
   child.stdin!.write(Buffer.alloc(64 * 1024, 0x51));
   return { child, done, progressed };
