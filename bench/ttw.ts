@@ -17,7 +17,7 @@ import * as net from 'net';
 import * as path from 'path';
 import { packageRoot } from '../src/package-root';
 import { restoreVm, saveVm } from '../src/vm/manager';
-import { restoreMappedRam, saveMappedRam } from '../src/vm/mapped-ram';
+import { restoreMappedRam, saveMappedRam } from './lib/mapped-ram';
 import { qemuAvailable, startQemu } from '../src/vm/qemu-launch';
 import { recordWorkingSet } from '../src/vm/working-set-record';
 import { alternatingOrder, summarize } from './lib/stats';
