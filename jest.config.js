@@ -16,7 +16,7 @@ const path = require('path');
 
 const QEMU = [
   'hugetlbfs',
-  'image-faults',
+  'image-faults-qemu',
   'image-qemu',
   'leftovers',
   'libvirt',
