@@ -6,7 +6,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { createRamFile, fillPattern } from '../src/synthetic/ram-file';
+import { createRamFile, fillPattern } from './lib/ram-file';
 import { cloneVm, restoreVm, saveVm } from '../src/vm/manager';
 import { machineArgs, qemuAvailable, startQemu } from '../src/vm/qemu-launch';
 import { dropCaches } from './lib/host';

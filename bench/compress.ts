@@ -13,7 +13,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
-import { filesEqual, sha256File } from '../src/synthetic/ram-file';
+import { filesEqual, sha256File } from './lib/ram-file';
 import { qemuAvailable } from '../src/vm/qemu-launch';
 import { commandExists, dropCaches } from './lib/host';
 import { copyExtents } from './lib/fill-ram';

@@ -14,7 +14,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { DEFAULT_LIBVIRT_HELPER, helperStatus, install, planInstall, planUninstall, uninstall } from '../src/install/libvirt-helper';
-import { fillPattern, sha256File } from '../src/synthetic/ram-file';
+import { fillPattern, sha256File } from './lib/ram-file';
 import { dropCaches } from './lib/host';
 import { ensureLibvirtd, libvirtdUnavailable, memoryBackingOnTmpfs, virsh } from './lib/libvirtd';
 import { alternatingOrder, summarize } from './lib/stats';

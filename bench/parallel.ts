@@ -14,11 +14,11 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { createRamFile, filesEqual } from '../src/synthetic/ram-file';
+import { createRamFile, filesEqual } from './lib/ram-file';
 import { machineArgs, QemuInstance, qemuAvailable, startQemu } from '../src/vm/qemu-launch';
 import { saveVmToImage, startImageRestore } from '../src/vm/image-migration';
 import { restoreVm } from '../src/vm/manager';
-import { restoreMappedRam, saveMappedRam } from '../src/vm/mapped-ram';
+import { restoreMappedRam, saveMappedRam } from './lib/mapped-ram';
 import { inspect } from '../src/image/inspect';
 import { commandExists, dropCaches } from './lib/host';
 import { HelperCommand, ourHelper, restoreThroughHelper, saveThroughHelper } from '../src/vm/stream-migration';

@@ -8,7 +8,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { packageRoot } from '../src/package-root';
-import { createRamFile } from '../src/synthetic/ram-file';
+import { createRamFile } from './lib/ram-file';
 import { summarize } from './lib/stats';
 import { Row } from './lib/table';
 

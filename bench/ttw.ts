@@ -16,7 +16,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { packageRoot } from '../src/package-root';
 import { restoreVm, saveVm } from '../src/vm/manager';
-import { restoreMappedRam, saveMappedRam } from '../src/vm/mapped-ram';
+import { restoreMappedRam, saveMappedRam } from './lib/mapped-ram';
 import { qemuAvailable, startQemu } from '../src/vm/qemu-launch';
 import { recordWorkingSet } from '../src/vm/lazy/working-set-record';
 import { Serial } from './lib/serial';

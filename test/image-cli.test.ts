@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { native } from '../src/native';
-import { createRamFile, fillPattern, filesEqual, sha256File } from '../src/synthetic/ram-file';
+import { createRamFile, fillPattern, filesEqual, sha256File } from '../bench/lib/ram-file';
 import { lastLine, runHelper } from './support/cli';
 import { describeAsRoot, Mount, mountFs } from './support/mounts';
 

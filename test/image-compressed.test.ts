@@ -13,7 +13,7 @@ import { INDEX_ENTRY } from '../src/image/format';
 import { save } from '../src/image/save';
 import { convert } from '../src/image/convert';
 import { errnoNames, native } from '../src/native';
-import { createRamFile, fillPattern, filesEqual, sha256File } from '../src/synthetic/ram-file';
+import { createRamFile, fillPattern, filesEqual, sha256File } from '../bench/lib/ram-file';
 import { lastLine, runHelper } from './support/cli';
 import { machineArgs } from './support/qemu';
 import { describeAsRoot, mountFs } from './support/mounts';

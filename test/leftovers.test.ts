@@ -9,7 +9,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { createRamFile, fillPattern, filesEqual } from '../src/synthetic/ram-file';
+import { createRamFile, fillPattern, filesEqual } from '../bench/lib/ram-file';
 import { runHelper } from './support/cli';
 import { describeQemu, startQemu } from './support/qemu';
 

@@ -14,6 +14,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { DEFAULT_LIBVIRT_HELPER } from '../src/install/libvirt-helper';
 import { IOHELPER } from './support/cli';
+import { waitForOutput } from './support/guest';
 import { ensureLibvirtd, Libvirtd, libvirtdUnavailable, memoryBackingOnTmpfs, virsh, virshResult } from './support/libvirtd';
 import { mountFs, Mount } from './support/mounts';
 import { requireQemu } from './support/qemu';
@@ -25,15 +26,16 @@ const sha = (f: string) => crypto.createHash('sha256').update(fs.readFileSync(f)
 /** libvirt's save image formats that pipe QEMU's stream (maybe through a compressor) through the helper. */
 const FORMATS = ['raw', 'gzip', 'bzip2', 'xz', 'lzop', 'zstd'];
 
-function domainXml(dir: string): string {
+/** The domain, its serial port (the guest's ticks) written to the file `serial`. */
+function domainXml(dir: string, serial: string): string {
   return `<domain type='qemu'>
   <name>${NAME}</name>
   <memory unit='MiB'>256</memory>
   <memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>${dir}/vmlinuz</kernel><initrd>${dir}/initrd.gz</initrd><cmdline>console=ttyS0 quiet panic=-1</cmdline></os>
-  <devices><serial type='pty'/><console type='pty'/><video><model type='none'/></video><memballoon model='none'/></devices>
+    <kernel>${dir}/vmlinuz</kernel><initrd>${dir}/initrd.gz</initrd><cmdline>console=ttyS0 panic=-1</cmdline></os>
+  <devices><serial type='file'><source path='${serial}'/><target port='0'/></serial><video><model type='none'/></video><memballoon model='none'/></devices>
 </domain>`;
 }
 
@@ -52,7 +54,7 @@ const maybe = !why ? describe : requireQemu ? (n: string) => describe(n, () => t
 maybe('virsh save/restore --bypass-cache through iohelper under a real libvirtd', () => {
   let daemon: Libvirtd;
   let dir: string;
-  let xml: string;
+  let starts = 0;
   let stockHash: string;
   let unmountRam = () => undefined as void;
 
@@ -63,8 +65,6 @@ maybe('virsh save/restore --bypass-cache through iohelper under a real libvirtd'
     dir = fs.mkdtempSync('/var/lib/libvirt/images/iohelper-test-');
     fs.chmodSync(dir, 0o755);
     for (const f of ['vmlinuz', 'initrd.gz']) fs.copyFileSync(path.join(GUEST, f), path.join(dir, f));
-    xml = path.join(dir, 'domain.xml');
-    fs.writeFileSync(xml, domainXml(dir));
     const r = spawnSync(process.execPath, [IOHELPER, 'libvirt-install'], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`libvirt-install failed: ${r.stderr}`);
   }, 60000);
@@ -81,10 +81,13 @@ maybe('virsh save/restore --bypass-cache through iohelper under a real libvirtd'
     virshResult('destroy', NAME);
   });
 
-  /** Starts the domain, lets the guest boot a moment, pauses it; returns its RAM hash. */
+  /** Starts the domain, waits until the guest's kernel runs (its first line on the serial port), pauses it; returns its RAM hash. */
   async function startPaused(): Promise<string> {
+    const xml = path.join(dir, `domain-${++starts}.xml`);
+    const serial = path.join(dir, `serial-${starts}.txt`);
+    fs.writeFileSync(xml, domainXml(dir, serial));
     virsh('create', xml);
-    await new Promise((r) => setTimeout(r, 1500));
+    await waitForOutput(serial, /Linux version/);
     virsh('suspend', NAME);
     return sha(ramFile());
   }

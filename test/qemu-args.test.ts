@@ -3,7 +3,7 @@
  * value, the first bare part is the object type, and the JSON form (libvirt's) round-trips
  * with QEMU's types. Before, `mem-path=/dev/shm/c,,d` was read as mem-path=/dev/shm/c.
  */
-import { fileBackends, formatKeyval, parseKeyval, rewriteBackends } from '../src/vm/qemu-args';
+import { fileBackends, formatKeyval, parseKeyval, rewriteBackends, withIncomingDefer } from '../src/vm/qemu-args';
 
 test("',,' in a value is a comma: mem-path=/dev/shm/c,,d is /dev/shm/c,d", () => {
   const [b] = fileBackends(['-object', 'memory-backend-file,id=ram0,size=256M,mem-path=/dev/shm/c,,d,share=on']);
@@ -41,4 +41,11 @@ test('the JSON form (libvirt) is read, and rewritten with integers and booleans'
   expect(b.props.get('size')).toBe('268435456');
   const out = rewriteBackends(['-object', json], (x) => new Map(x.props).set('offset', '1048576').set('readonly', 'on').set('share', 'off'));
   expect(JSON.parse(out[1])).toEqual({ 'qom-type': 'memory-backend-file', id: 'pc.ram', 'mem-path': '/var/lib/libvirt/qemu/ram/1-vm/pc.ram', share: false, size: 268435456, offset: 1048576, readonly: true });
+});
+
+test('-incoming defer is added once: kept when the arguments have it, another -incoming is refused', () => {
+  expect(withIncomingDefer(['-m', '256M'])).toEqual(['-m', '256M', '-incoming', 'defer']);
+  expect(withIncomingDefer(['-incoming', 'defer', '-m', '256M'])).toEqual(['-incoming', 'defer', '-m', '256M']);
+  expect(withIncomingDefer(['--incoming', 'defer'])).toEqual(['--incoming', 'defer']);
+  expect(() => withIncomingDefer(['-m', '256M', '-incoming', 'tcp:0:4444'])).toThrow('the QEMU arguments already say -incoming tcp:0:4444; leave it out (or use defer)');
 });

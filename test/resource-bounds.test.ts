@@ -11,7 +11,7 @@ import { inspect } from '../src/image/inspect';
 import { restore } from '../src/image/restore';
 import { save } from '../src/image/save';
 import { native } from '../src/native';
-import { createRamFile, fillPattern } from '../src/synthetic/ram-file';
+import { createRamFile, fillPattern } from '../bench/lib/ram-file';
 import { IOHELPER } from './support/cli';
 
 const M = 1024 * 1024;

@@ -8,7 +8,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { createRamFile, fillPattern, filesEqual, sha256File } from '../src/synthetic/ram-file';
+import { createRamFile, fillPattern, filesEqual, sha256File } from '../bench/lib/ram-file';
 import { lastLine, runHelper } from './support/cli';
 
 const M = 1024 * 1024;

@@ -1,15 +1,15 @@
 /**
  * The stream helper through its CLI, with plain files: every size edge around the alignment,
  * both forms, with and without O_DIRECT, a manager-written header before the stream, and the
- * libvirt failure contract.
+ * libvirt failure contract (side by side with libvirt_iohelper itself: libvirt-contract.test.ts).
  */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { spawn } from 'child_process';
 import { native } from '../src/native';
 import { IOHELPER, lastLine, runHelper } from './support/cli';
+import { randomBytes, restore, runClosed } from './support/stream';
 
 const { O_DIRECT } = fs.constants;
 let dir: string;
@@ -18,18 +18,6 @@ beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-stream-'));
 });
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-function randomBytes(n: number, seed: number): Buffer {
-  const out = Buffer.alloc(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 /** Saves `data` through the helper into a file opened with `flags`, returns the file's bytes. */
 async function save(data: Buffer, opts: { direct: boolean; form: 'libvirt' | 'fd'; header?: Buffer }): Promise<Buffer> {
@@ -49,22 +37,6 @@ async function save(data: Buffer, opts: { direct: boolean; form: 'libvirt' | 'fd
   const out = fs.readFileSync(file);
   fs.unlinkSync(file);
   return out;
-}
-
-/** Restores the file's bytes from `start` through the helper; returns what came out of the pipe. */
-async function restore(file: string, opts: { direct: boolean; form: 'libvirt' | 'fd'; start?: number }): Promise<Buffer> {
-  const fd = fs.openSync(file, fs.constants.O_RDONLY | (opts.direct && opts.form === 'libvirt' ? O_DIRECT : 0));
-  try {
-    if (opts.start) native.lseek(fd, opts.start, native.constants.SEEK_SET);
-    const r =
-      opts.form === 'libvirt'
-        ? await runHelper([file, '0'], [fd, 'pipe'])
-        : await runHelper(['--fd', '3', ...(opts.direct ? ['--direct'] : [])], ['ignore', 'pipe', 'pipe', fd] as never);
-    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
-    return r.stdout;
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 const M = 1024 * 1024;
@@ -222,24 +194,6 @@ describe('libvirt contract', () => {
   });
 });
 
-/**
- * Runs `bin` as a command (so bin/iohelper's sh part runs) through sh, with `redirects` (e.g.
- * '<&-') applied to it: Node's spawn cannot hand a child a closed fd 0 or 1, a shell can.
- */
-function runClosed(bin: string, file: string, fileRedirect: string, redirects: string, input?: Buffer): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', `exec "$0" "$1" 3 3${fileRedirect}"$1" ${redirects}`, bin, file], { stdio: 'pipe' });
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: err }));
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input);
-  });
-}
-
 describe('a closed stdin or stdout, refused only where the direction uses it (bin/iohelper run as a command)', () => {
   test('save with stdin closed: exit 1, EBADF, nothing written (it used to save an empty stream and exit 0)', async () => {
     const file = path.join(dir, 'closed-stdin-save');
@@ -280,115 +234,3 @@ describe('a closed stdin or stdout, refused only where the direction uses it (bi
     expect(lastLine(r.stderr)).toBe(`${wrapper}: failure with ${file}: the stream: fd 0 was closed when iohelper started (EBADF)`);
   });
 });
-
-const LIBVIRT_IOHELPER = '/usr/lib/libvirt/libvirt_iohelper';
-const haveLibvirt = fs.existsSync(LIBVIRT_IOHELPER);
-(haveLibvirt ? describe : describe.skip)('same contract as libvirt_iohelper (installed)', () => {
-  test('both print the same usage shape and wrong-argc message', async () => {
-    const ours = await runHelper(['--help'], ['ignore', 'pipe']);
-    const theirs = await runHelper(['--help'], ['ignore', 'pipe'], LIBVIRT_IOHELPER);
-    expect(theirs.code).toBe(0);
-    expect(ours.stdout.toString().split('\n')[0].replace(IOHELPER, 'ARGV0')).toBe(
-      theirs.stdout.toString().split('\n')[0].replace(LIBVIRT_IOHELPER, 'ARGV0'),
-    );
-    const ours2 = await runHelper([], ['ignore', 'ignore']);
-    const theirs2 = await runHelper([], ['ignore', 'ignore'], LIBVIRT_IOHELPER);
-    expect(ours2.code).toBe(theirs2.code);
-    expect(ours2.stderr.replace(IOHELPER, 'ARGV0')).toBe(theirs2.stderr.replace(LIBVIRT_IOHELPER, 'ARGV0'));
-  });
-
-  test('both fail an O_RDWR fd with exit 1 and a "failure with FILE" line', async () => {
-    const file = path.join(dir, 'rdwr2');
-    for (const bin of [IOHELPER, LIBVIRT_IOHELPER]) {
-      const fd = fs.openSync(file, 'w+');
-      const r = await runHelper([file, '1'], [Buffer.from('x'), fd], bin);
-      fs.closeSync(fd);
-      expect(r.code).toBe(1);
-      expect(lastLine(r.stderr)).toContain(`: failure with ${file}`);
-    }
-  });
-
-  test('both exit 1 on a save with stdin closed and on a restore with stdout closed', async () => {
-    const file = path.join(dir, 'closed-both');
-    for (const bin of [IOHELPER, LIBVIRT_IOHELPER]) {
-      fs.writeFileSync(file, '');
-      expect((await runClosed(bin, file, '>', '<&-')).code).toBe(1);
-      fs.writeFileSync(file, 'x');
-      expect((await runClosed(bin, file, '<', '>&-')).code).toBe(1);
-    }
-  });
-
-  test('the FD argument is read as libvirt_iohelper reads it (strtol, whole string): leading white space and a sign are fine', async () => {
-    const data = randomBytes(100000, 31);
-    for (const text of [' 1', '+1', ' \t\n+1', '01', '+001']) {
-      for (const bin of [LIBVIRT_IOHELPER, IOHELPER]) {
-        const file = path.join(dir, 'fd-text');
-        const fd = fs.openSync(file, 'w');
-        const r = await runHelper([file, text], [data, fd], bin);
-        fs.closeSync(fd);
-        expect({ bin, text, code: r.code, stderr: r.stderr }).toEqual({ bin, text, code: 0, stderr: '' });
-        expect(fs.readFileSync(file).equals(data)).toBe(true);
-      }
-    }
-  });
-
-  test('an FD argument strtol does not take whole is refused by both; a negative one parses but is no open fd', async () => {
-    for (const text of ['1 ', '0x1', '', ' ', '+', '1x', '+-1', '2147483648', '99999999999']) {
-      for (const bin of [LIBVIRT_IOHELPER, IOHELPER]) {
-        const r = await runHelper(['f', text], [Buffer.alloc(0), 'ignore'], bin);
-        expect({ bin, text, code: r.code }).toEqual({ bin, text, code: 1 });
-      }
-      const ours = await runHelper(['f', text], [Buffer.alloc(0), 'ignore']);
-      expect(ours.stderr).toBe(`${IOHELPER}: failure with f: unable to parse FD number '${text}'`);
-    }
-    for (const text of ['-1', ' -5', '-2147483648']) {
-      const theirs = await runHelper(['f', text], [Buffer.alloc(0), 'ignore'], LIBVIRT_IOHELPER);
-      expect(theirs.code).toBe(1);
-      const ours = await runHelper(['f', text], [Buffer.alloc(0), 'ignore']);
-      expect({ code: ours.code, last: lastLine(ours.stderr) }).toEqual({ code: 1, last: `${IOHELPER}: failure with f: f: fd ${Number(text)} is not open (EBADF)` });
-    }
-  });
-
-  /** Saves `data` through `bin` onto an O_APPEND fd of a file that already holds `existing`. */
-  async function appendSave(bin: string, data: Buffer, existing: Buffer, direct: boolean): Promise<{ code: number | null; stderr: string; out: Buffer }> {
-    const file = path.join(dir, `append-${path.basename(bin)}-${direct}`);
-    fs.writeFileSync(file, existing);
-    const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | (direct ? O_DIRECT : 0));
-    const r = await runHelper([file, '1'], [data, fd], bin);
-    // The open file description is shared with the caller: O_APPEND must still be set afterwards.
-    expect(native.getFlags(fd) & fs.constants.O_APPEND).toBe(fs.constants.O_APPEND);
-    fs.closeSync(fd);
-    return { code: r.code, stderr: r.stderr, out: fs.readFileSync(file) };
-  }
-
-  test('an O_APPEND fd gets the stream appended, byte for byte as libvirt_iohelper writes it', async () => {
-    const data = randomBytes(6 * M + 4321, 21);
-    const existing = randomBytes(1000, 22);
-    const theirs = await appendSave(LIBVIRT_IOHELPER, data, existing, false);
-    const ours = await appendSave(IOHELPER, data, existing, false);
-    expect([ours.code, ours.stderr, theirs.code]).toEqual([0, '', 0]);
-    expect(theirs.out.equals(Buffer.concat([existing, data]))).toBe(true);
-    expect(ours.out.equals(theirs.out)).toBe(true);
-  });
-
-  test('an O_APPEND O_DIRECT fd: ours appends exactly (libvirt_iohelper refuses a non-empty file)', async () => {
-    const data = randomBytes(6 * M + 4321, 23);
-    const existing = randomBytes(1000, 24);
-    const ours = await appendSave(IOHELPER, data, existing, true);
-    expect([ours.code, ours.stderr]).toEqual([0, '']);
-    expect(ours.out.equals(Buffer.concat([existing, data]))).toBe(true);
-    const theirs = await appendSave(LIBVIRT_IOHELPER, data, existing, true);
-    expect(theirs.code).toBe(1);
-  });
-
-  test('a stream saved by libvirt_iohelper with O_DIRECT restores through ours byte for byte', async () => {
-    const data = randomBytes(5 * M + 77, 11);
-    const file = path.join(dir, 'by-libvirt');
-    const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | O_DIRECT, 0o600);
-    const r = await runHelper([file, '1'], [data, fd], LIBVIRT_IOHELPER);
-    fs.closeSync(fd);
-    expect(r.code).toBe(0);
-    expect((await restore(file, { direct: true, form: 'libvirt' })).equals(data)).toBe(true);
-  });
-});
-if (!haveLibvirt) console.warn(`${LIBVIRT_IOHELPER} not installed: the side-by-side contract tests are skipped (scripts/install-qemu.sh --libvirt installs it)`);

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { native } from '../src/native';
-import { IOHELPER, lastLine, runHelper } from './support/cli';
+import { IOHELPER, lastLine, runHelper, waitForPipeWait } from './support/cli';
 
 let dir: string;
 beforeAll(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-stream-trust-'))));
@@ -33,7 +33,7 @@ test('SIGTERM while the helper waits for a silent producer (unaligned O_DIRECT h
   fs.closeSync(fd);
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
-  await new Promise((res) => setTimeout(res, 1000));
+  await waitForPipeWait(child.pid!, 0, 30000); // the head read, which never returns
   const t0 = Date.now();
   child.kill('SIGTERM');
   const code = await new Promise((res) => child.on('close', res));

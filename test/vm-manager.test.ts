@@ -189,9 +189,13 @@ describeQemu('VM manager: save, restore, clone', () => {
       expect((await c.qmp.execute('query-migrate')).status).toBe('completed');
       expect(await filesEqual(await guestMemory(c, `clone${i}`), tail)).toEqual({ equal: true });
     }
-    // Let clone 0 run its firmware: it writes guest RAM (ACPI tables near the top, stack, …).
+    // Let clone 0 run its firmware until it has written guest RAM (ACPI tables near the top,
+    // stack, …): polled, with a deadline.
     await clones[0].qmp.execute('cont');
-    await new Promise((r) => setTimeout(r, 1500));
+    for (const deadline = Date.now() + 60000; (await filesEqual(await guestMemory(clones[0], 'clone0-after'), tail)).equal; ) {
+      if (Date.now() > deadline) throw new Error('clone 0 ran for 60 s without writing its RAM');
+      await new Promise((r) => setTimeout(r, 100));
+    }
     await clones[0].qmp.execute('stop');
     expect((await filesEqual(await guestMemory(clones[0], 'clone0-after'), tail)).equal).toBe(false);
     expect(await filesEqual(await guestMemory(clones[1], 'clone1-after'), tail)).toEqual({ equal: true });
@@ -217,6 +221,20 @@ describeQemu('VM manager: save, restore, clone', () => {
       expect(err).toMatchObject({ code: 'EIMG_CHECKSUM', message: expect.stringMatching(/bad-state\.img: corrupted: the device state .* has CRC-32C/) });
     }
     const left = spawnSync('pgrep', ['-f', '--', bad], { encoding: 'utf8' });
+    expect({ status: left.status, pids: left.stdout.trim() }).toEqual({ status: 1, pids: '' });
+  });
+
+  test('QEMU arguments that already say -incoming defer: QEMU gets one -incoming and loads; another -incoming is refused before any QEMU starts', async () => {
+    const args = machineArgs([{ id: 'ram0', path: shmPath('mgr-incoming'), size: SIZE }]);
+    const vm = await restoreVm({ image, lazy: true, qemuArgs: [...args, '-incoming', 'defer'] });
+    running.push(vm);
+    const argv = fs.readFileSync(`/proc/${vm.proc.pid}/cmdline`, 'utf8').split('\0');
+    expect(argv.filter((a) => a === '-incoming')).toEqual(['-incoming']);
+    expect((await vm.qmp.execute('query-migrate')).status).toBe('completed');
+    const other = path.join(dir, 'incoming-tcp.img');
+    fs.copyFileSync(image, other); // its own path: a QEMU started for it would show in pgrep
+    await expect(restoreVm({ image: other, lazy: true, qemuArgs: [...args, '-incoming', 'tcp:127.0.0.1:4444'] })).rejects.toThrow('the QEMU arguments already say -incoming tcp:127.0.0.1:4444; leave it out (or use defer)');
+    const left = spawnSync('pgrep', ['-f', '--', other], { encoding: 'utf8' });
     expect({ status: left.status, pids: left.stdout.trim() }).toEqual({ status: 1, pids: '' });
   });
 

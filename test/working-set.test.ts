@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { crc32c } from '../src/image/crc32c';
+import { crc32c } from './support/crc32c';
 import { encodeBlockTable, encodeHeader, planLayout } from '../src/image/format';
 import { planPrefetch } from '../src/vm/lazy/prefetch';
 import { readImageMetadata } from '../src/image/io/read-image';

@@ -13,7 +13,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { packageRoot } from '../../src/package-root';
-import { createRamFile, fillPattern } from '../../src/synthetic/ram-file';
+import { createRamFile, fillPattern } from './ram-file';
 import { startQemu } from '../../src/vm/qemu-launch';
 import { copyExtents } from './fill-ram';
 import { GUEST_DIR, testGuestArgs } from './test-guest';

@@ -103,7 +103,7 @@ export function rewriteBackends(args: string[], edit: (b: BackendArg) => Map<str
 
 /** Adds -incoming defer unless present; refuses an -incoming that is not "defer". */
 export function withIncomingDefer(args: string[]): string[] {
-  const i = args.indexOf('-incoming');
+  const i = args.findIndex((a) => a === '-incoming' || a === '--incoming');
   if (i < 0) return [...args, '-incoming', 'defer'];
   if (args[i + 1] !== 'defer') throw new Error(`the QEMU arguments already say -incoming ${args[i + 1]}; leave it out (or use defer)`);
   return args;

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { QmpClient } from '../qmp/client';
+import { withIncomingDefer } from './qemu-args';
 
 export const QEMU = 'qemu-system-x86_64';
 const MIN_QEMU_MAJOR = 10;
@@ -99,7 +100,7 @@ export interface QemuOptions {
    * directory kept (stop() still quits it).
    */
   detached?: { logFile: string };
-  /** Adds `-incoming defer`: the guest waits for migrate-incoming. */
+  /** Adds `-incoming defer` unless the args have it (another -incoming is refused): the guest waits for migrate-incoming. */
   incoming?: boolean;
   /** Adds `-S` (default true): the guest CPUs never start unless `cont` is sent. */
   paused?: boolean;
@@ -129,15 +130,16 @@ export async function startQemu(opts: QemuOptions): Promise<QemuInstance> {
   if (!opts.ram === !opts.args) throw new Error('startQemu: give either ram or args');
   const machine = opts.ram ? machineArgs(opts.ram, { share: opts.share, offsets: opts.offsets }) : opts.args!;
   const userAccel = machine.some((a) => a === '-accel' || a === '-enable-kvm' || /(^|,)accel=/.test(a));
+  // One -incoming: the user's own "-incoming defer" is kept, any other is refused.
+  const incomingArgs = opts.incoming ? withIncomingDefer(machine) : machine;
   removeEmptyQemuDirs();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-qemu-'));
   const socketPath = path.join(dir, 'qmp.sock');
   const args = [
     ...(userAccel ? [] : accelArgs()),
-    ...machine,
+    ...incomingArgs,
     '-qmp', `unix:${socketPath},server=on,wait=off`,
     ...(opts.paused ?? true ? ['-S'] : []),
-    ...(opts.incoming ? ['-incoming', 'defer'] : []),
     ...(opts.extraArgs ?? []),
   ];
 

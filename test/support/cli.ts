@@ -1,5 +1,6 @@
 /** Runs the built `iohelper` command as a child process with chosen fds, as libvirt would. */
 import { spawn, StdioOptions } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 
 export const IOHELPER = path.join(__dirname, '..', '..', 'bin', 'iohelper');
@@ -41,4 +42,26 @@ export function runHelper(args: string[], stdio: Array<number | 'pipe' | 'ignore
 export function lastLine(stderr: string): string {
   const lines = stderr.split('\n').filter((l) => l.length > 0);
   return lines[lines.length - 1] ?? '';
+}
+
+/**
+ * Resolves once process `pid` waits for its pipe `fd` the helper's way (src/stream/copy.ts
+ * pipeIo: the pipe is O_NONBLOCK, in /proc/PID/fdinfo/FD, only while a read or write of it
+ * waits, and the SIGINT/SIGTERM handlers are in place by then). Throws after `timeoutMs`, or
+ * when the process is gone first.
+ */
+export async function waitForPipeWait(pid: number, fd: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let info: string;
+    try {
+      info = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    } catch {
+      throw new Error(`process ${pid} (or its fd ${fd}) was gone before it waited on the pipe`);
+    }
+    const flags = parseInt(/^flags:\s*([0-7]+)/m.exec(info)?.[1] ?? '0', 8);
+    if (flags & fs.constants.O_NONBLOCK) return;
+    if (Date.now() > deadline) throw new Error(`process ${pid} did not wait on its fd ${fd} within ${timeoutMs} ms (flags ${flags.toString(8)})`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

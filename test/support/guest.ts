@@ -31,11 +31,23 @@ export function ticks(serial: string): number[] {
 }
 
 export async function waitForTicks(serial: string, count: number, timeoutMs = 90000): Promise<number[]> {
+  return waitForSerial(serial, `${count} ticks`, timeoutMs, () => {
+    const t = ticks(serial);
+    return t.length >= count ? t : undefined;
+  });
+}
+
+/** Waits until `serial`, the guest's serial output, holds a match of `pattern` (throws after `timeoutMs`). */
+export async function waitForOutput(serial: string, pattern: RegExp, timeoutMs = 90000): Promise<void> {
+  await waitForSerial(serial, String(pattern), timeoutMs, () => (fs.existsSync(serial) && pattern.test(fs.readFileSync(serial, 'utf8')) ? true : undefined));
+}
+
+async function waitForSerial<T>(serial: string, what: string, timeoutMs: number, check: () => T | undefined): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const t = ticks(serial);
-    if (t.length >= count) return t;
-    if (Date.now() > deadline) throw new Error(`guest printed ${t.length} ticks in ${timeoutMs} ms: ${fs.existsSync(serial) ? fs.readFileSync(serial, 'utf8').slice(-300) : 'no serial output'}`);
+    const got = check();
+    if (got !== undefined) return got;
+    if (Date.now() > deadline) throw new Error(`the guest did not print ${what} in ${timeoutMs} ms: ${fs.existsSync(serial) ? fs.readFileSync(serial, 'utf8').slice(-300) : 'no serial output'}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }

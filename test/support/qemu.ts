@@ -1,5 +1,5 @@
 /**
- * Integration-test helpers around src/vm/qemu-launch and src/synthetic/ram-file: a describe()
+ * Integration-test helpers around src/vm/qemu-launch and bench/lib/ram-file: a describe()
  * that skips without QEMU (or fails with REQUIRE_QEMU=1), and per-test RAM file paths.
  */
 import * as path from 'node:path';
@@ -7,7 +7,7 @@ import { qemuAvailable } from '../../src/vm/qemu-launch';
 
 export { accelArgs, machineArgs, qemuAvailable, startQemu } from '../../src/vm/qemu-launch';
 export type { QemuInstance, QemuOptions, RamSpec } from '../../src/vm/qemu-launch';
-export { createRamFile, filesEqual, fillPattern, sha256File } from '../../src/synthetic/ram-file';
+export { createRamFile, filesEqual, fillPattern, sha256File } from '../../bench/lib/ram-file';
 
 /** Set REQUIRE_QEMU=1 (e.g. in CI) to make a missing QEMU fail the tests instead of skipping them. */
 export const requireQemu = process.env.REQUIRE_QEMU === '1';

@@ -1,6 +1,6 @@
 /**
- * CRC-32C (Castagnoli), table-driven, one byte at a time: for image metadata and tests. Bulk RAM
- * checksums are computed by the native addon, which gives the same values.
+ * CRC-32C (Castagnoli), table-driven, one byte at a time: the tests' reference. The image code
+ * gets its checksums from the native addon, which must give the same values.
  */
 
 /** Reflected Castagnoli polynomial. */

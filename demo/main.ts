@@ -10,13 +10,13 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseFlags, parseSize } from '../util/flags';
-import { formatBytes } from '../progress';
-import { createRamFile, filesEqual, fillPattern } from '../synthetic/ram-file';
-import { cloneVm, restoreVm, saveVm } from '../vm/manager';
-import { restoreMappedRam, saveMappedRam } from '../vm/mapped-ram';
-import { machineArgs, QemuInstance, qemuAvailable, startQemu } from '../vm/qemu-launch';
-import { HelperCommand, ourHelper, restoreThroughHelper, saveThroughHelper } from '../vm/stream-migration';
+import { parseFlags, parseSize } from '../src/util/flags';
+import { formatBytes } from '../src/progress';
+import { createRamFile, filesEqual, fillPattern } from '../bench/lib/ram-file';
+import { cloneVm, restoreVm, saveVm } from '../src/vm/manager';
+import { restoreMappedRam, saveMappedRam } from '../bench/lib/mapped-ram';
+import { machineArgs, QemuInstance, qemuAvailable, startQemu } from '../src/vm/qemu-launch';
+import { HelperCommand, ourHelper, restoreThroughHelper, saveThroughHelper } from '../src/vm/stream-migration';
 
 const LIBVIRT_IOHELPER = '/usr/lib/libvirt/libvirt_iohelper';
 
