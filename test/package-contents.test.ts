@@ -14,5 +14,5 @@ test('npm pack lists bin/, dist/src/, native/, binding.gyp, prebuilds/, docs/, R
   const allowed = /^(bin\/|dist\/src\/|native\/|prebuilds\/|docs\/|binding\.gyp$|README\.md$|package\.json$)/;
   expect(files.filter((f) => !allowed.test(f))).toEqual([]);
   expect(files.filter((f) => /^dist\/src\/(demo|synthetic)\/|^dist\/src\/vm\/mapped-ram\./.test(f))).toEqual([]);
-  expect(files).toEqual(expect.arrayContaining(['bin/iohelper', 'dist/src/cli/main.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/image/range-worker.js', 'binding.gyp', 'README.md', 'package.json']));
+  expect(files).toEqual(expect.arrayContaining(['bin/iohelper', 'dist/src/cli/main.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/image/exec/range-worker.js', 'binding.gyp', 'README.md', 'package.json']));
 });
