@@ -1,6 +1,7 @@
 #include "copy_job.h"
 
 #include <cerrno>
+#include <cstring>
 
 #include "args.h"
 #include "errno_error.h"
@@ -29,7 +30,7 @@ bool HashArray(Napi::Env env, Napi::Object job, const char* key, uint64_t bytes,
   }
   Napi::Uint8Array a = v.As<Napi::Uint8Array>();
   if (a.ByteLength() < bytes) {
-    Napi::RangeError::New(env, std::string("job.") + key + " has fewer than 32 bytes per hash unit of the range").ThrowAsJavaScriptException();
+    Napi::RangeError::New(env, std::string("job.") + key + " is too short (16 bytes of key, or 16 bytes per hash unit of the range)").ThrowAsJavaScriptException();
     return false;
   }
   *out = a.Data();
@@ -46,9 +47,16 @@ bool JobHashes(Napi::Env env, Napi::Object job, uint64_t ramOffset, uint64_t len
     Napi::RangeError::New(env, "job.hashUnit must be a power of two from 4 KiB to 64 MiB that divides job.ramOffset").ThrowAsJavaScriptException();
     return false;
   }
-  uint64_t bytes = (length + unit - 1) / unit * 32;
+  uint64_t bytes = (length + unit - 1) / unit * kHashBytes;
   uint8_t* base = nullptr;
+  uint8_t* key = nullptr;
   if (!HashArray(env, job, "hashes", bytes, &out->out) || (withBase && !HashArray(env, job, "baseHashes", bytes, &base))) return false;
+  if (!HashArray(env, job, "hashKey", kHashKeyBytes, &key)) return false;
+  if (!key) {
+    Napi::TypeError::New(env, "job.hashKey (16 bytes) is required with job.hashes").ThrowAsJavaScriptException();
+    return false;
+  }
+  memcpy(out->key, key, kHashKeyBytes);
   out->unit = unit;
   out->base = base;
   return true;
@@ -76,7 +84,7 @@ bool OpenRamSource(const RamRange& r, RamSource* s, CopyOutcome* o) {
     return false;
   }
   if (r.hash.out) {
-    s->hasher = std::make_unique<UnitHasher>(r.hash.unit, r.length, r.hash.out);
+    s->hasher = std::make_unique<UnitHasher>(r.hash.unit, r.length, r.hash.key, r.hash.out);
     if (!s->hasher->ok()) {
       o->Fail(ENOMEM, "EVP_MD_CTX_new", "ram");
       return false;

@@ -36,12 +36,14 @@ bool JobField(Napi::Env env, Napi::Object job, const char* key, uint64_t* out, b
 bool JobFd(Napi::Env env, Napi::Object job, const char* key, int* out);
 
 // A save job's content hashes (docs/FORMAT.md, "Content hashes"): job.hashes, a Uint8Array of
-// 32 bytes per hash unit of the range, filled with each unit's SHA-256; job.hashUnit, a power
+// 16 bytes per hash unit of the range, filled with each unit's AES-128-GMAC tag under
+// job.hashKey (16 bytes); job.hashUnit, a power
 // of two from 4 KiB to 64 MiB that divides job.ramOffset; with `withBase`, job.baseHashes
 // (optional, same size): a unit whose digest equals its base's is not stored. Absent
 // job.hashes: no hashing (out stays null).
 struct HashSpec {
   uint64_t unit = 0;
+  uint8_t key[16] = {};  // the chain's AES-128-GMAC key (job.hashKey)
   uint8_t* out = nullptr;
   const uint8_t* base = nullptr;
 };
@@ -55,7 +57,7 @@ struct RamRange {
   int imageFd = -1;
   uint64_t chunkSize = 8 << 20;
   bool ramWrite = false;  // restore: fill the RAM file with pwrite() instead of through a mapping
-  HashSpec hash;          // save: each hash unit's SHA-256, when asked
+  HashSpec hash;          // save: each hash unit's keyed hash, when asked
 };
 
 // Reads a job object's RamRange fields: ramFd, ramOffset, length, imageFd, chunkSize (required

@@ -4,66 +4,85 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 namespace iohelper {
 namespace {
 
 alignas(64) const uint8_t kZeros[64 * 1024] = {};
+// Every unit is authenticated under the same fixed IV: the tag is GHASH_H(unit) xor E_K(IV), a
+// universal hash of the unit under the secret H = E_K(0). Nothing is encrypted.
+const uint8_t kIv[12] = {};
 
-// The digest of one whole unit of zeros, per thread, for the last unit size asked.
-struct ZeroDigest {
-  uint64_t unit = 0;
-  uint8_t digest[kHashBytes];
-};
-thread_local ZeroDigest zeroDigest;
+// Starts a unit: the chain's key schedule is kept, the GHASH state reset.
+bool Reset(EVP_CIPHER_CTX* ctx) { return EVP_EncryptInit_ex(ctx, nullptr, nullptr, nullptr, kIv) == 1; }
 
-bool DigestOfZeros(uint64_t len, uint8_t* out) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  if (!ctx) return false;
-  bool ok = EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1;
-  for (uint64_t done = 0; ok && done < len; done += sizeof kZeros) {
-    ok = EVP_DigestUpdate(ctx, kZeros, std::min<uint64_t>(sizeof kZeros, len - done)) == 1;
+void Feed(EVP_CIPHER_CTX* ctx, const uint8_t* data, uint64_t len) {
+  int outl = 0;
+  while (len) {
+    int n = static_cast<int>(std::min<uint64_t>(len, 1u << 30));
+    EVP_EncryptUpdate(ctx, nullptr, &outl, data, n);  // additional data only
+    data += n;
+    len -= static_cast<uint64_t>(n);
   }
-  ok = ok && EVP_DigestFinal_ex(ctx, out, nullptr) == 1;
-  EVP_MD_CTX_free(ctx);
-  return ok;
 }
+
+void FeedZeros(EVP_CIPHER_CTX* ctx, uint64_t len) {
+  for (uint64_t done = 0; done < len; done += sizeof kZeros) Feed(ctx, kZeros, std::min<uint64_t>(sizeof kZeros, len - done));
+}
+
+bool Tag(EVP_CIPHER_CTX* ctx, uint8_t* out) {
+  uint8_t none[16];
+  int outl = 0;
+  return EVP_EncryptFinal_ex(ctx, none, &outl) == 1 && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, kHashBytes, out) == 1;
+}
+
+// The tag of one whole unit of zeros, per thread, for the last key and unit size asked.
+struct ZeroTag {
+  uint64_t unit = 0;
+  uint8_t key[kHashKeyBytes];
+  uint8_t tag[kHashBytes];
+};
+thread_local ZeroTag zeroTag;
 
 }  // namespace
 
-UnitHasher::UnitHasher(uint64_t unit, uint64_t length, uint8_t* out) : unit_(unit), length_(length), out_(out), ctx_(EVP_MD_CTX_new()) {
-  if (ctx_ && zeroDigest.unit != unit_) {
-    if (DigestOfZeros(unit_, zeroDigest.digest)) {
-      zeroDigest.unit = unit_;
+UnitHasher::UnitHasher(uint64_t unit, uint64_t length, const uint8_t* key, uint8_t* out) : unit_(unit), length_(length), out_(out), ctx_(EVP_CIPHER_CTX_new()) {
+  memcpy(key_, key, kHashKeyBytes);
+  bool ok = ctx_ && EVP_EncryptInit_ex(ctx_, EVP_aes_128_gcm(), nullptr, key_, kIv) == 1;
+  if (ok && (zeroTag.unit != unit_ || memcmp(zeroTag.key, key_, kHashKeyBytes) != 0)) {
+    ok = Reset(ctx_);
+    if (ok) FeedZeros(ctx_, unit_);
+    ok = ok && Tag(ctx_, zeroTag.tag);
+    if (ok) {
+      zeroTag.unit = unit_;
+      memcpy(zeroTag.key, key_, kHashKeyBytes);
     } else {
-      EVP_MD_CTX_free(ctx_);
-      ctx_ = nullptr;
+      zeroTag.unit = 0;
     }
+  }
+  if (!ok) {
+    EVP_CIPHER_CTX_free(ctx_);
+    ctx_ = nullptr;
   }
 }
 
-UnitHasher::~UnitHasher() { EVP_MD_CTX_free(ctx_); }
+UnitHasher::~UnitHasher() { EVP_CIPHER_CTX_free(ctx_); }
 
 void UnitHasher::Begin() {
-  EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
+  Reset(ctx_);
   open_ = true;
   // The zeros this unit began with, fed only now that data follows them.
-  for (uint64_t done = 0; done < pendingZeros_; done += sizeof kZeros) {
-    EVP_DigestUpdate(ctx_, kZeros, std::min<uint64_t>(sizeof kZeros, pendingZeros_ - done));
-  }
+  FeedZeros(ctx_, pendingZeros_);
   pendingZeros_ = 0;
 }
 
 void UnitHasher::Finish() {
-  uint8_t* digest = out_ + (pos_ - 1) / unit_ * kHashBytes;
-  if (open_) {
-    EVP_DigestFinal_ex(ctx_, digest, nullptr);
-  } else if (pendingZeros_ == unit_) {
-    memcpy(digest, zeroDigest.digest, kHashBytes);  // a whole unit of zeros: known
+  uint8_t* tag = out_ + (pos_ - 1) / unit_ * kHashBytes;
+  if (!open_ && pendingZeros_ == unit_) {
+    memcpy(tag, zeroTag.tag, kHashBytes);  // a whole unit of zeros: known
   } else {
-    Begin();  // a short last unit of zeros
-    EVP_DigestFinal_ex(ctx_, digest, nullptr);
+    if (!open_) Begin();  // a short last unit of zeros
+    Tag(ctx_, tag);
   }
   open_ = false;
   pendingZeros_ = 0;
@@ -74,7 +93,7 @@ void UnitHasher::Data(const uint8_t* data, uint64_t len) {
     uint64_t unitEnd = std::min(length_, (pos_ / unit_ + 1) * unit_);
     uint64_t n = std::min(len, unitEnd - pos_);
     if (!open_) Begin();
-    EVP_DigestUpdate(ctx_, data, n);
+    Feed(ctx_, data, n);
     data += n;
     len -= n;
     pos_ += n;
@@ -87,7 +106,7 @@ void UnitHasher::Zeros(uint64_t len) {
     uint64_t unitEnd = std::min(length_, (pos_ / unit_ + 1) * unit_);
     uint64_t n = std::min(len, unitEnd - pos_);
     if (open_) {
-      for (uint64_t done = 0; done < n; done += sizeof kZeros) EVP_DigestUpdate(ctx_, kZeros, std::min<uint64_t>(sizeof kZeros, n - done));
+      FeedZeros(ctx_, n);
     } else {
       pendingZeros_ += n;  // hashed only if data follows in this unit
     }

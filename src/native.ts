@@ -63,8 +63,10 @@ export interface RangeJob {
   checksums?: Uint32Array | null;
   /** restoreRange: 1 fills the RAM file with pwrite() (any filesystem but hugetlbfs), 0 through a shared mapping. */
   ramWrite?: 0 | 1;
-  /** saveRange: filled with each hash unit's SHA-256 (32 bytes per unit of the range). */
+  /** saveRange: filled with each hash unit's AES-128-GMAC tag (16 bytes per unit of the range). */
   hashes?: Uint8Array;
+  /** With hashes: the chain's 16-byte secret key. */
+  hashKey?: Uint8Array;
   /** With hashes: a power of two, 4 KiB .. 64 MiB, dividing ramOffset. */
   hashUnit?: number;
 }
@@ -100,8 +102,9 @@ export interface ChunkJob {
   ramWrite?: 0 | 1;
   /** restoreChunks of a chain: the fds of layers 1.. (the bases); an index entry's last u32 names its layer (0: imageFd). */
   layerFds?: number[];
-  /** saveChunks: filled with each hash unit's SHA-256 (32 bytes per unit of the range). */
+  /** saveChunks: filled with each hash unit's AES-128-GMAC tag (16 bytes per unit of the range). */
   hashes?: Uint8Array;
+  hashKey?: Uint8Array;
   hashUnit?: number;
   /** saveChunks of a delta (hashUnit = chunkSize): the base's hashes of the same units; a unit with the same digest is stored as BASE. */
   baseHashes?: Uint8Array;

@@ -93,17 +93,20 @@ describe('chains round-trip and store only what changed', () => {
     save('full.img', ram);
   });
 
-  test('every image records the SHA-256 of each unit of its RAM (holes hashed as zeros)', () => {
+  test('every image records the AES-128-GMAC tag of each unit of its RAM under its own key (holes hashed as zeros)', () => {
     const fd = fs.openSync(path.join(dir, 'full.img'), 'r');
     try {
       const meta = readImageMetadata(fd, 'full.img');
       expect(meta.header.hashes?.unit).toBe(UNIT);
       expect(meta.header.hashes?.depth).toBe(0);
+      const key = meta.header.hashes!.key;
       const [table] = readHashTables(fd, 'full.img', meta.header, meta.entries);
       const bytes = fs.readFileSync(ram);
       for (let u = 0; u < RAM_SIZE / UNIT; u++) {
-        const want = crypto.createHash('sha256').update(bytes.subarray(u * UNIT, (u + 1) * UNIT)).digest();
-        expect(table.subarray(u * HASH_BYTES, (u + 1) * HASH_BYTES).toString('hex')).toBe(want.toString('hex'));
+        const gmac = crypto.createCipheriv('aes-128-gcm', key, Buffer.alloc(12));
+        gmac.setAAD(bytes.subarray(u * UNIT, (u + 1) * UNIT));
+        gmac.final();
+        expect(table.subarray(u * HASH_BYTES, (u + 1) * HASH_BYTES).toString('hex')).toBe(gmac.getAuthTag().toString('hex'));
       }
     } finally {
       fs.closeSync(fd);
@@ -226,7 +229,7 @@ describe('chains round-trip and store only what changed', () => {
     const p = Buffer.from('self.img');
     const len = Buffer.alloc(4);
     len.writeUInt32LE(p.length);
-    patchHeader(path.join(dir, 'self.img'), 188, Buffer.concat([len, p, Buffer.alloc(1024 - p.length)]));
+    patchHeader(path.join(dir, 'self.img'), 204, Buffer.concat([len, p, Buffer.alloc(1024 - p.length)]));
     expectRefused('self.img', /base \S*self\.img of \S*self\.img is a file already in the chain: the chain is cyclic/);
   });
 

@@ -48,8 +48,8 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       when zstd does not shrink it, or not at all when it is zero, packed one after another;
       the device state follows the last chunk. Smaller and, on slow storage, faster; but
       clones and --lazy cannot map it (see convert). Needs an addon built with libzstd.
-      Every image records a SHA-256 of each 64 KiB unit of RAM. --base BASE writes a delta
-      (format version 3): only the units whose SHA-256 differs from BASE's are stored (zero
+      Every image records a keyed hash (AES-128-GMAC) of each 64 KiB unit of RAM. --base BASE
+      writes a delta (format version 3): only the units whose hash differs from BASE's are stored (zero
       units and unchanged units take no space), with --compress compressed. BASE may itself
       be a delta (a chain of at most 16); the delta records BASE's identity and its path
       relative to the delta's directory. restore reads the chain; a missing, replaced,

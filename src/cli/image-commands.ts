@@ -207,7 +207,7 @@ function describe(r: InspectResult): string {
         if (r.chainError) lines.push(`  chain REFUSED: ${printable(r.chainError.message)} (${r.chainError.code})`);
         for (const l of r.chain ?? []) lines.push(`  layer ${printable(l.path)} (v${l.version}, depth ${l.depth}): supplies ${l.units} units, ${formatBytes(l.bytes)} stored`);
       } else if (r.compressed) lines.push('  compressed (version 2): restore reads it; clones and --lazy need a mappable copy (iohelper convert)');
-      if (r.imageId) lines.push(`  id ${r.imageId}, SHA-256 per ${formatBytes(r.hashUnit!)} unit`);
+      if (r.imageId) lines.push(`  id ${r.imageId}, AES-128-GMAC per ${formatBytes(r.hashUnit!)} unit`);
       for (const b of r.blocks ?? []) {
         const c = b.chunks;
         lines.push(

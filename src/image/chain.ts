@@ -135,10 +135,11 @@ export function checkBase(child: ImageMetadata, base: ImageMetadata, what: strin
   checkSameLayout(child, base, what);
 }
 
-/** Rules R4–R5: the same blocks, page sizes and hash unit; a compressed base stores whole units. */
+/** Rules R4–R5: the same blocks, page sizes, hash unit and hash key; a compressed base stores whole units. */
 export function checkSameLayout(child: { header: ImageHeader; entries: BlockEntry[] }, base: { header: ImageHeader; entries: BlockEntry[] }, what: string): void {
   const unit = child.header.hashes!.unit;
   if (base.header.hashes!.unit !== unit) refuse(`${what} has hash unit ${base.header.hashes!.unit}, the delta ${unit}`);
+  if (!base.header.hashes!.key.equals(child.header.hashes!.key)) refuse(`${what} has another hash key than the delta: not of its chain`);
   const describe = (es: BlockEntry[]) => es.map((e) => `${e.name} (${e.size} bytes, ${e.pageSize}-byte pages)`).join(', ');
   const same = base.entries.length === child.entries.length && base.entries.every((e, i) => e.name === child.entries[i].name && e.size === child.entries[i].size && e.pageSize === child.entries[i].pageSize);
   if (!same) refuse(`${what} has other RAM blocks: ${describe(base.entries)}; the delta has ${describe(child.entries)}`);

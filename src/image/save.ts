@@ -27,6 +27,7 @@ import {
   DEFAULT_HASH_UNIT,
   encodeBlockTable,
   HASH_BYTES,
+  HASH_KEY_BYTES,
   hashCountOf,
   MAX_DEPTH,
   MAX_HASH_UNITS,
@@ -80,7 +81,7 @@ export interface SaveOptions extends ImageCopyOptions {
   staged?: { replaces?: { dev: bigint; ino: bigint } };
   /**
    * Writes a delta (format version 3) of this committed image: only the hash units whose
-   * SHA-256 differs from the base's are stored. `reference` is the path the delta records
+   * keyed hash differs from the base's are stored. `reference` is the path the delta records
    * (relative to the delta's directory, or absolute); `fd` is the base, open for reading.
    */
   base?: { fd: number; name: string; reference: string };
@@ -156,7 +157,8 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       checksums: o.checksums ?? true,
       compressed,
       creator: `iohelper ${packageVersion()}`,
-      hashes: { imageId: randomBytes(16), unit: hashUnit },
+      // The chain's secret hash key: a new one for a full image, the base's for a delta.
+      hashes: { imageId: randomBytes(16), unit: hashUnit, key: delta?.key ?? randomBytes(HASH_KEY_BYTES) },
       delta: delta && { base: delta.reference, depth: delta.depth },
     });
     const { header, entries } = layout;
@@ -179,7 +181,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     cursor[0] = BigInt(header.dataOffset);
     const tasks: WorkerTask[] = jobsPlan.map((j) => {
       const e = entries[j.block];
-      const hashing = { hashes: new Uint8Array(unitsOf(j) * HASH_BYTES), hashUnit };
+      const hashing = { hashes: new Uint8Array(unitsOf(j) * HASH_BYTES), hashUnit, hashKey: header.hashes!.key };
       if (chunked) {
         const job = { ramFd: rams[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit: zeroUnit, ...hashing };
         const baseHashes = delta ? new Uint8Array(delta.hashes[j.block].subarray((j.start / hashUnit) * HASH_BYTES, (j.start / hashUnit + unitsOf(j)) * HASH_BYTES)) : undefined;
@@ -295,6 +297,7 @@ function planDelta(base: NonNullable<SaveOptions['base']>, rams: OpenRam[], page
       chain,
       depth,
       unit: h.hashes.unit,
+      key: h.hashes.key,
       hashes: readHashTables(base.fd, base.name, h, meta.entries),
       reference: { imageId: h.hashes.imageId, imageSize: meta.fileSize, headerCrc: meta.headerCrc, path: base.reference },
     };

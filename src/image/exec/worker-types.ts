@@ -11,7 +11,7 @@ export type WorkerTask =
 export interface WorkerResult {
   dataBytes: number;
   checksums?: Uint32Array;
-  /** save, saveChunks: each hash unit's SHA-256, filled. */
+  /** save, saveChunks: each hash unit's keyed hash (AES-128-GMAC tag), filled. */
   hashes?: Uint8Array;
   /** saveChunks: the range's chunk index entries, filled. */
   index?: Uint8Array;

@@ -24,7 +24,7 @@ export const FLAG_CHECKSUMS = 1;
 export const FLAG_COMPRESSED = 2;
 /** The header records the device state's CRC-32C (`deviceStateCrc`); images saved before it existed have none. */
 export const FLAG_DEVICE_STATE_CRC = 4;
-/** The image has an id and a SHA-256 per hash unit of every block (images written since version 3 existed). */
+/** The image has an id, a secret hash key and a keyed hash (AES-128-GMAC) per hash unit of every block (images written since version 3 existed). */
 export const FLAG_HASHES = 8;
 /** Header offset of `deviceStateCrc` (reserved, zero, without FLAG_DEVICE_STATE_CRC). */
 export const DEVICE_STATE_CRC_AT = 128;
@@ -35,8 +35,11 @@ export const CHUNK_RAW = 1;
 export const CHUNK_ZSTD = 2;
 /** Version 3: the unit is the base's (nothing stored). */
 export const CHUNK_BASE = 3;
-export const HASH_BYTES = 32;
-export const HASH_SHA256 = 1;
+/** Bytes of one unit's tag (AES-128-GMAC). */
+export const HASH_BYTES = 16;
+/** hashAlgorithm 1: AES-128-GMAC under the chain's secret key, fixed zero IV (docs/FORMAT.md). */
+export const HASH_GMAC = 1;
+export const HASH_KEY_BYTES = 16;
 /**
  * Hash unit of new images, measured on the real profile (bench/RESULTS.md, "hash unit for
  * incremental saves"): after a 5 % scattered rewrite the changed units hold 1.50x the rewritten
@@ -53,11 +56,12 @@ export const ID_AT = 132;
 export const HASH_UNIT_AT = 148;
 export const HASH_ALGORITHM_AT = 152;
 export const DEPTH_AT = 156;
-export const BASE_ID_AT = 160;
-export const BASE_SIZE_AT = 176;
-export const BASE_CRC_AT = 184;
-export const BASE_PATH_LENGTH_AT = 188;
-export const BASE_PATH_AT = 192;
+export const KEY_AT = 160;
+export const BASE_ID_AT = 176;
+export const BASE_SIZE_AT = 192;
+export const BASE_CRC_AT = 200;
+export const BASE_PATH_LENGTH_AT = 204;
+export const BASE_PATH_AT = 208;
 /** Version 2: a reader holds one stored chunk per worker, so chunks are at most 64 MiB. */
 export const MAX_COMPRESSED_CHUNK = 64 << 20;
 /** Version 2: chunk index entries in all blocks (48 MiB of index in memory). */
@@ -117,8 +121,8 @@ export interface ImageHeader {
   dataOffset: number;
   /** CRC-32C of the device state's bytes, when `flags` has FLAG_DEVICE_STATE_CRC (else 0). */
   deviceStateCrc: number;
-  /** With FLAG_HASHES: 16 random bytes naming this image, a hash unit and a depth (0 but in deltas). */
-  hashes?: { imageId: Buffer; unit: number; depth: number };
+  /** With FLAG_HASHES: 16 random bytes naming this image, a hash unit, a depth (0 but in deltas) and the chain's secret hash key. */
+  hashes?: { imageId: Buffer; unit: number; depth: number; key: Buffer };
   /** Version 3: the image the delta's unchanged units come from. */
   base?: BaseReference;
 }
@@ -149,7 +153,7 @@ export interface BlockEntry {
   dataBytes: number;
   /** 1 in versions 2 and 3 (stored as chunks), 0 in version 1. */
   flags: number;
-  /** With FLAG_HASHES: file offset of the block's hash table (32 bytes per hash unit), else 0. */
+  /** With FLAG_HASHES: file offset of the block's hash table (16 bytes per hash unit), else 0. */
   hashOffset: number;
 }
 

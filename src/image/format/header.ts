@@ -3,7 +3,7 @@ import { native } from '../../native';
 import { hex, isPowerOfTwo as isPow2 } from '../../util/numbers';
 import {
   BASE_CRC_AT, BASE_ID_AT, BASE_PATH_AT, BASE_PATH_LENGTH_AT, BASE_SIZE_AT, BaseReference, CRC_AT, DEPTH_AT, DEVICE_STATE_CRC_AT, ENTRY_SIZE, fail, FLAG_CHECKSUMS,
-  FLAG_COMPRESSED, FLAG_DEVICE_STATE_CRC, FLAG_HASHES, GiB, HASH_ALGORITHM_AT, HASH_SHA256, HASH_UNIT_AT, HEADER_SIZE, ID_AT, ImageHeader, MAGIC, MAX_BASE_PATH,
+  FLAG_COMPRESSED, FLAG_DEVICE_STATE_CRC, FLAG_HASHES, GiB, HASH_ALGORITHM_AT, HASH_GMAC, HASH_KEY_BYTES, HASH_UNIT_AT, HEADER_SIZE, ID_AT, ImageHeader, KEY_AT, MAGIC, MAX_BASE_PATH,
   MAX_BLOCKS, MAX_DEPTH, MAX_DEVICE_STATE, MAX_HASH_UNIT, u64, utf8, VERSION, VERSION_COMPRESSED, VERSION_DELTA, view,
 } from './common';
 
@@ -30,8 +30,9 @@ export function encodeHeader(h: ImageHeader): Buffer {
   if (h.hashes) {
     h.hashes.imageId.copy(b, ID_AT);
     b.writeUInt32LE(h.hashes.unit, HASH_UNIT_AT);
-    b.writeUInt32LE(HASH_SHA256, HASH_ALGORITHM_AT);
+    b.writeUInt32LE(HASH_GMAC, HASH_ALGORITHM_AT);
     b.writeUInt32LE(h.hashes.depth, DEPTH_AT);
+    h.hashes.key.copy(b, KEY_AT);
   }
   if (h.base) {
     h.base.imageId.copy(b, BASE_ID_AT);
@@ -133,16 +134,18 @@ export function decodeHeader(bytes: Uint8Array, fileSize: number, opts: { allowU
 }
 
 /** Rule H24: the id, the hash unit and algorithm, the depth. */
-function decodeHashFields(b: Buffer, pageSize: number, delta: boolean): { imageId: Buffer; unit: number; depth: number } {
+function decodeHashFields(b: Buffer, pageSize: number, delta: boolean): { imageId: Buffer; unit: number; depth: number; key: Buffer } {
   const imageId = Buffer.from(b.subarray(ID_AT, ID_AT + 16));
   if (imageId.every((x) => x === 0)) fail('EIMG_BOUNDS', 'imageId is all zeros');
   const unit = b.readUInt32LE(HASH_UNIT_AT);
   if (!isPow2(unit) || unit < Math.max(4096, pageSize) || unit > MAX_HASH_UNIT) fail('EIMG_BOUNDS', `hashUnit ${unit} is not a power of two in max(4096, pageSize)..64 MiB`);
   const algorithm = b.readUInt32LE(HASH_ALGORITHM_AT);
-  if (algorithm !== HASH_SHA256) fail('EIMG_RESERVED', `hash algorithm ${algorithm} is not 1 (SHA-256)`);
+  if (algorithm !== HASH_GMAC) fail('EIMG_RESERVED', `hash algorithm ${algorithm} is not 1 (AES-128-GMAC)`);
   const depth = b.readUInt32LE(DEPTH_AT);
   if (delta ? depth < 1 || depth > MAX_DEPTH : depth !== 0) fail('EIMG_BOUNDS', `depth ${depth} is not ${delta ? `in 1..${MAX_DEPTH} (a delta)` : '0 (not a delta)'}`);
-  return { imageId, unit, depth };
+  const key = Buffer.from(b.subarray(KEY_AT, KEY_AT + HASH_KEY_BYTES));
+  if (key.every((x) => x === 0)) fail('EIMG_BOUNDS', 'hashKey is all zeros');
+  return { imageId, unit, depth, key };
 }
 
 /** Rule H25: the base reference of a delta. */

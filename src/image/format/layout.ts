@@ -17,8 +17,8 @@ export interface LayoutInput {
   creator: string;
   /** Version 2: blocks stored as compressed chunks (checksums always on). */
   compressed?: boolean;
-  /** Content hashes (every image written now has them): the new image's id and hash unit. */
-  hashes?: { imageId: Buffer; unit: number };
+  /** Content hashes (every image written now has them): the new image's id, hash unit and the chain's secret key. */
+  hashes?: { imageId: Buffer; unit: number; key: Buffer };
   /** Version 3: a delta of this base at this depth (chunkSize must be the hash unit). */
   delta?: { base: BaseReference; depth: number };
 }
