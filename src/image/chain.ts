@@ -109,16 +109,31 @@ export function refuseChainTarget(image: string, base: string): void {
   let chain: Chain | undefined;
   try {
     chain = openChain({ fd, name: base, meta: readImageMetadata(fd, base, { skipChecksums: true }) });
-    for (const l of chain.layers) {
-      const st = fs.fstatSync(l.fd, { bigint: true });
-      if (st.dev === target.dev && st.ino === target.ino) {
-        throw systemError('EINVAL', `${image} is ${l.name} (${l === chain.layers[0] ? 'the base' : 'a layer of the base'}): a delta never replaces an image of its own chain (the delta needs it); save the delta under another name`, { path: image });
-      }
-    }
+    refuseLayer(chain, [target], image);
   } finally {
     chain?.close();
     fs.closeSync(fd);
   }
+}
+
+/** Refuses (EINVAL) when one of `files` (the file a save writes, or replaces) is a layer of `chain`, a base's chain. */
+export function refuseLayer(chain: Chain, files: Array<{ dev: bigint; ino: bigint }>, image: string): void {
+  for (const l of chain.layers) {
+    const st = fs.fstatSync(l.fd, { bigint: true });
+    if (files.some((f) => f.dev === st.dev && f.ino === st.ino)) {
+      throw systemError('EINVAL', `${image} is ${l.name} (${l === chain.layers[0] ? 'the base' : 'a layer of the base'}): a delta never replaces an image of its own chain (the delta needs it); save the delta under another name`, { path: image });
+    }
+  }
+}
+
+/** The blocks of two images (or of an image and RAM files) are the same: names in order, sizes, page sizes. */
+export function sameBlocks(a: Array<Pick<BlockEntry, 'name' | 'size' | 'pageSize'>>, b: Array<Pick<BlockEntry, 'name' | 'size' | 'pageSize'>>): boolean {
+  return a.length === b.length && a.every((e, i) => e.name === b[i].name && e.size === b[i].size && e.pageSize === b[i].pageSize);
+}
+
+/** Blocks as messages show them. */
+export function describeBlocks(es: Array<Pick<BlockEntry, 'name' | 'size' | 'pageSize'>>): string {
+  return es.map((e) => `${e.name} (${e.size} bytes, ${e.pageSize}-byte pages)`).join(', ');
 }
 
 /** Rules R2–R5: the base is the image the delta was saved against, one level down, of the same layout. */
@@ -140,9 +155,7 @@ export function checkSameLayout(child: { header: ImageHeader; entries: BlockEntr
   const unit = child.header.hashes!.unit;
   if (base.header.hashes!.unit !== unit) refuse(`${what} has hash unit ${base.header.hashes!.unit}, the delta ${unit}`);
   if (!base.header.hashes!.key.equals(child.header.hashes!.key)) refuse(`${what} has another hash key than the delta: not of its chain`);
-  const describe = (es: BlockEntry[]) => es.map((e) => `${e.name} (${e.size} bytes, ${e.pageSize}-byte pages)`).join(', ');
-  const same = base.entries.length === child.entries.length && base.entries.every((e, i) => e.name === child.entries[i].name && e.size === child.entries[i].size && e.pageSize === child.entries[i].pageSize);
-  if (!same) refuse(`${what} has other RAM blocks: ${describe(base.entries)}; the delta has ${describe(child.entries)}`);
+  if (!sameBlocks(base.entries, child.entries)) refuse(`${what} has other RAM blocks: ${describeBlocks(base.entries)}; the delta has ${describeBlocks(child.entries)}`);
   if (isChunked(base.header) && base.header.version !== VERSION_DELTA && base.entries.some((e) => e.chunkSize !== unit)) {
     refuse(`${what} is compressed in ${base.entries[0].chunkSize}-byte chunks, so a ${unit}-byte unit cannot be read alone: convert it to a mappable image (iohelper convert) and save the delta against that`);
   }

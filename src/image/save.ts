@@ -51,7 +51,7 @@ import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { checkDistinct, idOfFd } from './identity';
 import { WorkerTask } from './exec/worker-types';
 import { readHashTables, readImageMetadata, zeroCrcs } from './io/read-image';
-import { Chain, openChain } from './chain';
+import { Chain, describeBlocks, openChain, refuseLayer, sameBlocks } from './chain';
 
 export interface SaveOptions extends ImageCopyOptions {
   /** Checksum granularity (default 8 MiB). */
@@ -138,11 +138,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     chain = delta?.chain;
     const layerIds = chain ? chain.layers.map((l) => idOfFd(l.fd, `${l.name} (${l === chain!.layers[0] ? 'the base' : 'a layer of the base'})`)) : [];
     const written = [idOfFd(o.imageFd, name), ...replaced];
-    for (const l of layerIds) {
-      if (written.some((w) => w.dev === l.dev && w.ino === l.ino)) {
-        throw systemError('EINVAL', `${name} is ${l.label}: a delta never replaces an image of its own chain (the delta needs it); save the delta under another name`, { path: name });
-      }
-    }
+    if (chain) refuseLayer(chain, written, name);
     checkDistinct([...written, ...layerIds, ...rams.map((r) => idOfFd(r.fd, r.label))]);
     const totalRam = rams.reduce((sum, r) => sum + r.size, 0);
     const hashUnit = delta?.unit ?? o.hashUnit ?? defaultHashUnit(pageSize, totalRam);
@@ -292,7 +288,10 @@ function planDelta(base: NonNullable<SaveOptions['base']>, rams: OpenRam[], page
   if (depth > MAX_DEPTH) throw new ImageFormatError('EIMG_BASE', `${base.name} is already ${h.hashes.depth} deltas deep; a chain holds at most ${MAX_DEPTH}: flatten it first (iohelper convert --flatten ${base.name} FULL) and save against the full image`);
   const chain = openChain({ fd: base.fd, name: base.name, meta });
   try {
-    checkBlocksMatch(rams.map((r) => ({ name: r.name, size: r.size, pageSize: Math.max(r.pageSize, pageSize) }) as BlockEntry), meta.entries, base.name);
+    const ram = rams.map((r) => ({ name: r.name, size: r.size, pageSize: Math.max(r.pageSize, pageSize) }));
+    if (!sameBlocks(ram, meta.entries)) {
+      throw systemError('EINVAL', `the RAM blocks are not those of the base ${base.name}: it has ${describeBlocks(meta.entries)}; given ${describeBlocks(ram)} (a delta is saved from the same VM, with --ram in the base's order)`, { path: base.name });
+    }
     return {
       chain,
       depth,
@@ -305,13 +304,6 @@ function planDelta(base: NonNullable<SaveOptions['base']>, rams: OpenRam[], page
     chain.close();
     throw e;
   }
-}
-
-/** The RAM saved as a delta must be the base's blocks: same names in the same order, same sizes and page sizes. */
-function checkBlocksMatch(ram: BlockEntry[], base: BlockEntry[], baseName: string): void {
-  const describe = (es: BlockEntry[]) => es.map((e) => `${e.name} (${e.size} bytes, ${e.pageSize}-byte pages)`).join(', ');
-  const same = ram.length === base.length && ram.every((e, i) => e.name === base[i].name && e.size === base[i].size && e.pageSize === base[i].pageSize);
-  if (!same) throw systemError('EINVAL', `the RAM blocks are not those of the base ${baseName}: it has ${describe(base)}; given ${describe(ram)} (a delta is saved from the same VM, with --ram in the base's order)`, { path: baseName });
 }
 
 /**
