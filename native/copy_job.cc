@@ -85,11 +85,14 @@ bool OpenRamSource(const RamRange& r, RamSource* s, CopyOutcome* o) {
   }
   if (r.hash.out) {
     s->hasher = std::make_unique<UnitHasher>(r.hash.unit, r.length, r.hash.key, r.hash.out);
-    if (!s->hasher->ok()) {
-      o->Fail(ENOMEM, "EVP_MD_CTX_new", "ram");
-      return false;
-    }
+    if (HashFailed(*s, o)) return false;
   }
+  return true;
+}
+
+bool HashFailed(const RamSource& s, CopyOutcome* o) {
+  if (!s.hasher || s.hasher->ok()) return false;
+  o->Fail(EIO, s.hasher->failedCall(), "ram");
   return true;
 }
 

@@ -73,6 +73,9 @@ struct RamSource {
   std::unique_ptr<UnitHasher> hasher;
 };
 bool OpenRamSource(const RamRange& r, RamSource* s, CopyOutcome* o);
+// True, with o's error set (EIO naming the OpenSSL call), once the source's hasher has failed:
+// its tags may be stale, so the job must stop before it uses one (a delta would skip a changed unit).
+bool HashFailed(const RamSource& s, CopyOutcome* o);
 
 // Throws the outcome's errno (with `side`) or returns {dataBytes, badChunk, badCrc[, badFrame]}.
 Napi::Value OutcomeValue(Napi::Env env, const CopyOutcome& o);

@@ -141,7 +141,7 @@ void SaveRange(const RangeJob& j, CopyOutcome* o) {
     }
     if (c < j.checksumCount && j.checksums) j.checksums[c] = ~crc;
   }
-  flush();
+  if (flush()) HashFailed(source, o);
 }
 
 // The CRC of each chunk, fed with the range's bytes in order (data pieces, and zeros for what

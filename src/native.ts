@@ -136,7 +136,8 @@ export interface NativeBinding {
   blockDeviceSize(fd: number): number;
   pipe(): [number, number];
   /** sendmsg with SCM_RIGHTS: the fds travel with the bytes (QMP getfd). */
-  sendWithFds(socketFd: number, bytes: Bytes, fds: number[]): number;
+  /** Sends on the JS thread; a peer that stops reading fails it with ETIMEDOUT after timeoutMs. */
+  sendWithFds(socketFd: number, bytes: Bytes, fds: number[], timeoutMs: number): number;
   saveRange(job: RangeJob): RangeResult;
   restoreRange(job: RangeJob): RangeResult;
   saveChunks(job: ChunkJob): ChunkResult;
