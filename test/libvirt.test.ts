@@ -17,7 +17,7 @@ import { IOHELPER } from './support/cli';
 import { waitForOutput } from './support/guest';
 import { ensureLibvirtd, Libvirtd, libvirtdUnavailable, memoryBackingOnTmpfs, virsh, virshResult } from './support/libvirtd';
 import { mountFs, Mount } from './support/mounts';
-import { requireQemu } from './support/qemu';
+import { requireOrSkip } from './support/require-or-skip';
 
 const GUEST = path.join(__dirname, '..', '.cache', 'guest');
 const NAME = `iohelper-test-${process.pid}`;
@@ -46,10 +46,7 @@ function ramFile(): string {
 }
 
 const why = libvirtdUnavailable() ?? (fs.existsSync(path.join(GUEST, 'vmlinuz')) ? undefined : 'the test guest is missing (scripts/build-test-guest.sh)');
-const maybe = !why ? describe : requireQemu ? (n: string) => describe(n, () => test('needs libvirtd', () => { throw new Error(`REQUIRE_QEMU=1 but ${why}`); })) : (n: string, fn: () => void) => {
-  console.warn(`Skipping "${n}": ${why}`);
-  describe.skip(n, fn);
-};
+const maybe = requireOrSkip(why);
 
 maybe('virsh save/restore --bypass-cache through iohelper under a real libvirtd', () => {
   let daemon: Libvirtd;

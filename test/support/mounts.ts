@@ -3,6 +3,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { requireOrSkip } from './require-or-skip';
 
 export const isRoot = process.getuid?.() === 0;
 
@@ -23,11 +24,7 @@ export function mountFs(type: 'tmpfs' | 'ramfs', options?: string): Mount {
   };
 }
 
-/** describe() when root, else a skipped describe that says why (CI runs as root). */
+/** describe() when root, else skipped saying why, or failing under REQUIRE_QEMU=1 (CI runs as root). */
 export function describeAsRoot(name: string, fn: () => void): void {
-  if (isRoot) describe(name, fn);
-  else {
-    if (process.env.CI) throw new Error(`${name}: needs root to mount test filesystems, and CI must not skip it`);
-    describe.skip(`${name} (skipped: needs root to mount test filesystems)`, fn);
-  }
+  requireOrSkip(isRoot ? undefined : 'needs root to mount test filesystems')(name, fn);
 }
