@@ -85,7 +85,7 @@ export interface SaveOptions extends ImageCopyOptions {
    * (relative to the delta's directory, or absolute); `fd` is the base, open for reading.
    */
   base?: { fd: number; name: string; reference: string };
-  /** Content hash unit of a full image (default 256 KiB, raised to the page size and to keep 2^21 units at most). */
+  /** Content hash unit of a full image (default DEFAULT_HASH_UNIT, 64 KiB, raised to the page size and to keep MAX_HASH_UNITS units at most). */
   hashUnit?: number;
 }
 

@@ -23,7 +23,7 @@ export function decodeChecksums(bytes: Uint8Array, count: number): Uint32Array {
 }
 
 /**
- * Checks one block's chunk index (version 2, rules I1–I5) and returns its bytes (24 per chunk),
+ * Checks one block's chunk index (versions 2 and 3, rules I1–I5) and returns its bytes (24 per chunk),
  * as the addon reads them. `zeroCrc(n)` is the CRC-32C of n zero bytes.
  */
 export function decodeChunkIndex(bytes: Uint8Array, e: BlockEntry, h: ImageHeader, zeroCrc: (n: number) => number): Buffer {
