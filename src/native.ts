@@ -7,11 +7,11 @@ import { getSystemErrorMap } from 'util';
 import nodeGypBuild = require('node-gyp-build');
 import { packageRoot } from './package-root';
 
-export type Bytes = Uint8Array;
+type Bytes = Uint8Array;
 /** A u64 argument: a Number, or a BigInt for values above 2^53. Results are always Numbers: above 2^53 - 1 the addon throws EOVERFLOW rather than round. */
-export type U64 = number | bigint;
+type U64 = number | bigint;
 
-export interface DioAlign {
+interface DioAlign {
   memAlign: number;
   offsetAlign: number;
 }
@@ -35,7 +35,7 @@ export interface StreamCopyOptions {
   dropCache: boolean;
 }
 
-export interface StreamCopyResult {
+interface StreamCopyResult {
   /** Stream bytes moved. */
   bytes: number;
   /** Bytes written to the destination (includes tail padding). */
@@ -71,7 +71,7 @@ export interface RangeJob {
   hashUnit?: number;
 }
 
-export interface RangeResult {
+interface RangeResult {
   /** Bytes actually written to (save) or read from (restore) the image. */
   dataBytes: number;
   /** Restore: index of the first chunk whose checksum did not match, else -1. */
@@ -110,7 +110,7 @@ export interface ChunkJob {
   baseHashes?: Uint8Array;
 }
 
-export interface ChunkResult extends RangeResult {
+interface ChunkResult extends RangeResult {
   /** restoreChunks: why chunk badChunk's stored bytes do not decode (then badCrc is 0). */
   badFrame?: string;
 }

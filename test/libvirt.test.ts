@@ -15,7 +15,7 @@ import * as path from 'path';
 import { DEFAULT_LIBVIRT_HELPER } from '../src/install/libvirt-helper';
 import { IOHELPER } from './support/cli';
 import { waitForOutput } from './support/guest';
-import { ensureLibvirtd, Libvirtd, libvirtdUnavailable, memoryBackingOnTmpfs, virsh, virshResult } from './support/libvirtd';
+import { domainRamFile, ensureLibvirtd, Libvirtd, libvirtdUnavailable, memoryBackingOnTmpfs, virsh, virshResult } from './support/libvirtd';
 import { mountFs, Mount } from './support/mounts';
 import { requireOrSkip } from './support/require-or-skip';
 
@@ -39,11 +39,7 @@ function domainXml(dir: string, serial: string): string {
 </domain>`;
 }
 
-/** The RAM file libvirt made for the running domain (memory_backing_dir/<id>-<name>/pc.ram). */
-function ramFile(): string {
-  const id = virsh('domid', NAME).trim();
-  return path.join('/var/lib/libvirt/qemu/ram', `${id}-${NAME}`, 'pc.ram');
-}
+const ramFile = () => domainRamFile(NAME);
 
 const why = libvirtdUnavailable() ?? (fs.existsSync(path.join(GUEST, 'vmlinuz')) ? undefined : 'the test guest is missing (scripts/build-test-guest.sh)');
 const maybe = requireOrSkip(why);

@@ -5,8 +5,8 @@
  */
 import * as fs from 'fs';
 
-export const HUGETLBFS_MAGIC = 0x958458f6;
-export const PAGE_SIZE = 4096;
+const HUGETLBFS_MAGIC = 0x958458f6;
+const PAGE_SIZE = 4096;
 
 export interface FilesystemInfo {
   huge: boolean;

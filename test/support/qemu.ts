@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { qemuAvailable } from '../../src/vm/qemu-launch';
 import { requireOrSkip } from './require-or-skip';
 
-export { accelArgs, machineArgs, qemuAvailable, startQemu } from '../../src/vm/qemu-launch';
+export { machineArgs, startQemu } from '../../src/vm/qemu-launch';
 export type { QemuInstance, QemuOptions, RamSpec } from '../../src/vm/qemu-launch';
 export { createRamFile, filesEqual, fillPattern, sha256File } from '../../bench/lib/ram-file';
 
