@@ -8,7 +8,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tty from 'tty';
-import { errorText, UsageError } from '../errors';
+import { errorText, systemError, UsageError } from '../errors';
 import { createReplacement } from '../fs/atomic-file';
 import { directoryOf } from '../image/chain';
 import { convert } from '../image/convert';
@@ -103,8 +103,8 @@ export async function saveCommand(args: string[]): Promise<number> {
       const fd = openFile(basePath, fs.constants.O_RDONLY);
       base = { fd, name: basePath, reference: path.relative(directoryOf(imageName, img?.fd ?? staged!.fd), fs.realpathSync(`/proc/self/fd/${fd}`)) };
     }
-    await withInterrupts(commandName(), (signal) =>
-      save({
+    await withInterrupts(commandName(), async (signal) => {
+      await save({
         ...shared,
         imageFd: img?.fd ?? staged!.fd,
         imageName,
@@ -117,9 +117,12 @@ export async function saveCommand(args: string[]): Promise<number> {
         staged: staged && { replaces: staged.replaced },
         onProgress: progressOf(p.flags.get('progress'), imageName),
         signal,
-      }),
-    );
-    staged?.commit();
+      });
+      // The rename is the commit: an interrupt before it (handled while save() awaited its
+      // last step) leaves the old image; nothing between this check and the rename yields.
+      if (staged && signal.aborted) throw systemError('ECANCELED', `save interrupted; ${imageName} is left as it was`, { path: imageName });
+      staged?.commit();
+    });
   } catch (e) {
     staged?.discard();
     throw e;

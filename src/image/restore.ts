@@ -145,6 +145,9 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
           },
         });
         if (bad) throw new ImageFormatError(bad.code, `${name}: corrupted: ${bad.text}; ${unchangedNote(staged)}`);
+        // An interrupt is honoured up to the commit: from this check to the last rename nothing
+        // yields to the event loop, so no signal is handled in between.
+        if (o.signal?.aborted) throw systemError('ECANCELED', 'interrupted');
         commit(staged);
         committed = true;
         o.onRamFilled?.();

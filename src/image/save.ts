@@ -237,8 +237,13 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       o.signal?.removeEventListener('abort', onAbort);
       progress.finish();
     }
-    if (first !== undefined && o.signal?.aborted && o.staged) throw systemError('ECANCELED', `save interrupted; ${name} is left as it was`, { path: name });
-    if (first !== undefined) throw explainCopyError(o.signal?.aborted ? systemError('ECANCELED', 'interrupted') : first, name, rams, 'save');
+    // An interrupt that came while the last jobs ran stops the save as one that came earlier.
+    const interrupted = () => {
+      if (o.staged) return systemError('ECANCELED', `save interrupted; ${name} is left as it was`, { path: name });
+      return explainCopyError(systemError('ECANCELED', 'interrupted'), name, rams, 'save');
+    };
+    if (o.signal?.aborted) throw interrupted();
+    if (first !== undefined) throw explainCopyError(first, name, rams, 'save');
 
     if (o.checkDeviceState ?? true) checkQemuStream(o.imageFd, header.deviceStateOffset, deviceStateBytes, name);
     header.deviceStateLength = deviceStateBytes;
@@ -255,6 +260,9 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     header.tableCrc = native.crc32c(table);
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
     onPath(name, () => native.fdatasync(o.imageFd));
+    // The committed header is the commit of an image written in place (--fd); nothing from the
+    // check above to here yields to the event loop, so a signal is honoured or comes too late.
+    if (o.signal?.aborted) throw interrupted();
     header.committed = true;
     // The CRC of the stream as it arrived: a reader checks the stored bytes against it before
     // QEMU gets them.
