@@ -8,6 +8,9 @@
  * test freezes (fsfreeze), so each blocks in its first write until the test thaws it, and the
  * interrupt comes before that. With --jobs at least the number of ranges, every job is handed
  * out before the interrupt, so a pool that only checks between jobs lets them all finish.
+ * The moments to freeze and to signal are found without timing: the helper writes its
+ * --planned-fd line or its --progress lines into a pipe the test keeps full, so it waits there
+ * (seen in /proc/PID/syscall) until the test drains it.
  */
 import { ChildProcess, execFileSync, spawn } from 'child_process';
 import * as crypto from 'crypto';
@@ -65,6 +68,36 @@ const signalsDelivered = (pid: number) => {
   return /^SigPnd:\s*0+$/m.test(status) && /^ShdPnd:\s*0+$/m.test(status);
 };
 
+/** A FIFO's write end that blocks the process it is given to (the pipe is full), and the test's read end to drain it. */
+function fullPipe(name: string): { childEnd: number; drain(): void; close(): void } {
+  const fifo = path.join(shm, name);
+  execFileSync('mkfifo', [fifo]);
+  const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const fill = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+  const childEnd = fs.openSync(fifo, fs.constants.O_WRONLY);
+  for (const size of [4096, 1]) {
+    try {
+      for (;;) fs.writeSync(fill, Buffer.alloc(size));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+    }
+  }
+  const buf = Buffer.alloc(65536);
+  return {
+    childEnd,
+    drain() {
+      try {
+        while (fs.readSync(reader, buf) > 0);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      }
+    },
+    close() {
+      for (const fd of [reader, fill]) fs.closeSync(fd);
+    },
+  };
+}
+
 function exited(child: ChildProcess): Promise<{ code: number | null; stderr: string }> {
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -87,34 +120,18 @@ describeAsRoot('an interrupt while the last jobs run commits nothing', () => {
     // --planned-fd is a pipe the test has filled: the restore's "planned" line (written once
     // the targets are staged, just before the jobs are handed out) waits until the test has
     // frozen the target's filesystem and reads the pipe.
-    const fifo = path.join(shm, 'planned');
-    execFileSync('mkfifo', [fifo]);
-    const drain = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-    const fill = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
-    const plannedFd = fs.openSync(fifo, fs.constants.O_WRONLY);
-    for (const size of [4096, 1]) {
-      try {
-        for (;;) fs.writeSync(fill, Buffer.alloc(size));
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-      }
-    }
+    const planned = fullPipe('planned');
     const child = spawn(process.execPath, [IOHELPER, 'restore', '--jobs', '4', '--job-size', '16M', '--planned-fd', '3', '--image', image, '--ram', `a=${target}`], {
-      stdio: ['ignore', 'ignore', 'pipe', plannedFd],
+      stdio: ['ignore', 'ignore', 'pipe', planned.childEnd],
     });
-    fs.closeSync(plannedFd);
+    fs.closeSync(planned.childEnd);
     const result = exited(child);
     try {
       await until('the restore writes its planned line', () => syscallOf(child.pid!).startsWith('1 0x3 '));
       ext4.freeze();
       try {
-        const buf = Buffer.alloc(65536);
         await until('the planned line is read', () => {
-          try {
-            while (fs.readSync(drain, buf) > 0);
-          } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-          }
+          planned.drain();
           return !syscallOf(child.pid!).startsWith('1 0x3 ');
         });
         // Every job is handed out in the same turn as the planned line, before the signal is
@@ -126,13 +143,12 @@ describeAsRoot('an interrupt while the last jobs run commits nothing', () => {
         ext4.thaw();
       }
       const r = await result;
-      expect({ code: r.code, last: lastLine(r.stderr) }).toEqual({ code: 1, last: expect.stringMatching(/interrupted/) });
+      expect({ code: r.code, last: lastLine(r.stderr) }).toEqual({ code: 1, last: expect.stringMatching(/restore interrupted; no RAM file was changed \(ECANCELED\)$/) });
       expect(await sha256File(target)).toBe(before);
       expect(ours()).toEqual([]);
     } finally {
       child.kill('SIGKILL');
-      fs.closeSync(drain);
-      fs.closeSync(fill);
+      planned.close();
     }
   });
 
@@ -191,29 +207,63 @@ describeAsRoot('an interrupt while the last jobs run commits nothing', () => {
   });
 });
 
+test('save by path (CLI, SIGTERM while it is blocked): the old image is left as it was, no temporary', async () => {
+  // The save's progress goes to a pipe nobody reads: its main thread blocks in a progress
+  // write (one during the copy, or the last one, after the copy and before the commit) and
+  // gets SIGTERM there, its device state long complete. Before: the signal, handled only
+  // after the blocked write, was not seen before the rename, and the image was replaced.
+  const dir = fs.mkdtempSync(path.join(shm, 'save-'));
+  const target = path.join(dir, 'saved.img');
+  fs.copyFileSync(image, target);
+  const before = await sha256File(target);
+  const progress = fullPipe('progress');
+  const child = spawn(process.execPath, [IOHELPER, 'save', '--no-stream-check', '--jobs', '4', '--job-size', '16M', '--progress=3', '--image', target, '--ram', `a=${src}`], {
+    stdio: ['pipe', 'ignore', 'pipe', progress.childEnd],
+  });
+  fs.closeSync(progress.childEnd);
+  child.stdin!.end(crypto.randomBytes(10000));
+  const result = exited(child);
+  let draining: NodeJS.Timeout | undefined;
+  try {
+    await until('the save blocks writing progress', () => syscallOf(child.pid!).startsWith('1 0x3 '));
+    child.kill('SIGTERM');
+    await until('SIGTERM is delivered', () => signalsDelivered(child.pid!));
+    draining = setInterval(() => progress.drain(), 10);
+    const r = await result;
+    expect({ code: r.code, last: lastLine(r.stderr) }).toEqual({ code: 1, last: expect.stringMatching(/save interrupted; .*saved\.img is left as it was \(ECANCELED\)$/) });
+    expect(await sha256File(target)).toBe(before);
+    expect(fs.readdirSync(dir)).toEqual(['saved.img']);
+  } finally {
+    clearInterval(draining);
+    child.kill('SIGKILL');
+    progress.close();
+  }
+});
+
 describe('the first bad chunk stops every job', () => {
-  test('a chunk corrupted at the start of the RAM: the other jobs are cancelled, not read and written', async () => {
-    // 32 jobs of 2 MiB on 2 threads; chunk 0 of job 0 is corrupted. An fd target is written in
-    // place and never put back, so its allocated bytes count what the jobs wrote.
+  test('the first chunk of each of the first two jobs corrupted, 32 jobs on 2 threads: no other job runs', async () => {
+    // Both first jobs fail at their first chunk, before writing anything, whichever thread runs
+    // which and whenever; no other job may start once a bad chunk is seen. An fd target is
+    // written in place and never put back, so its allocated bytes count what the jobs wrote.
+    // (Jobs in flight are cancelled through the same word as on an interrupt, tested above.)
     const corrupt = path.join(shm, 'corrupt.img');
     fs.copyFileSync(image, corrupt);
     const info = JSON.parse((await runHelper(['inspect', corrupt, '--json'], ['ignore', 'pipe'])).stdout.toString());
     const fd = fs.openSync(corrupt, 'r+');
-    const at = info.blocks[0].offset + 100;
-    const b = Buffer.alloc(1);
-    fs.readSync(fd, b, 0, 1, at);
-    b[0] ^= 0x5a;
-    fs.writeSync(fd, b, 0, 1, at);
+    for (const at of [info.blocks[0].offset + 100, info.blocks[0].offset + 2 * M + 100]) {
+      const b = Buffer.alloc(1);
+      fs.readSync(fd, b, 0, 1, at);
+      b[0] ^= 0x5a;
+      fs.writeSync(fd, b, 0, 1, at);
+    }
     fs.closeSync(fd);
     const target = path.join(shm, 'fd-target');
     const t = fs.openSync(target, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600);
     try {
       const r = await runHelper(['restore', '--jobs', '2', '--job-size', '2M', '--image', corrupt, '--ram', 'a=fd:3'], ['ignore', 'ignore', 'pipe', t]);
-      expect({ code: r.code, last: lastLine(r.stderr) }).toEqual({ code: 1, last: expect.stringMatching(/chunk 0 .*\(EIMG_CHECKSUM\)$/) });
-      // Before: every other job ran, 62 MiB written. Now: at most the jobs in flight when
-      // chunk 0 failed its check (one per thread), each stopped at its next chunk.
-      const written = fs.fstatSync(t).blocks * 512;
-      expect(written).toBeLessThanOrEqual(8 * M);
+      expect({ code: r.code, last: lastLine(r.stderr) }).toEqual({ code: 1, last: expect.stringMatching(/chunk [02] .*\(EIMG_CHECKSUM\)$/) });
+      // Before: every other job was read and written first (60 MiB).
+      expect(fs.fstatSync(t).blocks * 512).toBe(0);
     } finally {
       fs.closeSync(t);
     }

@@ -24,6 +24,7 @@ import { openFile } from '../fs/open-file';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { commandName, stderrLine, stdoutText } from './report';
 import { checkPassedFd } from './passed-fds';
+import { afterPendingSignals } from '../util/event-loop';
 import { withInterrupts } from './signals';
 
 /** --fd N, or (restore only: a save by path goes through createReplacement) --image PATH opened read-only. */
@@ -118,8 +119,9 @@ export async function saveCommand(args: string[]): Promise<number> {
         onProgress: progressOf(p.flags.get('progress'), imageName),
         signal,
       });
-      // The rename is the commit: an interrupt before it (handled while save() awaited its
-      // last step) leaves the old image; nothing between this check and the rename yields.
+      // The rename is the commit: an interrupt before it (one that came during save()'s last
+      // writes is handled now) leaves the old image; nothing between the check and the rename yields.
+      await afterPendingSignals();
       if (staged && signal.aborted) throw systemError('ECANCELED', `save interrupted; ${imageName} is left as it was`, { path: imageName });
       staged?.commit();
     });

@@ -46,6 +46,7 @@ import {
   planLayout,
 } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './exec/planner';
+import { afterPendingSignals } from '../util/event-loop';
 import { runPool, warmPool } from './exec/pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { checkDistinct, idOfFd } from './identity';
@@ -260,8 +261,9 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     header.tableCrc = native.crc32c(table);
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
     onPath(name, () => native.fdatasync(o.imageFd));
-    // The committed header is the commit of an image written in place (--fd); nothing from the
-    // check above to here yields to the event loop, so a signal is honoured or comes too late.
+    // The committed header is the commit of an image written in place (--fd): a signal that came
+    // during the writes above is handled now, and nothing from the check to it yields.
+    await afterPendingSignals();
     if (o.signal?.aborted) throw interrupted();
     header.committed = true;
     // The CRC of the stream as it arrived: a reader checks the stored bytes against it before
