@@ -104,14 +104,15 @@ export async function runPool(o: PoolRun): Promise<WorkerResult[]> {
         r = (await pool.run(tasks[i])) as WorkerResult;
       } catch (e) {
         // A worker that died: the others are cancelled, and waited for.
-        failure ??= e instanceof Error ? e : new Error(String(e));
+        if (!stopped) failure = e instanceof Error ? e : new Error(String(e));
         stop();
         break;
       }
       results[i] = r;
       if (r.error) {
-        // A job that stopped because the run was stopped says nothing of its own.
-        if (!(stopped && r.error.code === 'ECANCELED')) failure ??= toError(r.error);
+        // The first failure wins: what a job reports once the run was stopped (ECANCELED, or
+        // an error of its own while it was being cancelled) comes after it.
+        if (!stopped) failure = toError(r.error);
         stop();
       } else {
         o.onResult?.(i, r);
