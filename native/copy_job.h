@@ -68,8 +68,8 @@ struct RamRange {
 bool Cancelled(const RamRange& r, CopyOutcome* o);
 
 // Reads a job object's RamRange fields: ramFd, ramOffset, length, imageFd, chunkSize (required
-// or optional), cancel (optional), and for a restore ramWrite, for a save the hashes (with base hashes when
-// `withBase`). False after throwing a TypeError/RangeError naming the field.
+// or optional), cancel (optional), and for a restore ramWrite, for a save the hashes (with base
+// hashes when `withBase`). False after throwing a TypeError/RangeError naming the field.
 bool ReadRamRange(Napi::Env env, Napi::Object job, bool save, bool chunkRequired, bool withBase, RamRange* r);
 
 // The source side of a save: the range's data extents in the RAM file and a read-only mapping

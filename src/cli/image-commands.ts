@@ -8,7 +8,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tty from 'tty';
-import { errorText, systemError, UsageError } from '../errors';
+import { errorText, UsageError } from '../errors';
 import { createReplacement } from '../fs/atomic-file';
 import { directoryOf } from '../image/chain';
 import { convert } from '../image/convert';
@@ -16,7 +16,7 @@ import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
 import { CHUNK_SIZE, FD, JOBS } from '../util/limits';
 import { restore } from '../image/restore';
-import { save } from '../image/save';
+import { save, stagedSaveInterrupted } from '../image/save';
 import { parseCompress } from '../image/compression';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
 import { parseBounded, parseFlags, parseSize, ParsedFlags } from '../util/flags';
@@ -122,7 +122,7 @@ export async function saveCommand(args: string[]): Promise<number> {
       // The rename is the commit: an interrupt before it (one that came during save()'s last
       // writes is handled now) leaves the old image; nothing between the check and the rename yields.
       await afterPendingSignals();
-      if (staged && signal.aborted) throw systemError('ECANCELED', `save interrupted; ${imageName} is left as it was`, { path: imageName });
+      if (staged && signal.aborted) throw stagedSaveInterrupted(imageName);
       staged?.commit();
     });
   } catch (e) {

@@ -240,7 +240,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     }
     // An interrupt that came while the last jobs ran stops the save as one that came earlier.
     const interrupted = () => {
-      if (o.staged) return systemError('ECANCELED', `save interrupted; ${name} is left as it was`, { path: name });
+      if (o.staged) return stagedSaveInterrupted(name);
       return explainCopyError(systemError('ECANCELED', 'interrupted'), name, rams, 'save');
     };
     if (o.signal?.aborted) throw interrupted();
@@ -283,6 +283,11 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     chain?.close();
     for (const r of rams) r.close();
   }
+}
+
+/** An interrupted save into a temporary (SaveOptions.staged): the image it was to replace is untouched. */
+export function stagedSaveInterrupted(name: string): Error {
+  return systemError('ECANCELED', `save interrupted; ${name} is left as it was`, { path: name });
 }
 
 /**
