@@ -20,6 +20,7 @@ import { createRamFile, fillPattern, sha256File } from '../bench/lib/ram-file';
 import { createReplacement } from '../src/fs/atomic-file';
 import * as deviceStateIo from '../src/image/io/device-state';
 import * as pool from '../src/image/exec/pool';
+import { restore } from '../src/image/restore';
 import { save } from '../src/image/save';
 import { native } from '../src/native';
 import { IOHELPER, lastLine, runHelper } from './support/cli';
@@ -30,6 +31,8 @@ const RAM = 64 * M;
 let shm: string;
 let src: string;
 let image: string;
+/** The same RAM as a compressed image (its chunks restored by native/chunk_codec.cc, not ram_copy.cc). */
+let compressed: string;
 
 beforeAll(async () => {
   shm = fs.mkdtempSync('/dev/shm/iohelper-interrupt-');
@@ -39,6 +42,9 @@ beforeAll(async () => {
   image = path.join(shm, 'good.img');
   const r = await runHelper(['save', '--no-stream-check', '--chunk', '1M', '--image', image, '--ram', `a=${src}`], [crypto.randomBytes(10000), 'ignore']);
   expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+  compressed = path.join(shm, 'compressed.img');
+  const z = await runHelper(['save', '--no-stream-check', '--compress', '--chunk', '1M', '--image', compressed, '--ram', `a=${src}`], [crypto.randomBytes(10000), 'ignore']);
+  expect({ code: z.code, stderr: z.stderr }).toEqual({ code: 0, stderr: '' });
 });
 afterAll(() => fs.rmSync(shm, { recursive: true, force: true }));
 
@@ -98,6 +104,17 @@ function fullPipe(name: string): { childEnd: number; drain(): void; close(): voi
   };
 }
 
+/** Threads of this process in uninterruptible sleep (state D: here, writes waiting on a frozen filesystem). */
+const threadsBlocked = () =>
+  fs.readdirSync('/proc/self/task').filter((tid) => {
+    try {
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2).startsWith('D');
+    } catch {
+      return false; // a thread that just ended
+    }
+  }).length;
+
 function exited(child: ChildProcess): Promise<{ code: number | null; stderr: string }> {
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -107,12 +124,19 @@ function exited(child: ChildProcess): Promise<{ code: number | null; stderr: str
 describeAsRoot('an interrupt while the last jobs run commits nothing', () => {
   let ext4: FreezableMount;
   beforeAll(() => {
-    ext4 = mountLoopExt4(256 * M);
+    ext4 = mountLoopExt4(512 * M);
   });
   afterAll(() => ext4?.unmount());
+  // Each test's files go after it: the filesystem holds a few RAM files, not all of them.
+  afterEach(() => {
+    for (const f of fs.readdirSync(ext4.dir)) if (f !== 'lost+found') fs.rmSync(path.join(ext4.dir, f), { force: true });
+  });
   const ours = () => fs.readdirSync(ext4.dir).filter((f) => f.includes('.iohelper-'));
 
-  test('restore (CLI, SIGINT): a target that holds data is left as it was, and no temporary is left', async () => {
+  test.each([
+    ['mappable', () => image],
+    ['compressed', () => compressed],
+  ])('restore of a %s image (CLI, SIGINT): a target that holds data is left as it was, and no temporary is left', async (kind, imageOf) => {
     const target = path.join(ext4.dir, 'ram');
     createRamFile(target, RAM);
     fillPattern(target, 9, 0);
@@ -120,8 +144,8 @@ describeAsRoot('an interrupt while the last jobs run commits nothing', () => {
     // --planned-fd is a pipe the test has filled: the restore's "planned" line (written once
     // the targets are staged, just before the jobs are handed out) waits until the test has
     // frozen the target's filesystem and reads the pipe.
-    const planned = fullPipe('planned');
-    const child = spawn(process.execPath, [IOHELPER, 'restore', '--jobs', '4', '--job-size', '16M', '--planned-fd', '3', '--image', image, '--ram', `a=${target}`], {
+    const planned = fullPipe(`planned-${kind}`);
+    const child = spawn(process.execPath, [IOHELPER, 'restore', '--jobs', '4', '--job-size', '16M', '--planned-fd', '3', '--image', imageOf(), '--ram', `a=${target}`], {
       stdio: ['ignore', 'ignore', 'pipe', planned.childEnd],
     });
     fs.closeSync(planned.childEnd);
@@ -152,33 +176,47 @@ describeAsRoot('an interrupt while the last jobs run commits nothing', () => {
     }
   });
 
-  test('save (library, abort): the image is left as it was, and nothing is committed', async () => {
+  /**
+   * The one place the library tests step in: runPool, the real one, runs with the filesystem
+   * frozen, so every job waits in its first write; once all of them wait there the test aborts
+   * (as SIGTERM does) and thaws. `before` runs first; `settled` gets the fd the jobs wrote,
+   * once they all ended. Without cancellation they would each run out their 16 MiB range.
+   */
+  function holdJobsThenAbort(abort: AbortController, writtenFd: (o: pool.PoolRun) => number, before?: () => Promise<unknown>) {
+    const realRun = pool.runPool;
+    const counted = { bytes: -1 };
+    const spy = jest.spyOn(pool, 'runPool').mockImplementation(async (o) => {
+      await before?.();
+      ext4.freeze();
+      try {
+        const run = realRun(o);
+        run.catch(() => undefined); // awaited below, after the thaw
+        await until('every job waits in its first write', () => threadsBlocked() >= o.tasks.length);
+        abort.abort();
+        ext4.thaw();
+        try {
+          return await run;
+        } finally {
+          counted.bytes = fs.fstatSync(writtenFd(o)).blocks * 512;
+        }
+      } finally {
+        ext4.thaw();
+      }
+    });
+    return { spy, counted };
+  }
+
+  test('save (library, abort): the jobs in flight are cancelled, the image is left as it was, nothing is committed', async () => {
     const target = path.join(ext4.dir, 'saved.img');
     fs.copyFileSync(image, target);
     const before = await sha256File(target);
     const staged = createReplacement(target);
     const abort = new AbortController();
-    // The one place the test steps in: between the device state's copy (complete, as a QEMU
-    // that finished sending leaves it) and the RAM jobs, it freezes the filesystem; then it
-    // aborts, as SIGTERM does, once every job is handed out. Both are the real functions.
+    // The device state is complete before the jobs are held, as a QEMU that finished sending leaves it.
     let deviceState: Promise<unknown> | undefined;
     const realStream = deviceStateIo.streamDeviceState;
-    const realRun = pool.runPool;
     const streamSpy = jest.spyOn(deviceStateIo, 'streamDeviceState').mockImplementation((o) => (deviceState = realStream(o)));
-    const runSpy = jest.spyOn(pool, 'runPool').mockImplementation(async (o) => {
-      await deviceState;
-      ext4.freeze();
-      try {
-        const run = realRun(o);
-        run.catch(() => undefined); // awaited below, after the thaw
-        abort.abort();
-        await sleep(200); // the jobs reach their first write; they cannot pass it while frozen
-        ext4.thaw();
-        return await run;
-      } finally {
-        ext4.thaw();
-      }
-    });
+    const { spy, counted } = holdJobsThenAbort(abort, () => staged.fd, async () => deviceState);
     const [r, w] = native.pipe();
     fs.writeSync(w, crypto.randomBytes(10000));
     fs.closeSync(w);
@@ -195,12 +233,42 @@ describeAsRoot('an interrupt while the last jobs run commits nothing', () => {
         signal: abort.signal,
       });
       await expect(saving).rejects.toMatchObject({ code: 'ECANCELED', message: expect.stringMatching(/interrupted.*left as it was/) });
-      expect(runSpy).toHaveBeenCalledTimes(1);
+      expect(spy).toHaveBeenCalledTimes(1);
+      // Each job ended after the write it waited in (8 MiB at most): half the RAM, not all of it.
+      expect(counted.bytes).toBeGreaterThan(0);
+      expect(counted.bytes).toBeLessThanOrEqual(RAM / 2 + M);
     } finally {
       staged.discard();
       streamSpy.mockRestore();
-      runSpy.mockRestore();
+      spy.mockRestore();
       fs.closeSync(r);
+    }
+    expect(await sha256File(target)).toBe(before);
+    expect(ours()).toEqual([]);
+  });
+
+  test.each([
+    ['mappable', () => image],
+    ['compressed', () => compressed],
+  ])('restore of a %s image (library, abort): the jobs in flight are cancelled, the target is left as it was', async (_kind, imageOf) => {
+    const target = path.join(ext4.dir, 'ram-lib');
+    createRamFile(target, RAM);
+    fillPattern(target, 11, 0);
+    const before = await sha256File(target);
+    const abort = new AbortController();
+    const { spy, counted } = holdJobsThenAbort(abort, (o) => (o.tasks[0].job as { ramFd: number }).ramFd);
+    const imageFd = fs.openSync(imageOf(), 'r');
+    const devNull = fs.openSync('/dev/null', 'w');
+    try {
+      const restoring = restore({ imageFd, imageName: imageOf(), ram: [{ name: 'a', path: target }], deviceStateFd: devNull, jobs: 4, jobSize: 16 * M, signal: abort.signal });
+      await expect(restoring).rejects.toMatchObject({ code: 'ECANCELED', message: expect.stringMatching(/restore interrupted; no RAM file was changed/) });
+      // Each job ended after the write it waited in (8 MiB at most), into the temporary.
+      expect(counted.bytes).toBeGreaterThan(0);
+      expect(counted.bytes).toBeLessThanOrEqual(RAM / 2);
+    } finally {
+      spy.mockRestore();
+      fs.closeSync(imageFd);
+      fs.closeSync(devNull);
     }
     expect(await sha256File(target)).toBe(before);
     expect(ours()).toEqual([]);
