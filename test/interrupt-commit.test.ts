@@ -68,6 +68,12 @@ const syscallOf = (pid: number) => {
   }
 };
 
+/** Whether `child`'s main thread is in write(fd); throws if it has exited (it never will be). */
+function blockedWriting(child: ChildProcess, fd: number): boolean {
+  if (child.exitCode !== null) throw new Error(`the helper exited (${child.exitCode}) before it blocked writing fd ${fd}`);
+  return syscallOf(child.pid!).startsWith(`1 0x${fd.toString(16)} `);
+}
+
 /** No signal waits for delivery to `pid` any more (its handler has it). */
 const signalsDelivered = (pid: number) => {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -151,12 +157,12 @@ describeAsRoot('an interrupt while the last jobs run commits nothing', () => {
     fs.closeSync(planned.childEnd);
     const result = exited(child);
     try {
-      await until('the restore writes its planned line', () => syscallOf(child.pid!).startsWith('1 0x3 '));
+      await until('the restore writes its planned line', () => blockedWriting(child, 3));
       ext4.freeze();
       try {
         await until('the planned line is read', () => {
           planned.drain();
-          return !syscallOf(child.pid!).startsWith('1 0x3 ');
+          return !blockedWriting(child, 3);
         });
         // Every job is handed out in the same turn as the planned line, before the signal is
         // handled; each waits in its first write to the frozen filesystem.
@@ -293,7 +299,7 @@ test('save by path (CLI, SIGTERM while it is blocked): the old image is left as 
   const result = exited(child);
   let draining: NodeJS.Timeout | undefined;
   try {
-    await until('the save blocks writing progress', () => syscallOf(child.pid!).startsWith('1 0x3 '));
+    await until('the save blocks writing progress', () => blockedWriting(child, 3));
     child.kill('SIGTERM');
     await until('SIGTERM is delivered', () => signalsDelivered(child.pid!));
     draining = setInterval(() => progress.drain(), 10);
