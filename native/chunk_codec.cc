@@ -98,6 +98,7 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   size_t ext = 0;
   for (uint64_t c = 0; c < chunks; c++) {
+    if (Cancelled(j, o)) return;
     uint64_t cs = c * j.chunkSize, ce = std::min(j.length, cs + j.chunkSize), len = ce - cs;
     uint8_t* entry = j.index + c * kIndexEntry;
     while (ext < extents.size() && extents[ext].end <= cs) ext++;
@@ -307,6 +308,7 @@ void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
   thread_local Scratch out(kBufferAlign);
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   for (uint64_t c = 0; c < chunks; c++) {
+    if (Cancelled(j, o)) return;
     StoredChunk e;
     if (!ReadEntry(j, c, &e, o)) return;
     if (e.kind == kZero) continue;

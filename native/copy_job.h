@@ -58,11 +58,18 @@ struct RamRange {
   uint64_t chunkSize = 8 << 20;
   bool ramWrite = false;  // restore: fill the RAM file with pwrite() instead of through a mapping
   HashSpec hash;          // save: each hash unit's keyed hash, when asked
+  // job.cancel: an Int32Array on a SharedArrayBuffer that every job of one copy shares; the
+  // pool sets [0] on an abort or on the first failure of any job (src/image/exec/pool.ts).
+  const int32_t* cancel = nullptr;
 };
 
+// Whether the job was cancelled: if so, fails it with ECANCELED. The copy loops ask once per
+// chunk or I/O, so a cancelled job stops after the block in hand instead of running out its range.
+bool Cancelled(const RamRange& r, CopyOutcome* o);
+
 // Reads a job object's RamRange fields: ramFd, ramOffset, length, imageFd, chunkSize (required
-// or optional), and for a restore ramWrite, for a save the hashes (with base hashes when
-// `withBase`). False after throwing a TypeError/RangeError naming the field.
+// or optional), cancel (optional), and for a restore ramWrite, for a save the hashes (with base
+// hashes when `withBase`). False after throwing a TypeError/RangeError naming the field.
 bool ReadRamRange(Napi::Env env, Napi::Object job, bool save, bool chunkRequired, bool withBase, RamRange* r);
 
 // The source side of a save: the range's data extents in the RAM file and a read-only mapping

@@ -65,6 +65,8 @@ export interface RangeJob {
   ramWrite?: 0 | 1;
   /** saveRange: filled with each hash unit's AES-128-GMAC tag (16 bytes per unit of the range). */
   hashes?: Uint8Array;
+  /** [0] set non-zero stops the job at its next chunk or I/O with ECANCELED (an Int32Array on a SharedArrayBuffer, shared by the jobs of one copy). */
+  cancel?: Int32Array;
   /** With hashes: the chain's 16-byte secret key. */
   hashKey?: Uint8Array;
   /** With hashes: a power of two, 4 KiB .. 64 MiB, dividing ramOffset. */
@@ -104,6 +106,8 @@ export interface ChunkJob {
   layerFds?: number[];
   /** saveChunks: filled with each hash unit's AES-128-GMAC tag (16 bytes per unit of the range). */
   hashes?: Uint8Array;
+  /** As RangeJob.cancel. */
+  cancel?: Int32Array;
   hashKey?: Uint8Array;
   hashUnit?: number;
   /** saveChunks of a delta (hashUnit = chunkSize): the base's hashes of the same units; a unit with the same digest is stored as BASE. */

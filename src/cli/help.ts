@@ -61,8 +61,9 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       match; a target must be absent, empty or exactly the block's size, a regular file (not
       a symlink), not hard-linked (--force allows it), not the image or another target, and
       its filesystem must have room for the block's data. Every chunk's CRC-32C is checked
-      (unless --no-verify). A fresh PATH target (absent, empty, or all holes, as a QEMU
-      started with -incoming defer leaves its RAM file) is filled in place, so a process that
+      (unless --no-verify). A fresh PATH target (absent, empty, or provably all holes: no
+      block allocated and no data where SEEK_DATA looks, as a QEMU started with -incoming
+      defer leaves its RAM file) is filled in place, so a process that
       maps it sees the restored RAM; a failure punches it back to holes, truncates it back to
       empty or removes it. A PATH target holding data is filled through a temporary file
       beside it, renamed over it only once every chunk verified, so a refused, corrupted or

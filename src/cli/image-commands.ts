@@ -16,7 +16,7 @@ import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
 import { CHUNK_SIZE, FD, JOBS } from '../util/limits';
 import { restore } from '../image/restore';
-import { save } from '../image/save';
+import { save, stagedSaveInterrupted } from '../image/save';
 import { parseCompress } from '../image/compression';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
 import { parseBounded, parseFlags, parseSize, ParsedFlags } from '../util/flags';
@@ -24,6 +24,7 @@ import { openFile } from '../fs/open-file';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { commandName, stderrLine, stdoutText } from './report';
 import { checkPassedFd } from './passed-fds';
+import { afterPendingSignals } from '../util/event-loop';
 import { withInterrupts } from './signals';
 
 /** --fd N, or (restore only: a save by path goes through createReplacement) --image PATH opened read-only. */
@@ -103,8 +104,8 @@ export async function saveCommand(args: string[]): Promise<number> {
       const fd = openFile(basePath, fs.constants.O_RDONLY);
       base = { fd, name: basePath, reference: path.relative(directoryOf(imageName, img?.fd ?? staged!.fd), fs.realpathSync(`/proc/self/fd/${fd}`)) };
     }
-    await withInterrupts(commandName(), (signal) =>
-      save({
+    await withInterrupts(commandName(), async (signal) => {
+      await save({
         ...shared,
         imageFd: img?.fd ?? staged!.fd,
         imageName,
@@ -117,9 +118,13 @@ export async function saveCommand(args: string[]): Promise<number> {
         staged: staged && { replaces: staged.replaced },
         onProgress: progressOf(p.flags.get('progress'), imageName),
         signal,
-      }),
-    );
-    staged?.commit();
+      });
+      // The rename is the commit: an interrupt before it (one that came during save()'s last
+      // writes is handled now) leaves the old image; nothing between the check and the rename yields.
+      await afterPendingSignals();
+      if (staged && signal.aborted) throw stagedSaveInterrupted(imageName);
+      staged?.commit();
+    });
   } catch (e) {
     staged?.discard();
     throw e;

@@ -16,6 +16,7 @@ import { native } from '../native';
 import { ProgressListener } from '../progress';
 import { DEFAULT_CHUNK, hasDeviceStateCrc, ImageFormatError, MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED, VERSION_DELTA } from './format';
 import { hex } from '../util/numbers';
+import { afterPendingSignals } from '../util/event-loop';
 import { checkJobs, DEFAULT_JOBS } from './io/image-fd';
 import { readImageMetadata } from './io/read-image';
 import { restore, UNCHANGED } from './restore';
@@ -108,6 +109,10 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
       if (result.deviceStateBytes !== header.deviceStateLength) {
         throw systemError('EIO', `${o.source}: device state gave ${result.deviceStateBytes} bytes, the header says ${header.deviceStateLength}`, { path: o.source });
       }
+      // The link below is the commit: a signal that came during the save's last writes is
+      // handled now, and nothing from this check to the link yields.
+      await afterPendingSignals();
+      if (o.signal?.aborted) throw systemError('ECANCELED', 'interrupted');
     } catch (e) {
       throw convertFailure(e, o.target, dir, scratch);
     }

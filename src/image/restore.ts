@@ -16,6 +16,7 @@ import { BlockEntry, CHUNK_ZERO, FLAG_COMPRESSED, hasChecksums, ImageFormatError
 import { hex } from '../util/numbers';
 import { openChain, resolveChain } from './chain';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './exec/planner';
+import { afterPendingSignals } from '../util/event-loop';
 import { runPool, warmPool } from './exec/pool';
 import { readChecksums, readImageMetadata } from './io/read-image';
 import { native } from '../native';
@@ -145,6 +146,10 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
           },
         });
         if (bad) throw new ImageFormatError(bad.code, `${name}: corrupted: ${bad.text}; ${unchangedNote(staged)}`);
+        // An interrupt is honoured up to the commit: a signal that came while the last jobs
+        // ended is handled now, and nothing from this check to the last rename yields.
+        await afterPendingSignals();
+        if (o.signal?.aborted) throw systemError('ECANCELED', 'interrupted');
         commit(staged);
         committed = true;
         o.onRamFilled?.();

@@ -46,6 +46,7 @@ import {
   planLayout,
 } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './exec/planner';
+import { afterPendingSignals } from '../util/event-loop';
 import { runPool, warmPool } from './exec/pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { checkDistinct, idOfFd } from './identity';
@@ -237,8 +238,13 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       o.signal?.removeEventListener('abort', onAbort);
       progress.finish();
     }
-    if (first !== undefined && o.signal?.aborted && o.staged) throw systemError('ECANCELED', `save interrupted; ${name} is left as it was`, { path: name });
-    if (first !== undefined) throw explainCopyError(o.signal?.aborted ? systemError('ECANCELED', 'interrupted') : first, name, rams, 'save');
+    // An interrupt that came while the last jobs ran stops the save as one that came earlier.
+    const interrupted = () => {
+      if (o.staged) return stagedSaveInterrupted(name);
+      return explainCopyError(systemError('ECANCELED', 'interrupted'), name, rams, 'save');
+    };
+    if (o.signal?.aborted) throw interrupted();
+    if (first !== undefined) throw explainCopyError(first, name, rams, 'save');
 
     if (o.checkDeviceState ?? true) checkQemuStream(o.imageFd, header.deviceStateOffset, deviceStateBytes, name);
     header.deviceStateLength = deviceStateBytes;
@@ -255,6 +261,10 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     header.tableCrc = native.crc32c(table);
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
     onPath(name, () => native.fdatasync(o.imageFd));
+    // The committed header is the commit of an image written in place (--fd): a signal that came
+    // during the writes above is handled now, and nothing from the check to it yields.
+    await afterPendingSignals();
+    if (o.signal?.aborted) throw interrupted();
     header.committed = true;
     // The CRC of the stream as it arrived: a reader checks the stored bytes against it before
     // QEMU gets them.
@@ -273,6 +283,11 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     chain?.close();
     for (const r of rams) r.close();
   }
+}
+
+/** An interrupted save into a temporary (SaveOptions.staged): the image it was to replace is untouched. */
+export function stagedSaveInterrupted(name: string): Error {
+  return systemError('ECANCELED', `save interrupted; ${name} is left as it was`, { path: name });
 }
 
 /**
