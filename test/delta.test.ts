@@ -2,7 +2,10 @@
  * Delta images (docs/FORMAT.md, version 3): a chain round-trips byte for byte, stores only the
  * units that changed, and every refusal (missing, replaced, changed, incomplete, cyclic or too
  * deep base; saving onto a base) happens before any RAM target is touched. Hostile headers and
- * chain references, fuzzed, are refused with an image error, never a crash or a write.
+ * chain references, fuzzed, are refused with an image error, never a crash or a write. A new
+ * delta's base is checked with restore's rules before a byte is written and again before the
+ * commit; a recorded base path is data (absolute refused, no links, nothing of the file quoted),
+ * and --base reads a moved chain.
  */
 import { spawn, spawnSync } from 'child_process';
 import * as crypto from 'crypto';
@@ -180,7 +183,7 @@ describe('chains round-trip and store only what changed', () => {
     copy('d1.img', 'm1.img');
     fs.renameSync(path.join(dir, 'full.img'), path.join(dir, 'full.moved'));
     try {
-      expectRefused('m1.img', /the recorded base \S*full\.img of \S*m1\.img does not exist \(ENOENT\); if the chain was moved, name its base with --base \(EIMG_BASE\)$/);
+      expectRefused('m1.img', /the recorded base \S*full\.img of \S*m1\.img does not exist \(ENOENT\); if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)$/);
     } finally {
       fs.renameSync(path.join(dir, 'full.moved'), path.join(dir, 'full.img'));
     }
@@ -189,7 +192,7 @@ describe('chains round-trip and store only what changed', () => {
     copy('full.img', 'full.keep');
     copy('other.img', 'full.img');
     try {
-      expectRefused('d2.img', /the recorded base \S*full\.img of \S*d1\.img is not the image this delta was saved against; if the chain was moved, name its base with --base \(EIMG_BASE\)$/);
+      expectRefused('d2.img', /the recorded base \S*full\.img of \S*d1\.img is not the image this delta was saved against; if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)$/);
       const shown = iohelper(['inspect', 'd2.img']);
       expect(shown.status).toBe(2);
       expect(shown.stdout.toString()).toMatch(/chain REFUSED/);
@@ -397,7 +400,7 @@ describe('a base path recorded in a delta is data: absolute refused, never a lin
   });
 
   test("'..' stays legal, but a file that is not the delta's base is refused without its size, first bytes or type", () => {
-    expectNothingQuoted(crafted('up.img', '../secret'), /the recorded base \S*\/secret of \S*up\.img is not the image this delta was saved against; if the chain was moved, name its base with --base \(EIMG_BASE\)$/, smallSecret);
+    expectNothingQuoted(crafted('up.img', '../secret'), /the recorded base \S*\/secret of \S*up\.img is not the image this delta was saved against; if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)$/, smallSecret);
     expectNothingQuoted(crafted('up-big.img', '../big-secret'), /the recorded base \S*\/big-secret of \S*up-big\.img is not the image this delta was saved against/, bigSecret);
     // '..' to the real base is a real layout.
     fs.mkdirSync(path.join(leak(), 'sub'));

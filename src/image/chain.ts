@@ -79,13 +79,14 @@ export function openChain(top: { fd: number; name: string; meta: ImageMetadata }
       const named = child === layers[0] && o.base !== undefined;
       const basePath = named ? o.base! : path.resolve(directoryOf(child.name, child.fd), child.meta.header.base!.path);
       const what = named ? `base ${basePath} of ${child.name}` : `the recorded base ${basePath} of ${child.name}`;
+      const moved = 'if the chain was moved, name its base with --base (restore, inspect, convert)';
       // The reason a recorded base is refused before R3 passed: nothing about the file itself.
-      const notTheBase: (why: () => string) => never = (why) => refuse(named ? why() : `${what} is not the image this delta was saved against; if the chain was moved, name its base with --base`);
+      const notTheBase: (why: () => string) => never = (why) => refuse(named ? why() : `${what} is not the image this delta was saved against; ${moved}`);
       let fd: number;
       try {
         fd = openFile(basePath, fs.constants.O_RDONLY, { noFollow: !named });
       } catch (e) {
-        if (!named && (e as NodeJS.ErrnoException).code === 'ENOENT') refuse(`${what} does not exist (ENOENT); if the chain was moved, name its base with --base`);
+        if (!named && (e as NodeJS.ErrnoException).code === 'ENOENT') refuse(`${what} does not exist (ENOENT); ${moved}`);
         notTheBase(() => `${what} cannot be opened: ${(e as Error).message}`);
       }
       // Registered at once so that close() releases it whatever is refused below.
