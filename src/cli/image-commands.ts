@@ -1,9 +1,9 @@
 /**
  * iohelper save | restore | inspect: the parallel RAM image (docs/FORMAT.md).
  *   save    --fd N | --image PATH [--direct] --ram NAME=PATH… [--jobs J] [--chunk SIZE]   device state on stdin
- *   restore --fd N [--direct] --ram NAME=PATH… [--jobs J] [--no-verify]    device state to stdout
- *   inspect IMAGE [--json]
- *   convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct]
+ *   restore --fd N [--direct] --ram NAME=PATH… [--jobs J] [--no-verify] [--base BASE]    device state to stdout
+ *   inspect IMAGE [--json] [--base BASE]
+ *   convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--flatten] [--base BASE] [--jobs J] [--direct]
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -71,6 +71,15 @@ function copyArgs(p: ParsedFlags) {
 
 const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs', 'job-size'], repeated: ['ram'], optionalValue: ['progress'] };
 
+/** --base PATH, which needs `what`. */
+function baseArg(p: ParsedFlags, what: string): string | undefined {
+  const base = p.flags.get('base');
+  if (base === true) throw new UsageError(`--base needs ${what}`);
+  return base;
+}
+
+const OVERRIDDEN_BASE = "the path of the delta's base (where its chain now is)";
+
 /** What a command did on the side, on stderr: it still succeeds. */
 const warn = (m: string) => stderrLine(`${commandName()}: warning: ${m}`);
 
@@ -81,8 +90,7 @@ export async function saveCommand(args: string[]): Promise<number> {
     values: [...common.values, 'chunk', 'min-hole', 'base'],
     optionalValue: [...common.optionalValue, 'compress'],
   });
-  const basePath = p.flags.get('base');
-  if (basePath === true) throw new UsageError('--base needs the path of the image the delta is saved against');
+  const basePath = baseArg(p, 'the path of the image the delta is saved against');
   const shared = copyArgs(p);
   const compressLevel = parseCompress(p.flags.get('compress'));
   if (compressLevel !== undefined && p.flags.has('no-checksums')) throw new UsageError('--compress: a compressed image always has chunk checksums; drop --no-checksums');
@@ -99,7 +107,7 @@ export async function saveCommand(args: string[]): Promise<number> {
   const imageName = img?.name ?? String(target);
   let base: { fd: number; name: string; reference: string } | undefined;
   try {
-    if (typeof basePath === 'string') {
+    if (basePath !== undefined) {
       // Recorded relative to the delta's directory, so a directory of images can be moved whole.
       const fd = openFile(basePath, fs.constants.O_RDONLY);
       base = { fd, name: basePath, reference: path.relative(directoryOf(imageName, img?.fd ?? staged!.fd), fs.realpathSync(`/proc/self/fd/${fd}`)) };
@@ -136,7 +144,8 @@ export async function saveCommand(args: string[]): Promise<number> {
 }
 
 export async function restoreCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify', 'force'], values: [...common.values, 'ready-fd', 'planned-fd'] });
+  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify', 'force'], values: [...common.values, 'ready-fd', 'planned-fd', 'base'] });
+  const base = baseArg(p, OVERRIDDEN_BASE);
   const signalFd = (flag: string) => {
     if (!p.flags.has(flag)) return undefined;
     const fd = parseBounded(String(p.flags.get(flag)), `--${flag}`, FD);
@@ -155,6 +164,7 @@ export async function restoreCommand(args: string[]): Promise<number> {
         ...shared,
         imageFd: img.fd,
         imageName: img.name,
+        base,
         noVerify: p.flags.has('no-verify'),
         force: p.flags.has('force'),
         onPlanned: plannedFd === undefined ? undefined : () => signalLine(plannedFd, 'planned'),
@@ -184,9 +194,9 @@ function signalLine(fd: number, line: string): void {
 }
 
 export function inspectCommand(args: string[]): number {
-  const p = parseFlags(args, { booleans: ['json'] });
+  const p = parseFlags(args, { booleans: ['json'], values: ['base'] });
   if (p.positionals.length !== 1) throw new UsageError('inspect takes one IMAGE path');
-  const r = inspect(p.positionals[0]);
+  const r = inspect(p.positionals[0], { base: baseArg(p, OVERRIDDEN_BASE) });
   stdoutText(p.flags.has('json') ? JSON.stringify(r, null, 2) + '\n' : describe(r));
   return r.kind === 'iohelper' && (!r.committed || r.deviceStateCrc?.ok === false || r.chainError) ? 2 : 0;
 }
@@ -234,13 +244,14 @@ function deviceStateCrcText(c: InspectResult['deviceStateCrc']): string {
 }
 
 export async function convertCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { booleans: ['direct', 'flatten'], values: ['jobs'], optionalValue: ['compress', 'progress'] });
+  const p = parseFlags(args, { booleans: ['direct', 'flatten'], values: ['jobs', 'base'], optionalValue: ['compress', 'progress'] });
+  const base = baseArg(p, OVERRIDDEN_BASE);
   if (p.positionals.length !== 2) throw new UsageError('convert takes SOURCE and TARGET image paths');
   const [source, target] = p.positionals;
   const compressLevel = parseCompress(p.flags.get('compress'));
   const jobs = p.flags.has('jobs') ? parseBounded(String(p.flags.get('jobs')), '--jobs', JOBS) : undefined;
   const r = await withInterrupts(commandName(), (signal) =>
-    convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), flatten: p.flags.has('flatten'), onWarning: warn, onProgress: progressOf(p.flags.get('progress'), source), signal }),
+    convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), flatten: p.flags.has('flatten'), base, onWarning: warn, onProgress: progressOf(p.flags.get('progress'), source), signal }),
   );
   stderrLine(`${commandName()}: ${target}: ${r.version === 1 ? 'mappable (version 1)' : 'compressed (version 2)'}, ${formatBytes(r.targetBytes)} from ${formatBytes(r.sourceBytes)} in ${(r.elapsedMs / 1000).toFixed(2)} s`);
   return 0;

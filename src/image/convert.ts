@@ -36,6 +36,8 @@ export interface ConvertOptions {
   onWarning?: (message: string) => void;
   /** The source may be a delta: the target is one standalone image of it and its bases. */
   flatten?: boolean;
+  /** A delta source: its base at this path, instead of the one it records (a moved chain). */
+  base?: string;
 }
 
 export interface ConvertResult {
@@ -75,7 +77,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
       const ram = entries.map((e, i) => ({ name: e.name, path: path.join(scratch!, `block-${i}`) }));
       const nullFd = fs.openSync('/dev/null', 'w');
       try {
-        await restore({ imageFd: sourceFd, imageName: o.source, ram, deviceStateFd: nullFd, jobs, direct: o.direct, signal: o.signal, onProgress: o.onProgress });
+        await restore({ imageFd: sourceFd, imageName: o.source, base: o.base, ram, deviceStateFd: nullFd, jobs, direct: o.direct, signal: o.signal, onProgress: o.onProgress });
       } finally {
         fs.closeSync(nullFd);
       }

@@ -28,6 +28,8 @@ import { WorkerTask } from './exec/worker-types';
 export interface RestoreOptions extends ImageCopyOptions {
   /** Allow hard-linked RAM targets (restoring changes the file under every name). */
   force?: boolean;
+  /** A delta: its base at this path, instead of the path the delta records (a moved chain). */
+  base?: string;
   /** Skip checking chunk CRCs and the device state's CRC (default: check). */
   noVerify?: boolean;
   /** Called once every check passed and the targets are open, before the first byte is filled. */
@@ -72,7 +74,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   matchNames(entries.map((e) => e.name), o.ram);
   // A delta: every base, opened by the path it records and checked to be the image it was
   // saved against, before anything is written (closed when the restore ends).
-  const chain = onPath(name, () => openChain({ fd: o.imageFd, name, meta }));
+  const chain = onPath(name, () => openChain({ fd: o.imageFd, name, meta }, { base: o.base }));
   try {
     return await restoreChain();
   } finally {

@@ -29,7 +29,6 @@ import {
   HASH_BYTES,
   HASH_KEY_BYTES,
   hashCountOf,
-  MAX_DEPTH,
   MAX_HASH_UNITS,
   encodeChecksums,
   encodeHeader,
@@ -51,8 +50,8 @@ import { runPool, warmPool } from './exec/pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { checkDistinct, idOfFd } from './identity';
 import { WorkerTask } from './exec/worker-types';
-import { readHashTables, readImageMetadata, zeroCrcs } from './io/read-image';
-import { Chain, describeBlocks, openChain, refuseLayer, sameBlocks } from './chain';
+import { readHashTables, zeroCrcs } from './io/read-image';
+import { Chain, checkBaseUnchanged, describeBlocks, openBaseChain, refuseLayer, sameBlocks } from './chain';
 
 export interface SaveOptions extends ImageCopyOptions {
   /** Checksum granularity (default 8 MiB). */
@@ -82,8 +81,9 @@ export interface SaveOptions extends ImageCopyOptions {
   staged?: { replaces?: { dev: bigint; ino: bigint } };
   /**
    * Writes a delta (format version 3) of this committed image: only the hash units whose
-   * keyed hash differs from the base's are stored. `reference` is the path the delta records
-   * (relative to the delta's directory, or absolute); `fd` is the base, open for reading.
+   * keyed hash differs from the base's are stored. `reference` is the path the delta records,
+   * relative to the delta's directory (an absolute one is refused: rule H25); `fd` is the base,
+   * open for reading, which must still be the file `reference` names when the delta commits.
    */
   base?: { fd: number; name: string; reference: string };
   /** Content hash unit of a full image (default DEFAULT_HASH_UNIT, 64 KiB, raised to the page size and to keep MAX_HASH_UNITS units at most). */
@@ -261,6 +261,8 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     header.tableCrc = native.crc32c(table);
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
     onPath(name, () => native.fdatasync(o.imageFd));
+    // A save of the base may have replaced it meanwhile: the delta would then never restore.
+    if (delta) checkBaseUnchanged({ fd: o.imageFd, name }, o.base!, delta.reference);
     // The committed header is the commit of an image written in place (--fd): a signal that came
     // during the writes above is handled now, and nothing from the check to it yields.
     await afterPendingSignals();
@@ -291,29 +293,26 @@ export function stagedSaveInterrupted(name: string): Error {
 }
 
 /**
- * The plan of a delta: the base (committed, with content hashes, not too deep) and its whole
- * chain are valid and unchanged, its blocks are the RAM's, and its hash tables are read (the
- * format bounds them: 64 MiB).
+ * The plan of a delta: the base and its whole chain can be read as the delta's chain
+ * (openBaseChain), its blocks are the RAM's, and its hash tables are read (the format bounds
+ * them: 64 MiB).
  */
 function planDelta(base: NonNullable<SaveOptions['base']>, rams: OpenRam[], pageSize: number) {
-  const meta = readImageMetadata(base.fd, base.name, { skipChecksums: true });
-  const h = meta.header;
-  if (!h.hashes) throw new ImageFormatError('EIMG_BASE', `${base.name} has no content hashes (saved by an older iohelper): save a full image first and deltas against that one`);
-  const depth = h.hashes.depth + 1;
-  if (depth > MAX_DEPTH) throw new ImageFormatError('EIMG_BASE', `${base.name} is already ${h.hashes.depth} deltas deep; a chain holds at most ${MAX_DEPTH}: flatten it first (iohelper convert --flatten ${base.name} FULL) and save against the full image`);
-  const chain = openChain({ fd: base.fd, name: base.name, meta });
+  const chain = openBaseChain(base.fd, base.name);
   try {
+    const { meta } = chain.layers[0];
+    const h = meta.header;
     const ram = rams.map((r) => ({ name: r.name, size: r.size, pageSize: Math.max(r.pageSize, pageSize) }));
     if (!sameBlocks(ram, meta.entries)) {
       throw systemError('EINVAL', `the RAM blocks are not those of the base ${base.name}: it has ${describeBlocks(meta.entries)}; given ${describeBlocks(ram)} (a delta is saved from the same VM, with --ram in the base's order)`, { path: base.name });
     }
     return {
       chain,
-      depth,
-      unit: h.hashes.unit,
-      key: h.hashes.key,
+      depth: h.hashes!.depth + 1,
+      unit: h.hashes!.unit,
+      key: h.hashes!.key,
       hashes: readHashTables(base.fd, base.name, h, meta.entries),
-      reference: { imageId: h.hashes.imageId, imageSize: meta.fileSize, headerCrc: meta.headerCrc, path: base.reference },
+      reference: { imageId: h.hashes!.imageId, imageSize: meta.fileSize, headerCrc: meta.headerCrc, path: base.reference },
     };
   } catch (e) {
     chain.close();

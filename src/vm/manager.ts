@@ -16,7 +16,7 @@ import { QmpClient, waitForMigration } from '../qmp/client';
 import { checkDeviceState, copyDeviceState } from '../image/io/device-state';
 import { readImageMetadata } from '../image/io/read-image';
 import { BlockEntry, ImageFormatError, VERSION_COMPRESSED, VERSION_DELTA } from '../image/format';
-import { refuseChainTarget } from '../image/chain';
+import { checkDeltaPlan } from '../image/chain';
 import { fillsInPlace } from '../image/restore-targets';
 import { lstatIfExists } from '../fs/lstat';
 import { planPrefetch, PrefetchPlan, PrefetchReport, runPrefetch } from './lazy/prefetch';
@@ -46,7 +46,7 @@ export interface SaveVmOptions {
 export async function saveVm(qmp: QmpClient, o: SaveVmOptions): Promise<{ blocks: Array<{ name: string; path: string; size: number }> }> {
   const blocks = sharedRamFiles(await listMemoryBackends(qmp));
   await refuseRamAsImage(qmp, o.image); // before the guest is stopped: nothing changes
-  if (o.base !== undefined) refuseChainTarget(o.image, o.base);
+  if (o.base !== undefined) checkDeltaPlan(o.image, o.base);
   const status = await qmp.execute('query-status');
   if (status.running) await qmp.execute('stop');
   await saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress, compressLevel: o.compressLevel, base: o.base });
