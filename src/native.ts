@@ -6,6 +6,7 @@
 import { getSystemErrorMap } from 'util';
 import nodeGypBuild = require('node-gyp-build');
 import { packageRoot } from './package-root';
+import type { RamReadMode } from './util/limits';
 
 export type Bytes = Uint8Array;
 /** A u64 argument: a Number, or a BigInt for values above 2^53. Results are always Numbers: above 2^53 - 1 the addon throws EOVERFLOW rather than round. */
@@ -65,6 +66,8 @@ export interface RangeJob {
   ramWrite?: 0 | 1;
   /** saveRange: filled with each hash unit's AES-128-GMAC tag (16 bytes per unit of the range). */
   hashes?: Uint8Array;
+  /** saveRange: how the RAM file is read (default auto: mmap on hugetlbfs, pread elsewhere). */
+  ramRead?: RamReadMode;
   /** With hashes: the chain's 16-byte secret key. */
   hashKey?: Uint8Array;
   /** With hashes: a power of two, 4 KiB .. 64 MiB, dividing ramOffset. */
@@ -77,6 +80,8 @@ export interface RangeResult {
   /** Restore: index of the first chunk whose checksum did not match, else -1. */
   badChunk: number;
   badCrc: number;
+  /** saveRange, saveChunks: how the RAM file was read. */
+  ramRead?: 'pread' | 'mmap';
 }
 
 /** One range of a RAM file to or from the chunk area of a compressed image (docs/FORMAT.md, version 2). */
@@ -104,6 +109,8 @@ export interface ChunkJob {
   layerFds?: number[];
   /** saveChunks: filled with each hash unit's AES-128-GMAC tag (16 bytes per unit of the range). */
   hashes?: Uint8Array;
+  /** saveChunks: as RangeJob.ramRead. */
+  ramRead?: RamReadMode;
   hashKey?: Uint8Array;
   hashUnit?: number;
   /** saveChunks of a delta (hashUnit = chunkSize): the base's hashes of the same units; a unit with the same digest is stored as BASE. */

@@ -15,7 +15,7 @@ import { CopyProgress } from './exec/copy-progress';
 import { writeAligned } from './io/aligned-io';
 import { streamDeviceState } from './io/device-state';
 import { checkQemuStream } from './io/qemu-stream-check';
-import { CHUNK_SIZE, checkBound, checkInteger, HASH_UNIT } from '../util/limits';
+import { CHUNK_SIZE, checkBound, checkInteger, checkRamRead, HASH_UNIT, RamReadMode } from '../util/limits';
 import { MAX_LEVEL, MIN_LEVEL } from './compression';
 import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './io/image-fd';
 import {
@@ -87,6 +87,8 @@ export interface SaveOptions extends ImageCopyOptions {
   base?: { fd: number; name: string; reference: string };
   /** Content hash unit of a full image (default 256 KiB, raised to the page size and to keep 2^21 units at most). */
   hashUnit?: number;
+  /** How guest RAM is read (native/ram_reader.h): default auto, mmap on hugetlbfs and pread elsewhere (bench/RESULTS.md). */
+  ramRead?: RamReadMode;
 }
 
 export interface SaveResult {
@@ -96,6 +98,8 @@ export interface SaveResult {
   deviceStateCrc: number;
   imageSize: number;
   elapsedMs: number;
+  /** How guest RAM was read: "pread", "mmap", or "mmap+pread" when the RAM files' filesystems differed; undefined when no job ran. */
+  ramRead?: string;
 }
 
 export { DEFAULT_JOBS } from './io/image-fd';
@@ -118,6 +122,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   checkBound(chunkSize, 'chunk size', CHUNK_SIZE);
   checkUniqueNames(o.ram);
   if (o.hashUnit !== undefined) checkBound(o.hashUnit, 'hash unit', HASH_UNIT);
+  const ramRead = o.ramRead === undefined ? 'auto' : checkRamRead(o.ramRead, 'ramRead');
   const compressed = o.compressLevel !== undefined;
   if (compressed) checkCompression(o.compressLevel!, chunkSize, o.checksums);
   if (o.base && o.checksums === false) throw systemError('EINVAL', 'a delta always has chunk checksums');
@@ -177,7 +182,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     cursor[0] = BigInt(header.dataOffset);
     const tasks: WorkerTask[] = jobsPlan.map((j) => {
       const e = entries[j.block];
-      const hashing = { hashes: new Uint8Array(unitsOf(j) * HASH_BYTES), hashUnit, hashKey: header.hashes!.key };
+      const hashing = { hashes: new Uint8Array(unitsOf(j) * HASH_BYTES), hashUnit, hashKey: header.hashes!.key, ramRead };
       if (chunked) {
         const job = { ramFd: rams[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit: zeroUnit, ...hashing };
         const baseHashes = delta ? new Uint8Array(delta.hashes[j.block].subarray((j.start / hashUnit) * HASH_BYTES, (j.start / hashUnit + unitsOf(j)) * HASH_BYTES)) : undefined;
@@ -224,6 +229,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
           if (r.checksums) checksums[j.block].set(r.checksums, j.firstChunk);
           if (r.index) indexes[j.block].set(r.index, j.firstChunk * INDEX_ENTRY);
           if (r.hashes) hashTables[j.block].set(r.hashes, (j.start / hashUnit) * HASH_BYTES);
+          if (r.ramRead) progress.ramRead.add(r.ramRead);
           progress.ramDone += j.end - j.start;
         },
       }).catch(fail);
@@ -268,6 +274,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       deviceStateCrc,
       imageSize: header.imageSize,
       elapsedMs: Date.now() - t0,
+      ramRead: progress.ramReadText(),
     };
   } finally {
     chain?.close();

@@ -1,0 +1,66 @@
+// The one reader of guest RAM for every save (ram_copy.cc's raw ranges, chunk_codec.cc's
+// compressed and delta chunks): the range's data extents (SEEK_DATA/SEEK_HOLE), read block by
+// block into a buffer the worker thread keeps, holes inside data-bearing units filled with
+// zeros, so the zero scan, the CRC, the hash and the image write all run on the same bytes.
+//
+// Two ways to get the bytes (docs/FORMAT.md does not care; the images are byte-identical):
+// - pread: the kernel copies the data extents into the thread's reused, aligned buffer. No
+//   page table is built for the RAM file: on a paravirtual MMU (the 2-core dev box) the first
+//   touch of each page of a fresh mapping costs ~10 µs, 5.6 s for 2 GiB; pread of the same
+//   data takes ~0.15 s.
+// - mmap: a shared read-only mapping, populated per block (MADV_POPULATE_READ); a block whose
+//   data-bearing units are all whole data is used in place (no copy), else assembled in the
+//   buffer. On hugetlbfs a fault maps 2 MiB, so the mapping costs little and saves the copy.
+// "auto" takes mmap on hugetlbfs and pread elsewhere (bench/RESULTS.md, "RAM read path").
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "copy_job.h"
+#include "ram_map.h"
+#include "unit_hash.h"
+
+namespace iohelper {
+
+// The most a reader takes at once when the caller has no bound of its own (chunk_codec.cc: a
+// chunk may be larger): 8 MiB, the size of one O_DIRECT write.
+constexpr uint64_t kReadBlock = 8 << 20;
+
+const char* RamReadName(RamRead mode);
+
+class RamReader {
+ public:
+  // `unit`: the granularity the caller scans by (zero unit or chunk); the bytes of every unit
+  // that holds any data are valid in a block, those of all-hole units are not (never read
+  // them: Covered() says 0). `block`: a multiple of unit, the most read at once.
+  RamReader(const RamRange& r, uint64_t unit, uint64_t block);
+  RamReader(const RamReader&) = delete;
+  RamReader& operator=(const RamReader&) = delete;
+  // Extents, the mapping (mmap), the hasher (when the job asks). False with o's error set.
+  bool Open(CopyOutcome* o);
+  RamRead mode() const { return mode_; }
+  UnitHasher* hasher() const { return hasher_.get(); }
+  // Reads the next block [start, end) of the range (start = previous end; relative to the
+  // range). False at the end (start == length) or with o's error set.
+  bool Next(uint64_t* start, uint64_t* end, CopyOutcome* o);
+  // Bytes of data (not hole) in [s, e), inside the current block; s never decreases.
+  uint64_t Covered(uint64_t s, uint64_t e);
+  // The current block's bytes from range offset `pos` on.
+  const uint8_t* At(uint64_t pos) const { return data_ + (pos - start_); }
+
+ private:
+  bool Fill(uint64_t s, uint64_t e, CopyOutcome* o);
+  const RamRange& r_;
+  uint64_t unit_, block_;
+  RamRead mode_;
+  std::vector<Extent> extents_;
+  std::unique_ptr<Mapping> map_;
+  std::unique_ptr<UnitHasher> hasher_;
+  size_t ext_ = 0;   // first extent that may reach the current block
+  size_t scan_ = 0;  // Covered()'s cursor
+  uint64_t start_ = 0, end_ = 0;
+  const uint8_t* data_ = nullptr;
+};
+
+}  // namespace iohelper
