@@ -77,11 +77,11 @@ bool JobRamRead(Napi::Env env, Napi::Object job, RamRead* out) {
   Napi::Value v = job.Get("ramRead");
   if (v.IsUndefined()) return true;
   std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
-  if (s == "auto" || s == "pread" || s == "mmap") {
-    *out = s == "pread" ? RamRead::kPread : s == "mmap" ? RamRead::kMmap : RamRead::kAuto;
+  if (s == "pread" || s == "mmap") {
+    *out = s == "pread" ? RamRead::kPread : RamRead::kMmap;
     return true;
   }
-  Napi::TypeError::New(env, "job.ramRead must be \"auto\", \"pread\" or \"mmap\"").ThrowAsJavaScriptException();
+  Napi::TypeError::New(env, "job.ramRead must be \"pread\" or \"mmap\"").ThrowAsJavaScriptException();
   return false;
 }
 

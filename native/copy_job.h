@@ -47,8 +47,9 @@ struct HashSpec {
 };
 bool JobHashes(Napi::Env env, Napi::Object job, uint64_t ramOffset, uint64_t length, bool withBase, HashSpec* out);
 
-// How a save reads the RAM file (ram_reader.h): job.ramRead "auto" (default), "pread" or "mmap".
-enum class RamRead { kAuto, kPread, kMmap };
+// How a save reads the RAM file (ram_reader.h): job.ramRead "mmap" (default) or "pread"; the
+// TypeScript layer chooses (src/image/ram-read.ts).
+enum class RamRead { kMmap, kPread };
 
 // What every RAM copy job has (ram_copy.cc's ranges at fixed places, chunk_codec.cc's chunks).
 struct RamRange {
@@ -59,7 +60,7 @@ struct RamRange {
   uint64_t chunkSize = 8 << 20;
   bool ramWrite = false;  // restore: fill the RAM file with pwrite() instead of through a mapping
   HashSpec hash;          // save: each hash unit's keyed hash, when asked
-  RamRead ramRead = RamRead::kAuto;  // save
+  RamRead ramRead = RamRead::kMmap;  // save
 };
 
 inline bool IsPow2(uint64_t v) { return v && !(v & (v - 1)); }

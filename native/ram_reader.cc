@@ -1,29 +1,24 @@
 #include "ram_reader.h"
 
-#include <linux/magic.h>
-#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "args.h"
+#include "errno_error.h"
+#include "limits.h"
 #include "retry.h"
 
 namespace iohelper {
 
-const char* RamReadName(RamRead mode) { return mode == RamRead::kMmap ? "mmap" : mode == RamRead::kPread ? "pread" : "auto"; }
+const char* RamReadName(RamRead mode) { return mode == RamRead::kPread ? "pread" : "mmap"; }
 
 RamReader::RamReader(const RamRange& r, uint64_t unit, uint64_t block) : r_(r), unit_(unit), block_(block), mode_(r.ramRead) {}
 
 bool RamReader::Open(CopyOutcome* o) {
-  if (mode_ == RamRead::kAuto) {
-    struct statfs fs;
-    if (fstatfs(r_.ramFd, &fs) != 0) {
-      o->Fail(errno, "fstatfs", "ram");
-      return false;
-    }
-    mode_ = static_cast<uint64_t>(fs.f_type) == HUGETLBFS_MAGIC ? RamRead::kMmap : RamRead::kPread;
-  }
   o->ramRead = RamReadName(mode_);
   if (int e = DataExtents(r_.ramFd, r_.ramOffset, r_.length, &extents_)) {
     o->Fail(e, "lseek", "ram");
@@ -118,5 +113,74 @@ bool RamReader::Fill(uint64_t s, uint64_t e, CopyOutcome* o) {
   data_ = buf;
   return true;
 }
+
+namespace {
+
+uint64_t ThreadCpuNs() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<uint64_t>(t.tv_sec) * 1000000000ull + static_cast<uint64_t>(t.tv_nsec);
+}
+
+// The two ways of reading [off, off + len) of fd, each timed in this thread's CPU time (user +
+// sys: what other processes do on the box does not count): a fresh mapping populated and read
+// one word a page, as the reader's mmap path does, and a pread into a buffer already touched,
+// as a worker's kept buffer is. Returns 0 or errno.
+int Cost(int fd, uint64_t off, uint64_t len, uint8_t* buf, uint64_t* mmapNs, uint64_t* preadNs) {
+  uint64_t t0 = ThreadCpuNs(), sum = 0;
+  Mapping map(fd, off, len, false);
+  if (map.err()) return map.err();
+  Populate(map.data(), len, false);
+  for (uint64_t k = 0; k < len; k += 4096) sum += *reinterpret_cast<const volatile uint64_t*>(map.data() + k);
+  uint64_t t1 = ThreadCpuNs();
+  for (uint64_t at = 0; at < len;) {
+    ssize_t got = PreadOnce(fd, buf + at, len - at, off + at);
+    if (got <= 0) return got < 0 ? static_cast<int>(-got) : EIO;
+    at += static_cast<uint64_t>(got);
+  }
+  for (uint64_t k = 0; k < len; k += 4096) sum += *reinterpret_cast<const volatile uint64_t*>(buf + k);
+  uint64_t t2 = ThreadCpuNs();
+  *mmapNs = std::min(*mmapNs, t1 - t0);
+  *preadNs = std::min(*preadNs, t2 - t1);
+  (void)sum;  // the volatile reads are the point
+  return 0;
+}
+
+// ramReadCost(fd, offset, length): {mmapNs, preadNs}, the CPU time each read path takes for
+// that range (page-aligned, at most 64 MiB), best of three alternating tries.
+Napi::Value RamReadCostJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = -1;
+  uint64_t off = 0, len = 0;
+  if (!ToInteger(env, info[0], "fd", 0, kMaxFd, &fd) || !ToInteger(env, info[1], "offset", 0, kMaxSafeInteger, &off) ||
+      !ToInteger(env, info[2], "length", 4096, kMaxChunk, &len))
+    return env.Undefined();
+  if (off % 4096 || len % 4096) {
+    Napi::RangeError::New(env, "offset and length must be multiples of 4096").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Scratch scratch(kBufferAlign);
+  uint8_t* buf = scratch.get(len);
+  if (!buf) {
+    ErrnoError(env, ENOMEM, "posix_memalign").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  memset(buf, 0, len);  // the buffer a worker keeps is warm after its first block
+  uint64_t mmapNs = UINT64_MAX, preadNs = UINT64_MAX;
+  for (int i = 0; i < 3; i++) {
+    if (int e = Cost(fd, off, len, buf, &mmapNs, &preadNs)) {
+      ErrnoError(env, e, "ramReadCost").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("mmapNs", Napi::Number::New(env, static_cast<double>(mmapNs)));
+  r.Set("preadNs", Napi::Number::New(env, static_cast<double>(preadNs)));
+  return r;
+}
+
+}  // namespace
+
+void InitRamReader(Napi::Env env, Napi::Object exports) { exports.Set("ramReadCost", Napi::Function::New(env, RamReadCostJs, "ramReadCost")); }
 
 }  // namespace iohelper

@@ -11,8 +11,12 @@
 // - mmap: a shared read-only mapping, populated per block (MADV_POPULATE_READ); a block whose
 //   data-bearing units are all whole data is used in place (no copy), else assembled in the
 //   buffer. On hugetlbfs a fault maps 2 MiB, so the mapping costs little and saves the copy.
-// "auto" takes mmap on hugetlbfs and pread elsewhere (bench/RESULTS.md, "RAM read path").
+// Which is cheaper depends on the host (a fault is dear under some hypervisors, a copy costs a
+// memcpy everywhere): the TypeScript layer chooses per RAM file, by ramReadCost() below
+// (src/image/ram-read.ts; bench/RESULTS.md, "RAM read path").
 #pragma once
+#include <napi.h>
+
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -28,6 +32,9 @@ namespace iohelper {
 constexpr uint64_t kReadBlock = 8 << 20;
 
 const char* RamReadName(RamRead mode);
+
+// Exports ramReadCost(), the calibration src/image/ram-read.ts chooses a path by.
+void InitRamReader(Napi::Env env, Napi::Object exports);
 
 class RamReader {
  public:

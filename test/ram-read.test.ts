@@ -10,6 +10,7 @@ import { spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import { chooseRamRead } from '../src/image/ram-read';
 import { save } from '../src/image/save';
 import { ChunkJob, native, RangeJob } from '../src/native';
 import { IOHELPER } from './support/cli';
@@ -96,7 +97,7 @@ describe('saveRange: pread and mmap write the same image', () => {
   let want: ReturnType<typeof references>;
   beforeAll(() => (want = references(ramBytes, chunk)));
 
-  function saveWith(mode: 'pread' | 'mmap' | 'auto', zeroUnit: number, maxIo: number) {
+  function saveWith(mode: 'pread' | 'mmap' | undefined, zeroUnit: number, maxIo: number) {
     const image = path.join(dir, `range-${mode}-${zeroUnit}-${maxIo}`);
     return withFds(image, (ramFd, imageFd) => {
       const checksums = new Uint32Array(Math.ceil(RAM_SIZE / chunk));
@@ -127,13 +128,13 @@ describe('saveRange: pread and mmap write the same image', () => {
     expect(byMmap.hashes.equals(want.hashes)).toBe(true);
   });
 
-  it('auto reads tmpfs by pread', () => {
-    expect(saveWith('auto', 4 * K, 8 * M).r.ramRead).toBe('pread');
+  it('a job that names no path reads through the mapping, as before the reader had two', () => {
+    expect(saveWith(undefined, 4 * K, 8 * M).r.ramRead).toBe('mmap');
   });
 
   it('a job naming no read path is refused', () => {
     withFds(path.join(dir, 'refused'), (ramFd, imageFd) => {
-      expect(() => native.saveRange({ ramFd, ramOffset: 0, length: RAM_SIZE, imageFd, imageOffset: 0, ramRead: 'fast' as 'mmap' })).toThrow(/job\.ramRead must be "auto", "pread" or "mmap"/);
+      expect(() => native.saveRange({ ramFd, ramOffset: 0, length: RAM_SIZE, imageFd, imageOffset: 0, ramRead: 'auto' as 'mmap' })).toThrow(/job\.ramRead must be "pread" or "mmap"/);
       expect(fs.fstatSync(imageFd).size).toBe(0);
     });
   });
@@ -202,6 +203,40 @@ describe('saveChunks: pread and mmap write the same chunks (compressed, raw, del
     });
     expect(kinds(byPread)).toEqual(want);
     expectMatchesRam(byPread, HASH_UNIT, 0);
+  });
+});
+
+describe('auto: the path a sample measures cheaper', () => {
+  it('ramReadCost times both paths in CPU time and refuses what it cannot sample', () => {
+    const fd = fs.openSync(ram, 'r');
+    try {
+      const cost = native.ramReadCost(fd, 0, M);
+      expect(cost.mmapNs).toBeGreaterThan(0);
+      expect(cost.preadNs).toBeGreaterThan(0);
+      expect(() => native.ramReadCost(fd, 100, M)).toThrow(/multiples of 4096/);
+      expect(() => native.ramReadCost(fd, 0, 128 * M)).toThrow(/length/);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('chooseRamRead keeps a forced path, maps hugetlbfs, maps an all-hole file, and otherwise measures', () => {
+    const open = (file: string, pageSize = 4096) => ({ name: 'pc.ram', label: file, fd: fs.openSync(file, 'r'), size: fs.statSync(file).size, pageSize, close() {} });
+    const r = open(ram);
+    const empty = path.join(dir, 'empty');
+    fs.writeFileSync(empty, '');
+    fs.truncateSync(empty, 4 * M);
+    const hole = open(empty);
+    try {
+      expect(chooseRamRead(r, 'pread')).toBe('pread');
+      expect(chooseRamRead(r, 'mmap')).toBe('mmap');
+      expect(chooseRamRead({ ...r, pageSize: 2 * M }, 'auto')).toBe('mmap');
+      expect(chooseRamRead(hole, 'auto')).toBe('mmap');
+      expect(['pread', 'mmap']).toContain(chooseRamRead(r, 'auto'));
+    } finally {
+      fs.closeSync(r.fd);
+      fs.closeSync(hole.fd);
+    }
   });
 });
 

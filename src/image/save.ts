@@ -48,6 +48,7 @@ import {
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './exec/planner';
 import { runPool, warmPool } from './exec/pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
+import { chooseRamRead } from './ram-read';
 import { checkDistinct, idOfFd } from './identity';
 import { WorkerTask } from './exec/worker-types';
 import { readHashTables, readImageMetadata, zeroCrcs } from './io/read-image';
@@ -87,7 +88,7 @@ export interface SaveOptions extends ImageCopyOptions {
   base?: { fd: number; name: string; reference: string };
   /** Content hash unit of a full image (default 256 KiB, raised to the page size and to keep 2^21 units at most). */
   hashUnit?: number;
-  /** How guest RAM is read (native/ram_reader.h): default auto, mmap on hugetlbfs and pread elsewhere (bench/RESULTS.md). */
+  /** How guest RAM is read (src/image/ram-read.ts): default auto, the path a short sample of each RAM file measures cheaper. */
   ramRead?: RamReadMode;
 }
 
@@ -171,6 +172,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     writeAligned(o.imageFd, firstTable, HEADER_SIZE, name);
     writeAligned(o.imageFd, encodeHeader(header), 0, name);
 
+    const readPaths = rams.map((r) => chooseRamRead(r, ramRead));
     const jobsPlan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE, hashUnit);
     const checksums = entries.map((e) => new Uint32Array(chunked ? 0 : e.checksumCount));
     const indexes = entries.map((e) => Buffer.alloc(chunked ? e.checksumCount * INDEX_ENTRY : 0));
@@ -182,7 +184,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     cursor[0] = BigInt(header.dataOffset);
     const tasks: WorkerTask[] = jobsPlan.map((j) => {
       const e = entries[j.block];
-      const hashing = { hashes: new Uint8Array(unitsOf(j) * HASH_BYTES), hashUnit, hashKey: header.hashes!.key, ramRead };
+      const hashing = { hashes: new Uint8Array(unitsOf(j) * HASH_BYTES), hashUnit, hashKey: header.hashes!.key, ramRead: readPaths[j.block] };
       if (chunked) {
         const job = { ramFd: rams[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit: zeroUnit, ...hashing };
         const baseHashes = delta ? new Uint8Array(delta.hashes[j.block].subarray((j.start / hashUnit) * HASH_BYTES, (j.start / hashUnit + unitsOf(j)) * HASH_BYTES)) : undefined;
