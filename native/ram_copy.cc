@@ -47,6 +47,16 @@ void SaveRange(const RangeJob& j, CopyOutcome* o) {
   UnitHasher* hasher = reader.hasher();
   uint64_t runStart = 0, runLen = 0, zeroRun = 0;
   uint32_t crc = ~0u;
+  // Data units not yet fed to the CRC and the hash: fed as one piece when something else
+  // follows (zeros, a chunk's end, the block's end), as the CRC's three-stream loop needs 12 KiB
+  // and more to run at full speed, and each hash call has a cost of its own.
+  uint64_t feedStart = 0, feedLen = 0;
+  auto feed = [&]() {
+    if (!feedLen) return;
+    crc = Crc32cUpdate(crc, reader.At(feedStart), feedLen);
+    if (hasher) hasher->Data(reader.At(feedStart), feedLen);
+    feedLen = 0;
+  };
   // Writes [runStart, runStart + runLen), which lies in the current block.
   auto flush = [&]() -> bool {
     zeroRun = 0;
@@ -67,6 +77,7 @@ void SaveRange(const RangeJob& j, CopyOutcome* o) {
       const uint8_t* p = reader.At(pos);
       bool hole = reader.Covered(pos, unitEnd) == 0;
       if (hole || IsZero(p, len)) {
+        feed();
         crc = Crc32cZeros(crc, len);
         if (hasher) hasher->Zeros(len);
         // A hole is always left; a zero run inside data only from minHole on.
@@ -74,8 +85,8 @@ void SaveRange(const RangeJob& j, CopyOutcome* o) {
           if (!flush()) return;
         }
       } else {
-        crc = Crc32cUpdate(crc, p, len);
-        if (hasher) hasher->Data(p, len);
+        if (!feedLen) feedStart = pos;
+        feedLen += len;
         if (runLen) {
           runLen += zeroRun;  // a short zero gap: write it rather than split the write
           zeroRun = 0;
@@ -86,11 +97,13 @@ void SaveRange(const RangeJob& j, CopyOutcome* o) {
       }
       pos = unitEnd;
       if (pos % j.chunkSize == 0 || pos == j.length) {
+        feed();
         uint64_t c = (pos - 1) / j.chunkSize;
         if (j.checksums && c < j.checksumCount) j.checksums[c] = ~crc;
         crc = ~0u;
       }
     }
+    feed();
     if (!flush()) return;  // the next block reuses the buffer
   }
 }
