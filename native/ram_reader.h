@@ -3,17 +3,16 @@
 // block into a buffer the worker thread keeps, holes inside data-bearing units filled with
 // zeros, so the zero scan, the CRC, the hash and the image write all run on the same bytes.
 //
-// Two ways to get the bytes (docs/FORMAT.md does not care; the images are byte-identical):
-// - pread: the kernel copies the data extents into the thread's reused, aligned buffer. No
-//   page table is built for the RAM file: on a paravirtual MMU (the 2-core dev box) the first
-//   touch of each page of a fresh mapping costs ~10 µs, 5.6 s for 2 GiB; pread of the same
-//   data takes ~0.15 s.
+// Two ways to get the bytes (the images are byte-identical):
+// - pread: the kernel copies the data extents into the thread's reused, aligned buffer; no
+//   page table is built for the RAM file. Costs a copy (~0.18 CPU-s per GB on the dev box).
 // - mmap: a shared read-only mapping, populated per block (MADV_POPULATE_READ); a block whose
 //   data-bearing units are all whole data is used in place (no copy), else assembled in the
-//   buffer. On hugetlbfs a fault maps 2 MiB, so the mapping costs little and saves the copy.
-// Which is cheaper depends on the host (a fault is dear under some hypervisors, a copy costs a
-// memcpy everywhere): the TypeScript layer chooses per RAM file, by ramReadCost() below
-// (src/image/ram-read.ts; bench/RESULTS.md, "RAM read path").
+//   buffer. Costs a page table entry per page: ~0.04 CPU-s per GB on the dev box when the
+//   reader was measured, though issue 26 measured ~10 µs a page (5.6 s for 2 GiB) there on
+//   another day, as some hypervisors' MMUs charge. On hugetlbfs one fault maps 2 MiB.
+// Which is cheaper depends on the host: the TypeScript layer chooses per RAM file, by
+// ramReadCost() below (src/image/ram-read.ts; bench/RESULTS.md, "RAM read path").
 #pragma once
 #include <napi.h>
 
