@@ -98,12 +98,12 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
       ce = std::min(be, cs + j.chunkSize);
       uint64_t c = cs / j.chunkSize, len = ce - cs;
       uint8_t* entry = j.index + c * kIndexEntry;
-      const uint8_t* src = reader.At(cs);
-      if (reader.Covered(cs, ce) == 0 || IsZero(src, len)) {
+      if (reader.Covered(cs, ce) == 0 || IsZero(reader.At(cs), len)) {
         if (hasher) hasher->Zeros(len);
         PutEntry(entry, 0, 0, ~Crc32cZeros(~0u, len), kZero);
         continue;
       }
+      const uint8_t* src = reader.At(cs);
       uint32_t crc = Crc32c(src, len);
       if (hasher) {
         hasher->Data(src, len);

@@ -74,9 +74,8 @@ void SaveRange(const RangeJob& j, CopyOutcome* o) {
   for (uint64_t bs, be; reader.Next(&bs, &be, o);) {
     for (uint64_t pos = bs; pos < be;) {
       uint64_t unitEnd = std::min(pos + j.zeroUnit, be), len = unitEnd - pos;
-      const uint8_t* p = reader.At(pos);
       bool hole = reader.Covered(pos, unitEnd) == 0;
-      if (hole || IsZero(p, len)) {
+      if (hole || IsZero(reader.At(pos), len)) {
         feed();
         crc = Crc32cZeros(crc, len);
         if (hasher) hasher->Zeros(len);

@@ -52,7 +52,7 @@ class RamReader {
   bool Next(uint64_t* start, uint64_t* end, CopyOutcome* o);
   // Bytes of data (not hole) in [s, e), inside the current block; s never decreases.
   uint64_t Covered(uint64_t s, uint64_t e);
-  // The current block's bytes from range offset `pos` on.
+  // The current block's bytes from range offset `pos` on; only for units Covered() says hold data.
   const uint8_t* At(uint64_t pos) const { return data_ + (pos - start_); }
 
  private:
