@@ -115,7 +115,7 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
       }
       uint8_t* dst = out.get(AlignUp(len, j.unit));
       if (!dst) {
-        o->Fail(ENOMEM, "posix_memalign", "image");
+        o->Fail(ENOMEM, "mmap", "image");
         return;
       }
       uint32_t kind = kRaw;
@@ -184,7 +184,7 @@ int64_t ReadStored(const ChunkJob& j, int fd, uint64_t off, uint64_t len, uint8_
 bool DecodeInto(const ChunkJob& j, int fd, uint64_t off, uint32_t stored, uint32_t kind, uint8_t* dst, uint64_t len, Scratch* in, CopyOutcome* o) {
   uint8_t* buf = in->get(AlignUp(stored + j.unit, j.unit));
   if (!buf) {
-    o->Fail(ENOMEM, "posix_memalign", "ram");
+    o->Fail(ENOMEM, "mmap", "ram");
     return false;
   }
   int64_t at = ReadStored(j, fd, off, stored, buf);
@@ -298,7 +298,7 @@ void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
     }
     uint8_t* dst = map ? map->data() + e.start : out.get(len);
     if (!dst) {
-      o->Fail(ENOMEM, "posix_memalign", "ram");
+      o->Fail(ENOMEM, "mmap", "ram");
       return;
     }
     if (map) {
@@ -313,7 +313,7 @@ void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
       // into the bounce buffer and used where they landed (no copy).
       uint8_t* buf = map ? dst : in.get(AlignUp(len + j.unit, j.unit));
       if (!buf) {
-        o->Fail(ENOMEM, "posix_memalign", "ram");
+        o->Fail(ENOMEM, "mmap", "ram");
         return;
       }
       int64_t at = ReadStored(j, e.fd, e.off, len, buf);
@@ -326,7 +326,7 @@ void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
       uint8_t* buf = in.get(AlignUp(len + j.unit, j.unit));
       int64_t at = buf ? ReadStored(j, e.fd, e.off, len, buf) : -ENOMEM;
       if (at < 0) {
-        o->Fail(static_cast<int>(-at), at == -ENOMEM ? "posix_memalign" : "pread", "image");
+        o->Fail(static_cast<int>(-at), at == -ENOMEM ? "mmap" : "pread", "image");
         return;
       }
       memcpy(dst, buf + at, len);

@@ -148,7 +148,7 @@ void RestoreRangeByWrite(const RangeJob& j, const std::vector<Extent>& extents, 
   thread_local Scratch scratch(kBufferAlign);
   uint8_t* buf = scratch.get(j.maxIo);
   if (!buf) {
-    o->Fail(ENOMEM, "posix_memalign", "ram");
+    o->Fail(ENOMEM, "mmap", "ram");
     return;
   }
   ChunkChecker check(j);

@@ -85,7 +85,7 @@ bool RamReader::Fill(uint64_t s, uint64_t e, CopyOutcome* o) {
   thread_local Scratch buffer(kBufferAlign);
   uint8_t* buf = buffer.get(block_);
   if (!buf) {
-    o->Fail(ENOMEM, "posix_memalign", "ram");
+    o->Fail(ENOMEM, "mmap", "ram");
     return false;
   }
   uint64_t valid = s;  // [s, valid) is filled (or all hole)
@@ -162,7 +162,7 @@ Napi::Value RamReadCostJs(const Napi::CallbackInfo& info) {
   Scratch scratch(kBufferAlign);
   uint8_t* buf = scratch.get(len);
   if (!buf) {
-    ErrnoError(env, ENOMEM, "posix_memalign").ThrowAsJavaScriptException();
+    ErrnoError(env, ENOMEM, "mmap").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   memset(buf, 0, len);  // the buffer a worker keeps is warm after its first block
