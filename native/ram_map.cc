@@ -62,8 +62,9 @@ Scratch::~Scratch() {
   if (p_) munmap(p_, cap_);
 }
 
-// An anonymous mapping of its own, trimmed to the alignment: malloc would serve these sizes
-// from per-thread arenas that grow and stay (one more mapping per worker thread and size).
+// An anonymous mapping of its own, trimmed to the alignment and unmapped when freed: these
+// MiB-sized buffers are not left to malloc, whose dynamic mmap threshold may move them into a
+// per-thread arena that keeps its size.
 uint8_t* Scratch::get(size_t n) {
   n = (n + 4095) / 4096 * 4096;
   if (n > cap_) {
