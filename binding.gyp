@@ -20,7 +20,8 @@
         "native/chunk_codec.cc",
         "native/prefetch.cc",
         "native/fd_passing.cc",
-        "native/unit_hash.cc"
+        "native/unit_hash.cc",
+        "native/ram_reader.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE", "_FILE_OFFSET_BITS=64"],

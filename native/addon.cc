@@ -10,6 +10,7 @@
 #include "limits.h"
 #include "file_syscalls.h"
 #include "ram_copy.h"
+#include "ram_reader.h"
 #include "stream_copy.h"
 
 namespace iohelper {
@@ -20,6 +21,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFileSyscalls(env, exports);
   InitStreamCopy(env, exports);
   InitRamCopy(env, exports);
+  InitRamReader(env, exports);
   InitChunkCodec(env, exports);
   InitPrefetch(env, exports);
   InitFdPassing(env, exports);

@@ -17,6 +17,7 @@
 #include "crc32c.h"
 #include "limits.h"
 #include "ram_map.h"
+#include "ram_reader.h"
 #include "retry.h"
 #include "unit_hash.h"
 
@@ -82,112 +83,88 @@ struct Contexts {
 thread_local Contexts contexts;
 #endif
 
-// RAM -> chunk area. Touches only the RAM file's data extents (reading a tmpfs hole through a
-// shared mapping would allocate it in the source VM's memory): a chunk with holes inside is
-// assembled in a zero-filled buffer first.
+// RAM -> chunk area, block by block through the reader (ram_reader.h), one chunk at a time:
+// a zero chunk (all hole or all zeros) is only an index entry, a delta's unit whose hash equals
+// its base's is BASE, the rest is compressed (or not) and written at the shared cursor.
 void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
-  RamSource source;
-  if (!OpenRamSource(j, &source, o)) return;
-  const std::vector<Extent>& extents = source.extents;
-  const uint8_t* base = source.map->data();
+  RamReader reader(j, j.chunkSize, std::max(j.chunkSize, kReadBlock));
+  if (!reader.Open(o)) return;
   // With base hashes (a delta: chunkSize = hash unit), a unit whose digest equals its base's is kBase.
-  UnitHasher* hasher = source.hasher.get();
-  // Every data page mapped in one call per extent (not one per chunk: a delta's chunks are 64 KiB).
-  for (const Extent& x : extents) Populate(const_cast<uint8_t*>(base) + x.start, x.end - x.start, false);
-  Scratch assembled(j.unit), out(j.unit);
-  uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
-  size_t ext = 0;
-  for (uint64_t c = 0; c < chunks; c++) {
+  UnitHasher* hasher = reader.hasher();
+  Scratch out(j.unit);
+  for (uint64_t bs, be; reader.Next(&bs, &be, o);) {  // one block per turn: 8 MiB, or one chunk when larger
     if (Cancelled(j, o)) return;
-    uint64_t cs = c * j.chunkSize, ce = std::min(j.length, cs + j.chunkSize), len = ce - cs;
-    uint8_t* entry = j.index + c * kIndexEntry;
-    while (ext < extents.size() && extents[ext].end <= cs) ext++;
-    uint64_t covered = 0;
-    bool zero = true;
-    for (size_t k = ext; k < extents.size() && extents[k].start < ce; k++) {
-      uint64_t s = std::max(extents[k].start, cs), e = std::min(extents[k].end, ce);
-      covered += e - s;
-      if (zero && !IsZero(base + s, e - s)) zero = false;
-    }
-    if (zero) {
-      if (hasher) hasher->Zeros(len);
-      if (HashFailed(source, o)) return;
-      PutEntry(entry, 0, 0, ~Crc32cZeros(~0u, len), kZero);
-      continue;
-    }
-    const uint8_t* src = base + cs;
-    if (covered < len) {
-      uint8_t* buf = assembled.get(len);
-      if (!buf) {
-        o->Fail(ENOMEM, "posix_memalign", "ram");
-        return;
-      }
-      memset(buf, 0, len);
-      for (size_t k = ext; k < extents.size() && extents[k].start < ce; k++) {
-        uint64_t s = std::max(extents[k].start, cs), e = std::min(extents[k].end, ce);
-        memcpy(buf + (s - cs), base + s, e - s);
-      }
-      src = buf;
-    }
-    uint32_t crc = Crc32c(src, len);
-    if (hasher) {
-      hasher->Data(src, len);
-      if (HashFailed(source, o)) return;
-      // A delta (chunkSize = hash unit): the same digest as the base's unit, so the base holds it.
-      if (j.hash.base && memcmp(j.hash.out + c * kHashBytes, j.hash.base + c * kHashBytes, kHashBytes) == 0) {
-        PutEntry(entry, 0, 0, crc, kBase);
+    for (uint64_t cs = bs, ce; cs < be; cs = ce) {
+      ce = std::min(be, cs + j.chunkSize);
+      uint64_t c = cs / j.chunkSize, len = ce - cs;
+      uint8_t* entry = j.index + c * kIndexEntry;
+      if (reader.Covered(cs, ce) == 0 || IsZero(reader.At(cs), len)) {
+        if (hasher) hasher->Zeros(len);
+        if (reader.HashFailed(o)) return;
+        PutEntry(entry, 0, 0, ~Crc32cZeros(~0u, len), kZero);
         continue;
       }
-    }
-    uint8_t* dst = out.get(AlignUp(len, j.unit));
-    if (!dst) {
-      o->Fail(ENOMEM, "posix_memalign", "image");
-      return;
-    }
-    uint32_t kind = kRaw;
-    uint64_t stored = len;
-    const uint8_t* payload = src;
+      const uint8_t* src = reader.At(cs);
+      uint32_t crc = Crc32c(src, len);
+      if (hasher) {
+        hasher->Data(src, len);
+        if (reader.HashFailed(o)) return;
+        // A delta (chunkSize = hash unit): the same digest as the base's unit, so the base holds it.
+        if (j.hash.base && memcmp(j.hash.out + c * kHashBytes, j.hash.base + c * kHashBytes, kHashBytes) == 0) {
+          PutEntry(entry, 0, 0, crc, kBase);
+          continue;
+        }
+      }
+      uint8_t* dst = out.get(AlignUp(len, j.unit));
+      if (!dst) {
+        o->Fail(ENOMEM, "mmap", "image");
+        return;
+      }
+      uint32_t kind = kRaw;
+      uint64_t stored = len;
+      const uint8_t* payload = src;
 #ifdef IOHELPER_ZSTD
-    if (j.level != 0) {
-      if (!contexts.c && !(contexts.c = ZSTD_createCCtx())) {
-        o->Fail(ENOMEM, "ZSTD_createCCtx", "image");
-        return;
+      if (j.level != 0) {
+        if (!contexts.c && !(contexts.c = ZSTD_createCCtx())) {
+          o->Fail(ENOMEM, "ZSTD_createCCtx", "image");
+          return;
+        }
+        if (ZSTD_isError(ZSTD_CCtx_reset(contexts.c, ZSTD_reset_session_and_parameters)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(contexts.c, ZSTD_c_compressionLevel, j.level)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(contexts.c, ZSTD_c_contentSizeFlag, 1))) {
+          o->Fail(EINVAL, "ZSTD_CCtx_setParameter", "image");  // a level this libzstd refuses
+          return;
+        }
+        // Capacity one byte short of the chunk: a frame that does not make it smaller fails with
+        // dstSize_tooSmall and the chunk is stored raw (FORMAT.md, I4).
+        size_t r = ZSTD_compress2(contexts.c, dst, len - 1, src, len);
+        if (!ZSTD_isError(r)) {
+          kind = kZstd;
+          stored = r;
+          payload = dst;
+        } else if (ZSTD_getErrorCode(r) != ZSTD_error_dstSize_tooSmall) {
+          // Allocation is the only way compressing valid input fails; the name says which.
+          o->Fail(ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? ENOMEM : EIO, "ZSTD_compress2", "image");
+          return;
+        }
       }
-      if (ZSTD_isError(ZSTD_CCtx_reset(contexts.c, ZSTD_reset_session_and_parameters)) ||
-          ZSTD_isError(ZSTD_CCtx_setParameter(contexts.c, ZSTD_c_compressionLevel, j.level)) ||
-          ZSTD_isError(ZSTD_CCtx_setParameter(contexts.c, ZSTD_c_contentSizeFlag, 1))) {
-        o->Fail(EINVAL, "ZSTD_CCtx_setParameter", "image");  // a level this libzstd refuses
-        return;
-      }
-      // Capacity one byte short of the chunk: a frame that does not make it smaller fails with
-      // dstSize_tooSmall and the chunk is stored raw (FORMAT.md, I4).
-      size_t r = ZSTD_compress2(contexts.c, dst, len - 1, src, len);
-      if (!ZSTD_isError(r)) {
-        kind = kZstd;
-        stored = r;
-        payload = dst;
-      } else if (ZSTD_getErrorCode(r) != ZSTD_error_dstSize_tooSmall) {
-        // Allocation is the only way compressing valid input fails; the name says which.
-        o->Fail(ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? ENOMEM : EIO, "ZSTD_compress2", "image");
-        return;
-      }
-    }
 #endif
-    uint64_t span = AlignUp(stored, j.unit);
-    if (kind == kRaw && span != stored) {  // a unit larger than the chunk's tail: pad a copy
-      memcpy(dst, src, stored);
-      payload = dst;
+      uint64_t span = AlignUp(stored, j.unit);
+      if (kind == kRaw && span != stored) {  // a unit larger than the chunk's tail: pad a copy
+        memcpy(dst, src, stored);
+        payload = dst;
+      }
+      if (payload == dst) memset(dst + stored, 0, span - stored);
+      // Otherwise a raw chunk is written from the reader's block (aligned: a mapping or the buffer).
+      int64_t at = __atomic_fetch_add(j.cursor, static_cast<int64_t>(span), __ATOMIC_SEQ_CST);
+      ssize_t n = PwriteAll(j.imageFd, payload, span, static_cast<uint64_t>(at));
+      if (n < 0) {
+        o->Fail(static_cast<int>(-n), "pwrite", "image");
+        return;
+      }
+      PutEntry(entry, static_cast<uint64_t>(at), static_cast<uint32_t>(stored), crc, kind);
+      o->dataBytes += stored;
     }
-    if (payload == dst) memset(dst + stored, 0, span - stored);
-    // Otherwise a raw chunk is written from the mapping (page-aligned) or the assembled buffer.
-    int64_t at = __atomic_fetch_add(j.cursor, static_cast<int64_t>(span), __ATOMIC_SEQ_CST);
-    ssize_t n = PwriteAll(j.imageFd, payload, span, static_cast<uint64_t>(at));
-    if (n < 0) {
-      o->Fail(static_cast<int>(-n), "pwrite", "image");
-      return;
-    }
-    PutEntry(entry, static_cast<uint64_t>(at), static_cast<uint32_t>(stored), crc, kind);
-    o->dataBytes += stored;
   }
 }
 
@@ -212,7 +189,7 @@ int64_t ReadStored(const ChunkJob& j, int fd, uint64_t off, uint64_t len, uint8_
 bool DecodeInto(const ChunkJob& j, int fd, uint64_t off, uint32_t stored, uint32_t kind, uint8_t* dst, uint64_t len, Scratch* in, CopyOutcome* o) {
   uint8_t* buf = in->get(AlignUp(stored + j.unit, j.unit));
   if (!buf) {
-    o->Fail(ENOMEM, "posix_memalign", "ram");
+    o->Fail(ENOMEM, "mmap", "ram");
     return false;
   }
   int64_t at = ReadStored(j, fd, off, stored, buf);
@@ -327,7 +304,7 @@ void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
     }
     uint8_t* dst = map ? map->data() + e.start : out.get(len);
     if (!dst) {
-      o->Fail(ENOMEM, "posix_memalign", "ram");
+      o->Fail(ENOMEM, "mmap", "ram");
       return;
     }
     if (map) {
@@ -342,7 +319,7 @@ void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
       // into the bounce buffer and used where they landed (no copy).
       uint8_t* buf = map ? dst : in.get(AlignUp(len + j.unit, j.unit));
       if (!buf) {
-        o->Fail(ENOMEM, "posix_memalign", "ram");
+        o->Fail(ENOMEM, "mmap", "ram");
         return;
       }
       int64_t at = ReadStored(j, e.fd, e.off, len, buf);
@@ -355,7 +332,7 @@ void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
       uint8_t* buf = in.get(AlignUp(len + j.unit, j.unit));
       int64_t at = buf ? ReadStored(j, e.fd, e.off, len, buf) : -ENOMEM;
       if (at < 0) {
-        o->Fail(static_cast<int>(-at), at == -ENOMEM ? "posix_memalign" : "pread", "image");
+        o->Fail(static_cast<int>(-at), at == -ENOMEM ? "mmap" : "pread", "image");
         return;
       }
       memcpy(dst, buf + at, len);
@@ -390,11 +367,8 @@ void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
 
 bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) {
-    Napi::TypeError::New(env, "expected a job object").ThrowAsJavaScriptException();
-    return false;
-  }
-  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Object o;
+  if (!JobObject(info, &o)) return false;
   if (!ReadRamRange(env, o, save, true, true, j) || !JobField(env, o, "unit", &j->unit)) return false;
   j->layerFds.assign(1, j->imageFd);
   Napi::Value layers = o.Get("layerFds");
@@ -411,8 +385,7 @@ bool ReadJob(const Napi::CallbackInfo& info, ChunkJob* j, bool save) {
       j->layerFds.push_back(fd);
     }
   }
-  auto pow2 = [](uint64_t v) { return v && !(v & (v - 1)); };
-  if (!pow2(j->unit) || j->unit < 512 || !pow2(j->chunkSize) || j->chunkSize < 4096 || j->chunkSize > kMaxChunk || j->length == 0 ||
+  if (!IsPow2(j->unit) || j->unit < 512 || j->chunkSize < 4096 || j->chunkSize > kMaxChunk || j->length == 0 ||
       j->length % 4096 || j->ramOffset % j->chunkSize) {
     Napi::RangeError::New(env, "job: unit and chunkSize must be powers of two (4 KiB <= chunkSize <= 64 MiB), length a positive "
                                "multiple of 4096, ramOffset a multiple of chunkSize")

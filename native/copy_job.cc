@@ -62,10 +62,39 @@ bool JobHashes(Napi::Env env, Napi::Object job, uint64_t ramOffset, uint64_t len
   return true;
 }
 
+bool JobObject(const Napi::CallbackInfo& info, Napi::Object* job) {
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    Napi::TypeError::New(info.Env(), "expected a job object").ThrowAsJavaScriptException();
+    return false;
+  }
+  *job = info[0].As<Napi::Object>();
+  return true;
+}
+
+namespace {
+
+bool JobRamRead(Napi::Env env, Napi::Object job, RamRead* out) {
+  Napi::Value v = job.Get("ramRead");
+  if (v.IsUndefined()) return true;
+  std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+  if (s == "pread" || s == "mmap") {
+    *out = s == "pread" ? RamRead::kPread : RamRead::kMmap;
+    return true;
+  }
+  Napi::TypeError::New(env, "job.ramRead must be \"pread\" or \"mmap\"").ThrowAsJavaScriptException();
+  return false;
+}
+
+}  // namespace
+
 bool ReadRamRange(Napi::Env env, Napi::Object job, bool save, bool chunkRequired, bool withBase, RamRange* r) {
   if (!JobFd(env, job, "ramFd", &r->ramFd) || !JobField(env, job, "ramOffset", &r->ramOffset) || !JobField(env, job, "length", &r->length) ||
       !JobFd(env, job, "imageFd", &r->imageFd) || !JobField(env, job, "chunkSize", &r->chunkSize, chunkRequired))
     return false;
+  if (r->ramOffset % 4096 || !IsPow2(r->chunkSize)) {
+    Napi::RangeError::New(env, "job: ramOffset must be page-aligned and chunkSize a power of two").ThrowAsJavaScriptException();
+    return false;
+  }
   Napi::Value cancel = job.Get("cancel");
   if (!cancel.IsUndefined()) {
     if (!cancel.IsTypedArray() || cancel.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
@@ -75,7 +104,7 @@ bool ReadRamRange(Napi::Env env, Napi::Object job, bool save, bool chunkRequired
     }
     r->cancel = cancel.As<Napi::Int32Array>().Data();
   }
-  if (save) return JobHashes(env, job, r->ramOffset, r->length, withBase, &r->hash);
+  if (save) return JobRamRead(env, job, &r->ramRead) && JobHashes(env, job, r->ramOffset, r->length, withBase, &r->hash);
   uint64_t ramWrite = 0;
   if (!JobField(env, job, "ramWrite", &ramWrite, false)) return false;
   r->ramWrite = ramWrite != 0;
@@ -85,29 +114,6 @@ bool ReadRamRange(Napi::Env env, Napi::Object job, bool save, bool chunkRequired
 bool Cancelled(const RamRange& r, CopyOutcome* o) {
   if (!r.cancel || !__atomic_load_n(r.cancel, __ATOMIC_RELAXED)) return false;
   o->Fail(ECANCELED, "copy", "ram");
-  return true;
-}
-
-bool OpenRamSource(const RamRange& r, RamSource* s, CopyOutcome* o) {
-  if (int e = DataExtents(r.ramFd, r.ramOffset, r.length, &s->extents)) {
-    o->Fail(e, "lseek", "ram");
-    return false;
-  }
-  s->map = std::make_unique<Mapping>(r.ramFd, r.ramOffset, r.length, false);
-  if (s->map->err()) {
-    o->Fail(s->map->err(), "mmap", "ram");
-    return false;
-  }
-  if (r.hash.out) {
-    s->hasher = std::make_unique<UnitHasher>(r.hash.unit, r.length, r.hash.key, r.hash.out);
-    if (HashFailed(*s, o)) return false;
-  }
-  return true;
-}
-
-bool HashFailed(const RamSource& s, CopyOutcome* o) {
-  if (!s.hasher || s.hasher->ok()) return false;
-  o->Fail(EIO, s.hasher->failedCall(), "ram");
   return true;
 }
 
@@ -123,6 +129,7 @@ Napi::Value OutcomeValue(Napi::Env env, const CopyOutcome& o) {
   r.Set("badChunk", Napi::Number::New(env, static_cast<double>(o.badChunk)));
   r.Set("badCrc", Napi::Number::New(env, o.badCrc));
   if (!o.badFrame.empty()) r.Set("badFrame", Napi::String::New(env, o.badFrame));
+  if (o.ramRead) r.Set("ramRead", Napi::String::New(env, o.ramRead));
   return r;
 }
 

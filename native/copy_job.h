@@ -5,11 +5,8 @@
 #include <napi.h>
 
 #include <cstdint>
-#include <memory>
 #include <string>
-#include <vector>
 
-#include "ram_map.h"
 #include "unit_hash.h"
 
 namespace iohelper {
@@ -22,6 +19,7 @@ struct CopyOutcome {
   int64_t badChunk = -1;
   uint32_t badCrc = 0;
   std::string badFrame;  // why a stored chunk does not decode (compressed images)
+  const char* ramRead = nullptr;  // save: how the RAM was read ("pread" or "mmap")
   void Fail(int e, const char* call, const char* where) {
     err = e;
     syscall = call;
@@ -49,6 +47,10 @@ struct HashSpec {
 };
 bool JobHashes(Napi::Env env, Napi::Object job, uint64_t ramOffset, uint64_t length, bool withBase, HashSpec* out);
 
+// How a save reads the RAM file (ram_reader.h): job.ramRead "mmap" (default) or "pread"; the
+// TypeScript layer chooses (src/image/ram-read.ts).
+enum class RamRead { kMmap, kPread };
+
 // What every RAM copy job has (ram_copy.cc's ranges at fixed places, chunk_codec.cc's chunks).
 struct RamRange {
   int ramFd = -1;
@@ -58,33 +60,28 @@ struct RamRange {
   uint64_t chunkSize = 8 << 20;
   bool ramWrite = false;  // restore: fill the RAM file with pwrite() instead of through a mapping
   HashSpec hash;          // save: each hash unit's keyed hash, when asked
+  RamRead ramRead = RamRead::kMmap;  // save
   // job.cancel: an Int32Array on a SharedArrayBuffer that every job of one copy shares; the
   // pool sets [0] on an abort or on the first failure of any job (src/image/exec/pool.ts).
   const int32_t* cancel = nullptr;
 };
 
 // Whether the job was cancelled: if so, fails it with ECANCELED. The copy loops ask once per
-// chunk or I/O, so a cancelled job stops after the block in hand instead of running out its range.
+// block, chunk or I/O, so a cancelled job stops after the one in hand instead of running out its range.
 bool Cancelled(const RamRange& r, CopyOutcome* o);
 
-// Reads a job object's RamRange fields: ramFd, ramOffset, length, imageFd, chunkSize (required
-// or optional), cancel (optional), and for a restore ramWrite, for a save the hashes (with base
-// hashes when `withBase`). False after throwing a TypeError/RangeError naming the field.
+inline bool IsPow2(uint64_t v) { return v && !(v & (v - 1)); }
+
+// The job object, the first argument of every RAM copy call; false after throwing a TypeError.
+bool JobObject(const Napi::CallbackInfo& info, Napi::Object* job);
+
+// Reads a job object's RamRange fields: ramFd, ramOffset (page-aligned), length, imageFd,
+// chunkSize (a power of two; required or optional), cancel (optional), and for a restore ramWrite, for a save
+// ramRead and the hashes (with base hashes when `withBase`). False after throwing a
+// TypeError/RangeError naming the field.
 bool ReadRamRange(Napi::Env env, Napi::Object job, bool save, bool chunkRequired, bool withBase, RamRange* r);
 
-// The source side of a save: the range's data extents in the RAM file and a read-only mapping
-// of it, and the hasher when the job asks for hashes. False with o's error set.
-struct RamSource {
-  std::vector<Extent> extents;
-  std::unique_ptr<Mapping> map;
-  std::unique_ptr<UnitHasher> hasher;
-};
-bool OpenRamSource(const RamRange& r, RamSource* s, CopyOutcome* o);
-// True, with o's error set (EIO naming the OpenSSL call), once the source's hasher has failed:
-// its tags may be stale, so the job must stop before it uses one (a delta would skip a changed unit).
-bool HashFailed(const RamSource& s, CopyOutcome* o);
-
-// Throws the outcome's errno (with `side`) or returns {dataBytes, badChunk, badCrc[, badFrame]}.
+// Throws the outcome's errno (with `side`) or returns {dataBytes, badChunk, badCrc[, badFrame][, ramRead]}.
 Napi::Value OutcomeValue(Napi::Env env, const CopyOutcome& o);
 
 }  // namespace iohelper

@@ -38,7 +38,7 @@ Napi::Value ReadRangesJs(const Napi::CallbackInfo& info) {
   }
   Scratch scratch(4096);
   uint8_t* buf = scratch.get(kPiece);
-  if (!buf) return ThrowErrno(env, ENOMEM, "posix_memalign");
+  if (!buf) return ThrowErrno(env, ENOMEM, "mmap");
   uint64_t total = 0;
   for (size_t i = 0; i < n; i += 2) {
     uint64_t off = static_cast<uint64_t>(r[i]), end = off + static_cast<uint64_t>(r[i + 1]);

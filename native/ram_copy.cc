@@ -15,7 +15,9 @@
 #include "args.h"
 #include "copy_job.h"
 #include "crc32c.h"
+#include "limits.h"
 #include "ram_map.h"
+#include "ram_reader.h"
 #include "retry.h"
 #include "unit_hash.h"
 
@@ -34,115 +36,76 @@ struct RangeJob : RamRange {
 };
 
 
-// RAM -> image. Touches only the RAM file's data extents: reading a tmpfs hole through a shared
-// mapping would allocate it in the source VM's memory. The scan steps through units aligned to
-// zeroUnit (the O_DIRECT alignment), so writes stay aligned; a unit that a data extent covers
-// only in part is checked and written from its data pieces, its hole pieces counting as zeros
-// (such runs go through a zero-filled scratch buffer instead of straight from the mapping).
+// RAM -> image, block by block through the reader (ram_reader.h), scanned in units of zeroUnit
+// (the O_DIRECT alignment, so writes stay aligned): all-hole units stay holes in the image,
+// zero units too unless a short gap inside data (below minHole) is cheaper written; runs of
+// data are written straight from the block. The CRCs and hashes see the same bytes: data, and
+// zeros for holes.
 void SaveRange(const RangeJob& j, CopyOutcome* o) {
-  RamSource source;
-  if (!OpenRamSource(j, &source, o)) return;
-  const std::vector<Extent>& extents = source.extents;
-  const uint8_t* base = source.map->data();
-  for (const Extent& x : extents) Populate(const_cast<uint8_t*>(base) + x.start, x.end - x.start, false);
-  UnitHasher* hasher = source.hasher.get();
-  // The hashes see the same bytes as the CRCs: data pieces, and zeros for holes.
-  auto hashZeros = [&](uint64_t n) {
-    if (hasher) hasher->Zeros(n);
-  };
-  Scratch scratch(j.zeroUnit);
+  RamReader reader(j, j.zeroUnit, std::max(j.zeroUnit, std::min<uint64_t>(j.maxIo, kMaxChunk) / j.zeroUnit * j.zeroUnit));
+  if (!reader.Open(o)) return;
+  UnitHasher* hasher = reader.hasher();
   uint64_t runStart = 0, runLen = 0, zeroRun = 0;
-  bool runHasHoles = false, gapHasHoles = false;
-  size_t ext = 0;
-  // Writes [runStart, runStart + runLen): from the mapping, or assembled when holes are inside.
+  uint32_t crc = ~0u;
+  // Data units not yet fed to the CRC and the hash: fed as one piece when something else
+  // follows (zeros, a chunk's end, the block's end), as the CRC's three-stream loop needs 12 KiB
+  // and more to run at full speed, and each hash call has a cost of its own.
+  uint64_t feedStart = 0, feedLen = 0;
+  auto feed = [&]() {
+    if (!feedLen) return;
+    crc = Crc32cUpdate(crc, reader.At(feedStart), feedLen);
+    if (hasher) hasher->Data(reader.At(feedStart), feedLen);
+    feedLen = 0;
+  };
+  // Writes [runStart, runStart + runLen), which lies in the current block.
   auto flush = [&]() -> bool {
     zeroRun = 0;
-    gapHasHoles = false;
     if (!runLen) return true;
-    const uint8_t* src = base + runStart;
-    if (runHasHoles) {
-      uint8_t* buf = scratch.get(runLen);
-      if (!buf) {
-        o->Fail(ENOMEM, "posix_memalign", "image");
-        return false;
-      }
-      memset(buf, 0, runLen);
-      uint64_t end = runStart + runLen;
-      for (size_t k = 0; k < extents.size() && extents[k].start < end; k++) {
-        uint64_t s = std::max(extents[k].start, runStart), e = std::min(extents[k].end, end);
-        if (s < e) memcpy(buf + (s - runStart), base + s, e - s);
-      }
-      src = buf;
-    }
-    ssize_t n = PwriteAll(j.imageFd, src, runLen, j.imageOffset + runStart);
+    ssize_t n = PwriteAll(j.imageFd, reader.At(runStart), runLen, j.imageOffset + runStart);
     if (n < 0) {
       o->Fail(static_cast<int>(-n), "pwrite", "image");
       return false;
     }
     o->dataBytes += runLen;
     runLen = 0;
-    runHasHoles = false;
     return true;
   };
-  uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
-  for (uint64_t c = 0; c < chunks; c++) {
+  for (uint64_t bs, be; reader.Next(&bs, &be, o);) {  // one block per turn, at most maxIo
     if (Cancelled(j, o)) return;
-    uint64_t cs = c * j.chunkSize, ce = std::min(j.length, cs + j.chunkSize);
-    uint32_t crc = ~0u;
-    for (uint64_t pos = cs; pos < ce;) {
-      uint64_t unitEnd = std::min((pos / j.zeroUnit + 1) * j.zeroUnit, ce);
-      while (ext < extents.size() && extents[ext].end <= pos) ext++;
-      // The unit's data pieces, in order; the rest of the unit is hole.
-      uint64_t covered = 0;
-      bool zero = true;
-      for (size_t k = ext; k < extents.size() && extents[k].start < unitEnd; k++) {
-        uint64_t s = std::max(extents[k].start, pos), e = std::min(extents[k].end, unitEnd);
-        covered += e - s;
-        if (zero && !IsZero(base + s, e - s)) zero = false;
-      }
-      if (covered == 0) {  // all hole: stays a hole in the image
-        if (!flush()) return;
-        crc = Crc32cZeros(crc, unitEnd - pos);
-        hashZeros(unitEnd - pos);
-        pos = unitEnd;
-        continue;
-      }
-      bool partial = covered < unitEnd - pos;
-      if (zero) {
-        crc = Crc32cZeros(crc, unitEnd - pos);
-        hashZeros(unitEnd - pos);
-        if (runLen) {
-          zeroRun += unitEnd - pos;
-          gapHasHoles = gapHasHoles || partial;
-          if (zeroRun >= j.minHole && !flush()) return;
+    for (uint64_t pos = bs; pos < be;) {
+      uint64_t unitEnd = std::min(pos + j.zeroUnit, be), len = unitEnd - pos;
+      bool hole = reader.Covered(pos, unitEnd) == 0;
+      if (hole || IsZero(reader.At(pos), len)) {
+        feed();
+        crc = Crc32cZeros(crc, len);
+        if (hasher) hasher->Zeros(len);
+        // A hole is always left; a zero run inside data only from minHole on.
+        if (hole || (runLen && (zeroRun += len) >= j.minHole)) {
+          if (!flush()) return;
         }
       } else {
-        uint64_t at = pos;
-        for (size_t k = ext; k < extents.size() && extents[k].start < unitEnd; k++) {
-          uint64_t s = std::max(extents[k].start, pos), e = std::min(extents[k].end, unitEnd);
-          if (s > at) crc = Crc32cZeros(crc, s - at), hashZeros(s - at);
-          crc = Crc32cUpdate(crc, base + s, e - s);
-          if (hasher) hasher->Data(base + s, e - s);
-          at = e;
-        }
-        if (at < unitEnd) crc = Crc32cZeros(crc, unitEnd - at), hashZeros(unitEnd - at);
-        if (runLen && runStart + runLen + zeroRun != pos && !flush()) return;
+        if (!feedLen) feedStart = pos;
+        feedLen += len;
         if (runLen) {
           runLen += zeroRun;  // a short zero gap: write it rather than split the write
-          runHasHoles = runHasHoles || gapHasHoles;
           zeroRun = 0;
-          gapHasHoles = false;
+        } else {
+          runStart = pos;
         }
-        if (!runLen) runStart = pos;
-        runLen += unitEnd - pos;
-        runHasHoles = runHasHoles || partial;
-        if (runLen >= j.maxIo && !flush()) return;
+        runLen += len;
       }
       pos = unitEnd;
+      if (pos % j.chunkSize == 0 || pos == j.length) {
+        feed();
+        uint64_t c = (pos - 1) / j.chunkSize;
+        if (j.checksums && c < j.checksumCount) j.checksums[c] = ~crc;
+        crc = ~0u;
+      }
     }
-    if (c < j.checksumCount && j.checksums) j.checksums[c] = ~crc;
+    feed();
+    if (!flush()) return;  // the next block reuses the buffer
   }
-  if (flush()) HashFailed(source, o);
+  if (!o->err) reader.HashFailed(o);
 }
 
 // The CRC of each chunk, fed with the range's bytes in order (data pieces, and zeros for what
@@ -186,7 +149,7 @@ void RestoreRangeByWrite(const RangeJob& j, const std::vector<Extent>& extents, 
   thread_local Scratch scratch(kBufferAlign);
   uint8_t* buf = scratch.get(j.maxIo);
   if (!buf) {
-    o->Fail(ENOMEM, "posix_memalign", "ram");
+    o->Fail(ENOMEM, "mmap", "ram");
     return;
   }
   ChunkChecker check(j);
@@ -264,47 +227,25 @@ void RestoreRange(const RangeJob& j, CopyOutcome* o) {
     }
   }
   if (!j.checksums) return;
-  uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
-  size_t ext = 0;
-  for (uint64_t c = 0; c < chunks && c < j.checksumCount; c++) {
-    uint64_t cs = c * j.chunkSize, ce = std::min(j.length, cs + j.chunkSize);
-    uint32_t crc = ~0u;
-    for (uint64_t pos = cs; pos < ce;) {
-      while (ext < extents.size() && extents[ext].end <= pos) ext++;
-      if (ext < extents.size() && extents[ext].start <= pos) {
-        uint64_t e = std::min(extents[ext].end, ce);
-        crc = Crc32cUpdate(crc, base + pos, e - pos);
-        pos = e;
-      } else {
-        uint64_t e = ext < extents.size() ? std::min(extents[ext].start, ce) : ce;
-        crc = Crc32cZeros(crc, e - pos);
-        pos = e;
-      }
-    }
-    if (~crc != j.checksums[c]) {
-      o->badChunk = static_cast<int64_t>(c);
-      o->badCrc = ~crc;
-      return;
-    }
+  ChunkChecker check(j);
+  for (const Extent& x : extents) {
+    if (!check.Feed(x.start, nullptr, 0, o) || !check.Feed(x.end, base, 0, o)) return;
   }
+  check.Feed(j.length, nullptr, 0, o);
 }
 
 bool ReadJob(const Napi::CallbackInfo& info, RangeJob* j, bool save) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) {
-    Napi::TypeError::New(env, "expected a job object").ThrowAsJavaScriptException();
-    return false;
-  }
-  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Object o;
+  if (!JobObject(info, &o)) return false;
   auto num = [&](const char* key, uint64_t* out, bool required) { return JobField(env, o, key, out, required); };
   if (!ReadRamRange(env, o, save, false, false, j) || !num("imageOffset", &j->imageOffset, true) ||
       !num("zeroUnit", &j->zeroUnit, false) || !num("maxIo", &j->maxIo, false) || !num("minHole", &j->minHole, false))
     return false;
-  auto pow2 = [](uint64_t v) { return v && !(v & (v - 1)); };
-  if (!pow2(j->zeroUnit) || j->zeroUnit < 512 || !pow2(j->chunkSize) || j->chunkSize < j->zeroUnit ||
-      j->maxIo < j->zeroUnit || j->length % j->zeroUnit || j->ramOffset % 4096 || j->imageOffset % j->zeroUnit) {
-    Napi::RangeError::New(env, "job: zeroUnit and chunkSize must be powers of two (chunkSize >= zeroUnit >= 512), "
-                               "length and imageOffset multiples of zeroUnit, ramOffset page-aligned")
+  if (!IsPow2(j->zeroUnit) || j->zeroUnit < 512 || j->chunkSize < j->zeroUnit || j->maxIo < j->zeroUnit || j->length % j->zeroUnit ||
+      j->imageOffset % j->zeroUnit) {
+    Napi::RangeError::New(env, "job: zeroUnit must be a power of two (chunkSize >= zeroUnit >= 512), "
+                               "length and imageOffset multiples of zeroUnit")
         .ThrowAsJavaScriptException();
     return false;
   }

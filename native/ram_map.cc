@@ -58,16 +58,25 @@ Mapping::~Mapping() {
 
 Scratch::Scratch(size_t align) : align_(std::max<size_t>(align, 4096)) {}
 
-Scratch::~Scratch() { free(p_); }
+Scratch::~Scratch() {
+  if (p_) munmap(p_, cap_);
+}
 
+// An anonymous mapping of its own, trimmed to the alignment and unmapped when freed: these
+// MiB-sized buffers are not left to malloc, whose dynamic mmap threshold may move them into a
+// per-thread arena that keeps its size.
 uint8_t* Scratch::get(size_t n) {
+  n = (n + 4095) / 4096 * 4096;
   if (n > cap_) {
-    free(p_);
+    if (p_) munmap(p_, cap_);
     p_ = nullptr;
     cap_ = 0;
-    void* q = nullptr;
-    if (posix_memalign(&q, align_, n) != 0) return nullptr;
-    p_ = q;
+    void* q = mmap(nullptr, n + align_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (q == MAP_FAILED) return nullptr;
+    uintptr_t start = reinterpret_cast<uintptr_t>(q), aligned = (start + align_ - 1) / align_ * align_;
+    if (aligned > start) munmap(q, aligned - start);
+    if (start + align_ > aligned) munmap(reinterpret_cast<void*>(aligned + n), start + align_ - aligned);
+    p_ = reinterpret_cast<void*>(aligned);
     cap_ = n;
   }
   return static_cast<uint8_t*>(p_);

@@ -6,6 +6,7 @@
 import { getSystemErrorMap } from 'util';
 import nodeGypBuild = require('node-gyp-build');
 import { packageRoot } from './package-root';
+import type { RamReadPath } from './image/ram-read';
 
 type Bytes = Uint8Array;
 /** A u64 argument: a Number, or a BigInt for values above 2^53. Results are always Numbers: above 2^53 - 1 the addon throws EOVERFLOW rather than round. */
@@ -67,6 +68,8 @@ export interface RangeJob {
   hashes?: Uint8Array;
   /** [0] set non-zero stops the job at its next chunk or I/O with ECANCELED (an Int32Array on a SharedArrayBuffer, shared by the jobs of one copy). */
   cancel?: Int32Array;
+  /** saveRange: how the RAM file is read (default mmap; src/image/ram-read.ts chooses). */
+  ramRead?: RamReadPath;
   /** With hashes: the chain's 16-byte secret key. */
   hashKey?: Uint8Array;
   /** With hashes: a power of two, 4 KiB .. 64 MiB, dividing ramOffset. */
@@ -79,6 +82,8 @@ interface RangeResult {
   /** Restore: index of the first chunk whose checksum did not match, else -1. */
   badChunk: number;
   badCrc: number;
+  /** saveRange, saveChunks: how the RAM file was read. */
+  ramRead?: RamReadPath;
 }
 
 /** One range of a RAM file to or from the chunk area of a compressed image (docs/FORMAT.md, version 2). */
@@ -108,6 +113,8 @@ export interface ChunkJob {
   hashes?: Uint8Array;
   /** As RangeJob.cancel. */
   cancel?: Int32Array;
+  /** saveChunks: as RangeJob.ramRead. */
+  ramRead?: RamReadPath;
   hashKey?: Uint8Array;
   hashUnit?: number;
   /** saveChunks of a delta (hashUnit = chunkSize): the base's hashes of the same units; a unit with the same digest is stored as BASE. */
@@ -150,6 +157,8 @@ export interface NativeBinding {
   zstd: string | null;
   /** Reads [offset, offset + length) pairs of fd through the page cache (prefetch); returns bytes read. Stops at EOF. */
   readRanges(fd: number, ranges: Float64Array): number;
+  /** CPU time (user + sys, this thread) of reading [offset, offset + length) of fd through a fresh mapping and by pread; best of three (native/ram_reader.cc). */
+  ramReadCost(fd: number, offset: number, length: number): { mmapNs: number; preadNs: number };
   /** CRC-32C; a previous result as `seed` continues it: crc32c(b, crc32c(a)) === crc32c(a ++ b). */
   crc32c(bytes: Bytes, seed?: number): number;
   /** progress[0] counts bytes moved; set progress[1] = 1n to cancel. */

@@ -12,6 +12,8 @@ export interface Progress {
   rate: number;
   elapsedMs: number;
   done: boolean;
+  /** save: how guest RAM is read ("pread", "mmap", or both joined by "+"), once a job said. */
+  ramRead?: string;
 }
 
 export type ProgressListener = (p: Progress) => void;
@@ -72,6 +74,7 @@ export function jsonLinesProgress(fd: number, onError?: (e: unknown) => void): P
   return (p) => {
     const o: Record<string, unknown> = { bytes: p.bytes, rate: Math.round(p.rate), elapsedMs: Math.round(p.elapsedMs), done: p.done };
     if (p.total !== undefined) o.total = p.total;
+    if (p.ramRead !== undefined) o.ramRead = p.ramRead;
     write(JSON.stringify(o) + '\n');
   };
 }
@@ -100,6 +103,7 @@ export function ttyBarProgress(fd: number, label: string, onError?: (e: unknown)
     } else {
       line = `${label} ${formatBytes(p.bytes)} ${rate}`;
     }
+    if (p.done && p.ramRead) line += ` (RAM read by ${p.ramRead})`;
     write(`\r\x1b[K${line}${p.done ? '\n' : ''}`);
   };
 }

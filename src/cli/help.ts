@@ -31,10 +31,12 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
   ${argv0} save    --fd N | --image PATH  --ram NAME=PATH|NAME=fd:K ... [--direct]
                    [--jobs J] [--chunk SIZE] [--min-hole SIZE] [--job-size SIZE]
                    [--no-checksums] [--no-stream-check] [--compress[=zstd[:LEVEL]]] [--base BASE]
-                   [--progress[=FD]]
+                   [--progress[=FD]] [--ram-read=auto|pread|mmap]
       Reads QEMU's device-state stream on stdin; the RAM files are copied by J worker
-      threads (default twice the CPUs, 2 to 8) from an mmap straight to fixed 1 MiB-aligned offsets of the image
-      (O_DIRECT with --direct). The image is marked complete only after all data is synced.
+      threads (default twice the CPUs, 2 to 8) to fixed 1 MiB-aligned offsets of the image
+      (O_DIRECT with --direct). --ram-read says how RAM is read: pread into a buffer each
+      thread keeps, or through a mapping of the RAM file; auto (default) maps hugetlbfs and
+      preads the rest. --progress reports which ran (ramRead). The image is marked complete only after all data is synced.
       --image PATH writes a new file beside PATH (.NAME.iohelper-PID-HEX) and renames it over
       PATH only then: a save that fails or is interrupted removes it and leaves PATH (the last
       good image) as it was, and a reader that maps the old image keeps it unchanged (a

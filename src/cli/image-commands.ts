@@ -14,7 +14,7 @@ import { directoryOf } from '../image/chain';
 import { convert } from '../image/convert';
 import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
-import { CHUNK_SIZE, FD, JOBS } from '../util/limits';
+import { CHUNK_SIZE, FD, isRamReadMode, JOBS, RAM_READ_MODES } from '../util/limits';
 import { restore } from '../image/restore';
 import { save, stagedSaveInterrupted } from '../image/save';
 import { parseCompress } from '../image/compression';
@@ -87,7 +87,7 @@ export async function saveCommand(args: string[]): Promise<number> {
   const p = parseFlags(args, {
     ...common,
     booleans: [...common.booleans, 'no-checksums', 'no-stream-check'],
-    values: [...common.values, 'chunk', 'min-hole', 'base'],
+    values: [...common.values, 'chunk', 'min-hole', 'base', 'ram-read'],
     optionalValue: [...common.optionalValue, 'compress'],
   });
   const basePath = baseArg(p, 'the path of the image the delta is saved against');
@@ -96,6 +96,8 @@ export async function saveCommand(args: string[]): Promise<number> {
   if (compressLevel !== undefined && p.flags.has('no-checksums')) throw new UsageError('--compress: a compressed image always has chunk checksums; drop --no-checksums');
   const chunkSize = p.flags.has('chunk') ? parseBounded(String(p.flags.get('chunk')), '--chunk', CHUNK_SIZE, 'size') : undefined;
   const minHole = p.flags.has('min-hole') ? parseSize(String(p.flags.get('min-hole')), '--min-hole') : undefined;
+  const ramRead = p.flags.get('ram-read');
+  if (ramRead !== undefined && !isRamReadMode(ramRead)) throw new UsageError(`--ram-read: '${ramRead}' is not one of ${RAM_READ_MODES.join(', ')}`);
   checkPassedFd(0, 'the device state (stdin)');
   // --image PATH: a new file beside PATH, renamed over it only once committed and synced, so
   // the last good image survives any failure and a reader mapping it keeps its pages.
@@ -121,6 +123,7 @@ export async function saveCommand(args: string[]): Promise<number> {
         checksums: !p.flags.has('no-checksums'),
         checkDeviceState: !p.flags.has('no-stream-check'),
         minHole,
+        ramRead,
         compressLevel,
         base,
         staged: staged && { replaces: staged.replaced },

@@ -15,7 +15,7 @@ import { CopyProgress } from './exec/copy-progress';
 import { writeAligned } from './io/aligned-io';
 import { streamDeviceState } from './io/device-state';
 import { checkQemuStream } from './io/qemu-stream-check';
-import { CHUNK_SIZE, checkBound, checkInteger, HASH_UNIT } from '../util/limits';
+import { CHUNK_SIZE, checkBound, checkInteger, checkRamRead, HASH_UNIT, RamReadMode } from '../util/limits';
 import { MAX_LEVEL, MIN_LEVEL } from './compression';
 import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './io/image-fd';
 import {
@@ -48,6 +48,7 @@ import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './exec/planner';
 import { afterPendingSignals } from '../util/event-loop';
 import { runPool, warmPool } from './exec/pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
+import { chooseRamRead } from './ram-read';
 import { checkDistinct, idOfFd } from './identity';
 import { WorkerTask } from './exec/worker-types';
 import { readHashTables, zeroCrcs } from './io/read-image';
@@ -88,6 +89,8 @@ export interface SaveOptions extends ImageCopyOptions {
   base?: { fd: number; name: string; reference: string };
   /** Content hash unit of a full image (default DEFAULT_HASH_UNIT, 64 KiB, raised to the page size and to keep MAX_HASH_UNITS units at most). */
   hashUnit?: number;
+  /** How guest RAM is read (src/image/ram-read.ts): default auto, the path a short sample of each RAM file measures cheaper. */
+  ramRead?: RamReadMode;
 }
 
 export interface SaveResult {
@@ -97,6 +100,8 @@ export interface SaveResult {
   deviceStateCrc: number;
   imageSize: number;
   elapsedMs: number;
+  /** How guest RAM was read: "pread", "mmap", or "mmap+pread" when the RAM files' filesystems differed; undefined when no job ran. */
+  ramRead?: string;
 }
 
 export { DEFAULT_JOBS } from './io/image-fd';
@@ -119,6 +124,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   checkBound(chunkSize, 'chunk size', CHUNK_SIZE);
   checkUniqueNames(o.ram);
   if (o.hashUnit !== undefined) checkBound(o.hashUnit, 'hash unit', HASH_UNIT);
+  const ramRead = o.ramRead === undefined ? 'auto' : checkRamRead(o.ramRead, 'ramRead');
   const compressed = o.compressLevel !== undefined;
   if (compressed) checkCompression(o.compressLevel!, chunkSize, o.checksums);
   if (o.base && o.checksums === false) throw systemError('EINVAL', 'a delta always has chunk checksums');
@@ -167,6 +173,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     writeAligned(o.imageFd, firstTable, HEADER_SIZE, name);
     writeAligned(o.imageFd, encodeHeader(header), 0, name);
 
+    const readPaths = rams.map((r) => chooseRamRead(r, ramRead));
     const jobsPlan = planJobs(entries, o.jobSize ?? DEFAULT_JOB_SIZE, hashUnit);
     const checksums = entries.map((e) => new Uint32Array(chunked ? 0 : e.checksumCount));
     const indexes = entries.map((e) => Buffer.alloc(chunked ? e.checksumCount * INDEX_ENTRY : 0));
@@ -178,7 +185,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     cursor[0] = BigInt(header.dataOffset);
     const tasks: WorkerTask[] = jobsPlan.map((j) => {
       const e = entries[j.block];
-      const hashing = { hashes: new Uint8Array(unitsOf(j) * HASH_BYTES), hashUnit, hashKey: header.hashes!.key };
+      const hashing = { hashes: new Uint8Array(unitsOf(j) * HASH_BYTES), hashUnit, hashKey: header.hashes!.key, ramRead: readPaths[j.block] };
       if (chunked) {
         const job = { ramFd: rams[j.block].fd, ramOffset: j.start, length: j.end - j.start, imageFd: o.imageFd, chunkSize: e.chunkSize, unit: zeroUnit, ...hashing };
         const baseHashes = delta ? new Uint8Array(delta.hashes[j.block].subarray((j.start / hashUnit) * HASH_BYTES, (j.start / hashUnit + unitsOf(j)) * HASH_BYTES)) : undefined;
@@ -225,6 +232,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
           if (r.checksums) checksums[j.block].set(r.checksums, j.firstChunk);
           if (r.index) indexes[j.block].set(r.index, j.firstChunk * INDEX_ENTRY);
           if (r.hashes) hashTables[j.block].set(r.hashes, (j.start / hashUnit) * HASH_BYTES);
+          if (r.ramRead) progress.ramRead.add(r.ramRead);
           progress.ramDone += j.end - j.start;
         },
       }).catch(fail);
@@ -280,6 +288,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       deviceStateCrc,
       imageSize: header.imageSize,
       elapsedMs: Date.now() - t0,
+      ramRead: progress.ramReadText(),
     };
   } finally {
     chain?.close();

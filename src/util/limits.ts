@@ -34,6 +34,23 @@ export const HASH_UNIT: Bound = { min: 4096, max: 64 * MiB, powerOfTwo: true, te
 export const MAX_FD = 2 ** 31 - 1;
 export const FD: Bound = { min: 0, max: MAX_FD };
 
+/**
+ * How a save reads guest RAM (native/ram_reader.h): pread into a buffer each worker keeps, or
+ * through a mapping of the RAM file; auto takes mmap on hugetlbfs and pread elsewhere.
+ */
+export const RAM_READ_MODES = ['auto', 'pread', 'mmap'] as const;
+export type RamReadMode = (typeof RAM_READ_MODES)[number];
+
+export function isRamReadMode(value: unknown): value is RamReadMode {
+  return (RAM_READ_MODES as readonly unknown[]).includes(value);
+}
+
+/** Returns `value` when it is a RAM read mode; otherwise throws EINVAL naming `what`. */
+export function checkRamRead(value: unknown, what: string): RamReadMode {
+  if (!isRamReadMode(value)) throw systemError('EINVAL', `${what} ${JSON.stringify(value)} is not one of ${RAM_READ_MODES.join(', ')}`);
+  return value;
+}
+
 export function boundText(b: Bound): string {
   return b.text ?? `${b.min}..${b.max}`;
 }

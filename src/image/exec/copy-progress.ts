@@ -8,6 +8,8 @@ import { ProgressListener, ProgressSampler } from '../../progress';
 export class CopyProgress {
   readonly counters = new BigUint64Array(2);
   ramDone = 0;
+  /** save: how the jobs read guest RAM (each RAM file's filesystem may choose differently). */
+  readonly ramRead = new Set<string>();
   private readonly sampler?: ProgressSampler;
   private readonly onAbort = () => this.cancel();
 
@@ -16,8 +18,16 @@ export class CopyProgress {
     onProgress?: ProgressListener,
     private readonly signal?: AbortSignal,
   ) {
-    if (onProgress) this.sampler = new ProgressSampler(() => this.ramDone + Number(this.counters[0]), onProgress, total);
+    if (onProgress) {
+      const report: ProgressListener = (p) => onProgress(this.ramRead.size ? { ...p, ramRead: this.ramReadText() } : p);
+      this.sampler = new ProgressSampler(() => this.ramDone + Number(this.counters[0]), report, total);
+    }
     signal?.addEventListener('abort', this.onAbort);
+  }
+
+  /** The read paths that ran, sorted ("mmap+pread" when RAM files differed); undefined before any job said. */
+  ramReadText(): string | undefined {
+    return this.ramRead.size ? [...this.ramRead].sort().join('+') : undefined;
   }
 
   cancel(): void {

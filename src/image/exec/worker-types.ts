@@ -17,6 +17,8 @@ export interface WorkerResult {
   index?: Uint8Array;
   badChunk: number;
   badCrc: number;
+  /** save, saveChunks: how the RAM file was read. */
+  ramRead?: 'pread' | 'mmap';
   /** restoreChunks: why chunk badChunk does not decode. */
   badFrame?: string;
   error?: { message: string; code?: string; errno?: number; syscall?: string; side?: string };
