@@ -18,7 +18,7 @@ const M = 1024 * 1024;
 let dir: string;
 let source: string;
 
-/** No scratch directory or temporary image left in `d`. */
+/** No scratch file or temporary image left in `d`. */
 const leftovers = (d: string) => fs.readdirSync(d).filter((f) => f.includes('iohelper'));
 
 async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
