@@ -105,8 +105,10 @@ export function createReplacement(file: string, mode = 0o600): FileReplacement {
   }
   try {
     // The new file takes the old one's place, so it keeps its permissions (and, where we may
-    // set it, its owner): a reader that could open the old image can open the new one.
-    if (old) {
+    // set it, its owner): a reader that could open the old image can open the new one. A new
+    // file gets exactly `mode`, whatever the umask made of the open's.
+    if (!old) fs.fchmodSync(fd, mode);
+    else {
       fs.fchmodSync(fd, Number(old.mode) & 0o7777);
       try {
         fs.fchownSync(fd, Number(old.uid), Number(old.gid));

@@ -82,6 +82,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
       }
       temp = tempPathBeside(path.join(dir, path.basename(o.target)));
       const out = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+      fs.fchmodSync(out, 0o600); // whatever the umask made of the open's mode
       let stateFd: number | undefined;
       try {
         // The device state is the last bytes of the source: read from its offset to the end.
