@@ -13,7 +13,7 @@ import { createReplacement } from '../fs/atomic-file';
 import { directoryOf } from '../image/chain';
 import { convert } from '../image/convert';
 import { inspect, InspectResult } from '../image/inspect';
-import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
+import { checkUniqueNames, parseRamSpec, RamSource } from '../image/ram-files';
 import { CHUNK_SIZE, FD, JOBS } from '../util/limits';
 import { restore } from '../image/restore';
 import { save } from '../image/save';
@@ -21,6 +21,7 @@ import { parseCompress } from '../image/compression';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
 import { parseBounded, parseFlags, parseSize, ParsedFlags } from '../util/flags';
 import { openFile } from '../fs/open-file';
+import { checkOneRoleEach, FileRole } from '../fs/file-roles';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { commandName, stderrLine, stdoutText } from './report';
 import { checkPassedFd } from './passed-fds';
@@ -68,6 +69,14 @@ function copyArgs(p: ParsedFlags) {
   };
 }
 
+/** The roles save and restore share: the RAM files, and a --progress fd. */
+function sharedRoles(ram: RamSource[], progress: string | true | undefined): FileRole[] {
+  return [
+    ...ram.map((r) => ({ role: `--ram ${r.name}=${r.fd !== undefined ? `fd:${r.fd}` : r.path}`, fd: r.fd, path: r.path })),
+    ...(typeof progress === 'string' ? [{ role: `--progress=${progress}`, fd: Number(progress) }] : []),
+  ];
+}
+
 const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs', 'job-size'], repeated: ['ram'], optionalValue: ['progress'] };
 
 /** What a command did on the side, on stderr: it still succeeds. */
@@ -103,6 +112,12 @@ export async function saveCommand(args: string[]): Promise<number> {
       const fd = openFile(basePath, fs.constants.O_RDONLY);
       base = { fd, name: basePath, reference: path.relative(directoryOf(imageName, img?.fd ?? staged!.fd), fs.realpathSync(`/proc/self/fd/${fd}`)) };
     }
+    checkOneRoleEach([
+      img ? { role: `the image (--fd ${img.fd})`, fd: img.fd } : { role: `the image (--image ${imageName})`, id: staged!.replaced },
+      { role: 'the device state (stdin)', fd: 0 },
+      ...(base ? [{ role: `the base (--base ${base.name})`, fd: base.fd }] : []),
+      ...sharedRoles(shared.ram, p.flags.get('progress')),
+    ]);
     await withInterrupts(commandName(), (signal) =>
       save({
         ...shared,
@@ -144,6 +159,13 @@ export async function restoreCommand(args: string[]): Promise<number> {
   checkPassedFd(1, 'the device state (stdout)');
   const img = imageFd(p.flags);
   try {
+    checkOneRoleEach([
+      { role: img.owned ? `the image (--image ${img.name})` : `the image (--fd ${img.fd})`, fd: img.fd },
+      { role: 'the device state (stdout)', fd: 1 },
+      ...sharedRoles(shared.ram, p.flags.get('progress')),
+      ...(readyFd !== undefined ? [{ role: `--ready-fd ${readyFd}`, fd: readyFd }] : []),
+      ...(plannedFd !== undefined ? [{ role: `--planned-fd ${plannedFd}`, fd: plannedFd }] : []),
+    ]);
     await withInterrupts(commandName(), (signal) =>
       restore({
         onWarning: warn,

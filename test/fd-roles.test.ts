@@ -1,0 +1,71 @@
+/**
+ * One file, one role: a file given to save or restore in two roles (an fd number twice, two
+ * fds or a path and an fd on one file) is refused before anything is read or written, naming
+ * both roles; the file is left as it was.
+ */
+import { spawnSync } from 'child_process';
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { createRamFile, fillPattern } from '../bench/lib/ram-file';
+import { IOHELPER, runHelper } from './support/cli';
+
+const M = 1024 * 1024;
+let dir: string;
+let ram: string;
+let image: string;
+const TWO_ROLES = 'are the same file: one file cannot have two roles';
+
+/** The CLI through sh, for redirections like `1<>f`. */
+function sh(script: string): { code: number | null; stderr: string } {
+  const r = spawnSync('sh', ['-c', `cd "$1" && ${script}`, 'sh', dir], { encoding: 'utf8', env: { ...process.env, IOH: `${process.execPath} ${IOHELPER}` } });
+  return { code: r.status, stderr: r.stderr };
+}
+
+const sha = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-roles-'));
+  ram = path.join(dir, 'ram');
+  createRamFile(ram, 4 * M);
+  fillPattern(ram, 2, 0.5);
+  fs.writeFileSync(path.join(dir, 'ds'), crypto.randomBytes(10000));
+  image = path.join(dir, 'full.img');
+  const r = await runHelper(['save', '--no-stream-check', '--image', image, '--ram', `pc.ram=${ram}`], [fs.readFileSync(path.join(dir, 'ds')), 'ignore']);
+  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+});
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+test('restore --ram pc.ram=fd:1 with stdout on that file (1<>f): refused, f unchanged', () => {
+  fs.copyFileSync(ram, path.join(dir, 'f'));
+  const before = sha(path.join(dir, 'f'));
+  const r = sh('$IOH restore --image full.img --ram pc.ram=fd:1 1<>f');
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain(`the device state (stdout) and --ram pc.ram=fd:1 ${TWO_ROLES}`);
+  expect(sha(path.join(dir, 'f'))).toBe(before);
+});
+
+test('save --ram pc.ram=fd:0 <ram (the RAM file as the device state too): refused, no image', () => {
+  const r = sh('$IOH save --no-stream-check --image s.img --ram pc.ram=fd:0 <ram');
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain(`the device state (stdin) and --ram pc.ram=fd:0 ${TWO_ROLES}`);
+  expect(fs.readdirSync(dir).filter((f) => f.startsWith('s.img') || f.startsWith('.s.img'))).toEqual([]);
+});
+
+test('two fds on one file (the image and a RAM target), and a save over its own RAM file: refused', () => {
+  const r = sh('$IOH restore --fd 5 --ram pc.ram=fd:6 5<full.img 6<>full.img >/dev/null');
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain(`the image (--fd 5) and --ram pc.ram=fd:6 ${TWO_ROLES}`);
+  expect(sh('$IOH inspect full.img >/dev/null').code).toBe(0); // the image is whole
+  const before = sha(ram);
+  const s = sh('$IOH save --no-stream-check --image ram --ram pc.ram=ram <ds');
+  expect(s.code).toBe(1);
+  expect(s.stderr).toContain(`the image (--image ram) and --ram pc.ram=ram ${TWO_ROLES}`);
+  expect(sha(ram)).toBe(before);
+});
+
+test('/dev/null in two roles is no conflict', () => {
+  const r = sh('$IOH restore --image full.img --ram pc.ram=out.ram --progress=5 5>/dev/null >/dev/null');
+  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+});
