@@ -169,7 +169,7 @@ describe('chains round-trip and store only what changed', () => {
     copy('d1.img', 'm1.img');
     fs.renameSync(path.join(dir, 'full.img'), path.join(dir, 'full.moved'));
     try {
-      expectRefused('m1.img', /base \S*full\.img of \S*m1\.img cannot be opened: .*ENOENT.*\(EIMG_BASE\)$/);
+      expectRefused('m1.img', /base \S*full\.img of \S*m1\.img cannot be opened: .*ENOENT.*\(EIMG_BASE\)\n$/);
     } finally {
       fs.renameSync(path.join(dir, 'full.moved'), path.join(dir, 'full.img'));
     }

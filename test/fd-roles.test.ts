@@ -3,37 +3,21 @@
  * fds or a path and an fd on one file) is refused before anything is read or written, naming
  * both roles; the file is left as it was.
  */
-import { spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
-import { createRamFile, fillPattern } from '../bench/lib/ram-file';
-import { IOHELPER, runHelper } from './support/cli';
+import { runInShell, shellFixture } from './support/cli';
 
-const M = 1024 * 1024;
 let dir: string;
 let ram: string;
-let image: string;
 const TWO_ROLES = 'are the same file: one file cannot have two roles';
 
-/** The CLI through sh, for redirections like `1<>f`. */
-function sh(script: string): { code: number | null; stderr: string } {
-  const r = spawnSync('sh', ['-c', `cd "$1" && ${script}`, 'sh', dir], { encoding: 'utf8', env: { ...process.env, IOH: `${process.execPath} ${IOHELPER}` } });
-  return { code: r.status, stderr: r.stderr };
-}
+const sh = (script: string) => runInShell(dir, script);
 
 const sha = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
 beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-roles-'));
-  ram = path.join(dir, 'ram');
-  createRamFile(ram, 4 * M);
-  fillPattern(ram, 2, 0.5);
-  fs.writeFileSync(path.join(dir, 'ds'), crypto.randomBytes(10000));
-  image = path.join(dir, 'full.img');
-  const r = await runHelper(['save', '--no-stream-check', '--image', image, '--ram', `pc.ram=${ram}`], [fs.readFileSync(path.join(dir, 'ds')), 'ignore']);
-  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+  ({ dir, ram } = await shellFixture('iohelper-roles-'));
 });
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
