@@ -11,6 +11,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { createRamFile, fillPattern } from '../bench/lib/ram-file';
+import { native } from '../src/native';
 import { runHelper } from './support/cli';
 
 const M = 1024 * 1024;
@@ -98,4 +99,29 @@ testRoot("a directory swapped for a link to a victim while the cleanup runs: the
   // Never entered: all 20,050 entries are still there.
   expect(fs.readdirSync(path.join(shared, planted, 'sub')).length).toBe(20000 + victimNames.length);
   expect(r.stderr).toContain(`left ${shared}/${planted} alone`);
+});
+
+test('the addon\'s directory-fd calls: a link is reported and removed as itself, a directory is never removed, a name is one component', () => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-dirfd-'));
+  try {
+    fs.writeFileSync(path.join(d, 'target'), 'kept');
+    fs.symlinkSync(path.join(d, 'target'), path.join(d, 'link'));
+    fs.mkdirSync(path.join(d, 'sub'));
+    fs.writeFileSync(path.join(d, 'sub', 'inside'), 'kept');
+    const fd = fs.openSync(d, fs.constants.O_RDONLY | native.constants.O_DIRECTORY);
+    try {
+      expect(native.readDirectory(fd).map(String).sort()).toEqual(['link', 'sub', 'target']);
+      expect(native.statAt(fd, Buffer.from('link')).mode & fs.constants.S_IFMT).toBe(fs.constants.S_IFLNK);
+      native.unlinkAt(fd, Buffer.from('link'));
+      expect(fs.readFileSync(path.join(d, 'target'), 'utf8')).toBe('kept');
+      expect(() => native.unlinkAt(fd, Buffer.from('sub'))).toThrow(expect.objectContaining({ code: 'EISDIR', syscall: 'unlinkat' }));
+      expect(() => native.unlinkAt(fd, Buffer.from('sub/inside'))).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+      expect(() => native.statAt(fd, Buffer.from('..'))).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+      expect(fs.readFileSync(path.join(d, 'sub', 'inside'), 'utf8')).toBe('kept');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } finally {
+    fs.rmSync(d, { recursive: true, force: true });
+  }
 });
