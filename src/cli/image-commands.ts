@@ -13,6 +13,7 @@ import { createReplacement } from '../fs/atomic-file';
 import { directoryOf } from '../image/chain';
 import { convert } from '../image/convert';
 import { inspect, InspectResult } from '../image/inspect';
+import { checkRoles, FileRole } from '../image/identity';
 import { checkUniqueNames, parseRamSpec, RamSource } from '../image/ram-files';
 import { CHUNK_SIZE, FD, JOBS } from '../util/limits';
 import { restore } from '../image/restore';
@@ -21,7 +22,6 @@ import { parseCompress } from '../image/compression';
 import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
 import { parseBounded, parseFlags, parseSize, ParsedFlags } from '../util/flags';
 import { openFile } from '../fs/open-file';
-import { checkOneRoleEach, FileRole } from '../fs/file-roles';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { commandName, stderrLine, stdoutText } from './report';
 import { checkPassedFd } from './passed-fds';
@@ -112,10 +112,11 @@ export async function saveCommand(args: string[]): Promise<number> {
       const fd = openFile(basePath, fs.constants.O_RDONLY);
       base = { fd, name: basePath, reference: path.relative(directoryOf(imageName, img?.fd ?? staged!.fd), fs.realpathSync(`/proc/self/fd/${fd}`)) };
     }
-    checkOneRoleEach([
+    // The base's own checks (a delta never replaces its chain) are save()'s, which says it better.
+    checkRoles([
+      // By path, the file the new image replaces (if any): renamed over, it would be gone from its other role.
       img ? { role: `the image (--fd ${img.fd})`, fd: img.fd } : { role: `the image (--image ${imageName})`, id: staged!.replaced },
       { role: 'the device state (stdin)', fd: 0 },
-      ...(base ? [{ role: `the base (--base ${base.name})`, fd: base.fd }] : []),
       ...sharedRoles(shared.ram, p.flags.get('progress')),
     ]);
     await withInterrupts(commandName(), (signal) =>
@@ -159,7 +160,7 @@ export async function restoreCommand(args: string[]): Promise<number> {
   checkPassedFd(1, 'the device state (stdout)');
   const img = imageFd(p.flags);
   try {
-    checkOneRoleEach([
+    checkRoles([
       { role: img.owned ? `the image (--image ${img.name})` : `the image (--fd ${img.fd})`, fd: img.fd },
       { role: 'the device state (stdout)', fd: 1 },
       ...sharedRoles(shared.ram, p.flags.get('progress')),
