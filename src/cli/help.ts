@@ -40,8 +40,8 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       good image) as it was, and a reader that maps the old image keeps it unchanged (a
       kill -9 leaves the hidden file behind; the next run in that directory removes it once
       its process is gone). Files iohelper creates are 0600 whatever the umask. One file in
-      two roles (e.g. --ram x=fd:0 with stdin on it) is refused. --fd N (a manager's file) is written in place:
-      truncated first, so a save that fails leaves an image every reader refuses. A save
+      two roles (e.g. --ram x=fd:0 with stdin on it) is refused. --fd N (a manager's file)
+      is written in place: truncated first, so a save that fails leaves an image every reader refuses. A save
       fails when the device-state stream is not a complete QEMU stream (QEVM … vmdesc): QEMU
       dying mid-migration only closes the pipe (--no-stream-check for other producers). Zero runs of at least --min-hole (default 64K) stay holes; --chunk
       (default 8M) is the CRC-32C granularity.

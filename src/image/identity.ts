@@ -46,7 +46,7 @@ export interface FileRole {
 }
 
 /**
- * checkDistinct over the command line's roles, before anything is opened for them. Character
+ * checkDistinct over the command line's roles, before anything is read or written. Character
  * devices are exempt: /dev/null or a terminal in two roles holds nothing either could corrupt.
  * A role whose fd or path cannot be stat'ed is left to that role's own checks.
  */
