@@ -125,3 +125,13 @@ test('the addon\'s directory-fd calls: a link is reported and removed as itself,
     fs.rmSync(d, { recursive: true, force: true });
   }
 });
+
+test('entries with our names left alone are reported in at most 10 lines (anyone can create thousands)', async () => {
+  const pid = deadPid();
+  for (let i = 0; i < 15; i++) fs.mkdirSync(path.join(shared, `.t.iohelper-${pid}-d${i}`));
+  const r = await restoreInto(path.join(shared, 't'));
+  expect(r.code).toBe(0);
+  expect(r.stderr.match(/warning: left \S+ alone: named like a temporary/g)).toHaveLength(10);
+  expect(r.stderr).toContain(`warning: left 5 more entries of ${shared} named like iohelper temporaries alone`);
+  expect(fs.readdirSync(shared).filter((n) => n.includes('.iohelper-'))).toHaveLength(15);
+});

@@ -6,11 +6,7 @@
  */
 import * as fs from 'fs';
 import { systemError } from '../errors';
-
-/** `bytes` shown with what is not printable ASCII as \xNN. */
-function escaped(bytes: Buffer): string {
-  return [...bytes].map((b) => (b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
-}
+import { printableBytes } from '../util/printable';
 
 /** Throws EINVAL for the first of `args` (process.argv's tail) that Node decoded with a loss. */
 export function checkArgsAreUtf8(args: string[]): void {
@@ -25,7 +21,7 @@ export function checkArgsAreUtf8(args: string[]): void {
   args.forEach((arg, i) => {
     if (!Buffer.from(arg).equals(tail[i])) {
       // The bytes as given, not `arg`: its U+FFFD would show a name that does not exist.
-      throw systemError('EINVAL', `argument '${escaped(tail[i])}' is not valid UTF-8, and iohelper would read it as another name; rename the file, or pass it another way (a symbolic link with a UTF-8 name, an fd)`);
+      throw systemError('EINVAL', `argument '${printableBytes(tail[i])}' is not valid UTF-8, and iohelper would read it as another name; rename the file, or pass it another way (a symbolic link with a UTF-8 name, an fd)`);
     }
   });
 }

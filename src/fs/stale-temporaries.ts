@@ -15,7 +15,11 @@
  */
 import * as fs from 'fs';
 import { native } from '../native';
+import { printableBytes } from '../util/printable';
 import { TEMPORARY_NAME } from './atomic-file';
+
+/** Anyone can create entries with our names in a shared directory: the warnings about them are bounded. */
+const MAX_LEFT_ALONE_LINES = 10;
 
 /** Whether a process with this PID exists (EPERM: it does, owned by someone else). */
 function alive(pid: number): boolean {
@@ -26,13 +30,6 @@ function alive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
-}
-
-/** A name for messages: its bytes as UTF-8 where they are, anything else \xNN. */
-function printableName(name: Buffer): string {
-  const text = name.toString('utf8');
-  if (Buffer.from(text).equals(name)) return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-  return [...name].map((b) => (b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
 }
 
 function kindOfMode(mode: number): string {
@@ -55,6 +52,7 @@ export function removeStaleTemporaries(dir: string): string[] {
     return [];
   }
   const said: string[] = [];
+  let leftAlone = 0;
   try {
     let names: Buffer[];
     try {
@@ -67,10 +65,12 @@ export function removeStaleTemporaries(dir: string): string[] {
       // Our names are ASCII apart from the target's own name: matched on the bytes read as latin1, which maps each byte to one character.
       const m = TEMPORARY_NAME.exec(name.toString('latin1'));
       if (!m || alive(Number(m[1]))) continue;
-      const shown = `${dir.endsWith('/') ? dir : `${dir}/`}${printableName(name)}`;
+      const shown = `${dir.endsWith('/') ? dir : `${dir}/`}${printableBytes(name)}`;
       try {
         const st = native.statAt(dirFd, name);
-        const notOurs = (why: string) => said.push(`left ${shown} alone: named like a temporary of iohelper process ${m[1]}, which is gone, but ${why}; iohelper's temporaries are regular files it owns`);
+        const notOurs = (why: string) => {
+          if (++leftAlone <= MAX_LEFT_ALONE_LINES) said.push(`left ${shown} alone: named like a temporary of iohelper process ${m[1]}, which is gone, but ${why}; iohelper's temporaries are regular files it owns`);
+        };
         if ((st.mode & fs.constants.S_IFMT) !== fs.constants.S_IFREG) notOurs(`it is ${kindOfMode(st.mode)}`);
         else if (st.uid !== uid) notOurs(`it belongs to user ${st.uid}`);
         else {
@@ -81,6 +81,7 @@ export function removeStaleTemporaries(dir: string): string[] {
         // gone already, or not ours to remove
       }
     }
+    if (leftAlone > MAX_LEFT_ALONE_LINES) said.push(`left ${leftAlone - MAX_LEFT_ALONE_LINES} more entries of ${dir} named like iohelper temporaries alone`);
   } finally {
     fs.closeSync(dirFd);
   }
