@@ -15,6 +15,7 @@ const os = require('os');
 const path = require('path');
 
 const QEMU = [
+  'file-modes',
   'hugetlbfs',
   'image-faults-qemu',
   'image-qemu',
@@ -22,6 +23,7 @@ const QEMU = [
   'libvirt',
   'libvirt-contract',
   'libvirt-install',
+  'messages',
   'qmp',
   'restore-exec-flow',
   'running-guest',

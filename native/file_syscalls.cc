@@ -8,8 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <cerrno>
 #include <climits>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "args.h"
@@ -174,6 +178,75 @@ Napi::Value Pipe(const Info& info) {
   return a;
 }
 
+// The directory-fd calls of the leftover cleanup (src/fs/stale-temporaries.ts). Names are
+// Buffers, never strings: a name that is not UTF-8 is handled as the bytes it is, so the entry
+// checked is the entry removed. A name is one path component (no '/', no NUL, not "." or ".."):
+// nothing here ever resolves a path through another directory or a link.
+bool ArgName(const Info& info, size_t i, std::string* out) {
+  ByteView b;
+  if (!ArgBytes(info, i, &b)) return false;
+  std::string name(reinterpret_cast<const char*>(b.data), b.length);
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos || name.find('\0') != std::string::npos) {
+    ThrowErrno(info.Env(), EINVAL, "name");
+    return false;
+  }
+  *out = std::move(name);
+  return true;
+}
+
+// Every name in the directory open on fd (without "." and ".."), as Buffers. Reads through a
+// dup so the caller's fd stays open and its offset is not ours to keep.
+Napi::Value ReadDirectory(const Info& info) {
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return info.Env().Undefined();
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return ThrowErrno(info.Env(), errno, "fcntl");
+  DIR* d = fdopendir(copy);
+  if (!d) {
+    int err = errno;
+    close(copy);
+    return ThrowErrno(info.Env(), err, "fdopendir");
+  }
+  rewinddir(d);
+  Napi::Array names = Napi::Array::New(info.Env());
+  uint32_t n = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent* e = readdir(d);
+    if (!e) break;
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    names.Set(n++, Napi::Buffer<char>::Copy(info.Env(), e->d_name, strlen(e->d_name)));
+  }
+  int err = errno;
+  closedir(d);
+  if (err) return ThrowErrno(info.Env(), err, "readdir");
+  return names;
+}
+
+// fstatat(dirFd, name, AT_SYMLINK_NOFOLLOW): what the entry itself is (a link is reported as
+// a link), as {mode, uid, size, blocks}.
+Napi::Value StatAt(const Info& info) {
+  int fd; std::string name;
+  if (!ArgFd(info, 0, &fd) || !ArgName(info, 1, &name)) return info.Env().Undefined();
+  struct stat st;
+  if (fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return ThrowErrno(info.Env(), errno, "fstatat");
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("mode", Napi::Number::New(info.Env(), st.st_mode));
+  o.Set("uid", Napi::Number::New(info.Env(), st.st_uid));
+  o.Set("size", U64Value(info.Env(), static_cast<uint64_t>(st.st_size)));
+  o.Set("blocks", U64Value(info.Env(), static_cast<uint64_t>(st.st_blocks)));
+  return o;
+}
+
+// unlinkat(dirFd, name, 0): removes the entry itself, never what a link points at, and never a
+// directory (EISDIR): it cannot recurse.
+Napi::Value UnlinkAt(const Info& info) {
+  int fd; std::string name;
+  if (!ArgFd(info, 0, &fd) || !ArgName(info, 1, &name)) return info.Env().Undefined();
+  if (unlinkat(fd, name.c_str(), 0) < 0) return ThrowErrno(info.Env(), errno, "unlinkat");
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitFileSyscalls(Napi::Env env, Napi::Object exports) {
@@ -183,6 +256,7 @@ void InitFileSyscalls(Napi::Env env, Napi::Object exports) {
       {"getFlags", GetFlags}, {"setFlags", SetFlags}, {"dioAlign", DioAlign},
       {"fdatasync", Fdatasync}, {"ftruncate", Ftruncate}, {"lseek", Lseek},
       {"punchHole", PunchHole}, {"writeLeaseFree", WriteLeaseFree}, {"setPipeSize", SetPipeSize}, {"blockDeviceSize", BlockDeviceSize}, {"pipe", Pipe},
+      {"readDirectory", ReadDirectory}, {"statAt", StatAt}, {"unlinkAt", UnlinkAt},
   };
   for (const Fn& f : fns) exports.Set(f.name, Napi::Function::New(env, f.cb, f.name));
 
@@ -195,6 +269,7 @@ void InitFileSyscalls(Napi::Env env, Napi::Object exports) {
   c.Set("O_NONBLOCK", O_NONBLOCK);
   c.Set("O_NOFOLLOW", O_NOFOLLOW);
   c.Set("O_APPEND", O_APPEND);
+  c.Set("O_DIRECTORY", O_DIRECTORY);
   c.Set("SEEK_SET", SEEK_SET);
   c.Set("SEEK_CUR", SEEK_CUR);
   c.Set("SEEK_END", SEEK_END);

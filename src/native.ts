@@ -146,6 +146,12 @@ export interface NativeBinding {
   setPipeSize(fd: number, size: number): number;
   blockDeviceSize(fd: number): number;
   pipe(): [number, number];
+  /** Every entry name of the directory open on dirFd ("." and ".." left out), as the bytes they are. */
+  readDirectory(dirFd: number): Buffer[];
+  /** fstatat(AT_SYMLINK_NOFOLLOW) of one entry of the directory open on dirFd. */
+  statAt(dirFd: number, name: Buffer): { mode: number; uid: number; size: number; blocks: number };
+  /** unlinkat(dirFd, name, 0): the entry itself (a link, never its target); a directory fails with EISDIR. */
+  unlinkAt(dirFd: number, name: Buffer): void;
   /** sendmsg with SCM_RIGHTS: the fds travel with the bytes (QMP getfd). */
   /** Sends on the JS thread; a peer that stops reading fails it with ETIMEDOUT after timeoutMs. */
   sendWithFds(socketFd: number, bytes: Bytes, fds: number[], timeoutMs: number): number;
@@ -176,6 +182,7 @@ export interface NativeBinding {
     O_NONBLOCK: number;
     O_NOFOLLOW: number;
     O_APPEND: number;
+    O_DIRECTORY: number;
     SEEK_SET: number;
     SEEK_CUR: number;
     SEEK_END: number;

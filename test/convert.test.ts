@@ -18,7 +18,7 @@ const M = 1024 * 1024;
 let dir: string;
 let source: string;
 
-/** No scratch directory or temporary image left in `d`. */
+/** No scratch file or temporary image left in `d`. */
 const leftovers = (d: string) => fs.readdirSync(d).filter((f) => f.includes('iohelper'));
 
 async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
@@ -52,7 +52,7 @@ test('a dangling symbolic link as the target is refused in the plan, before any 
     expect(progressed).toBe(0); // the restore into scratch files never started
     const r = spawnSync(process.execPath, [IOHELPER, 'convert', source, target], { encoding: 'utf8' });
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/^\S+: \S+dangling\.img exists \(a symbolic link to nothing\);[^\n]*\(EEXIST\)$/);
+    expect(r.stderr).toMatch(/^\S+: \S+dangling\.img exists \(a symbolic link to nothing\);[^\n]*\(EEXIST\)\n$/);
     expect(fs.readlinkSync(target)).toBe(path.join(dir, 'nowhere', 'x.img'));
     expect(leftovers(dir)).toEqual([]);
   } finally {
@@ -65,7 +65,7 @@ test('a target in a directory that does not exist is refused in the plan, naming
   const e = await rejection(convert({ source, target }));
   expect(e.code).toBe('ENOENT');
   expect(e.message).toContain(path.join(dir, 'absent-dir'));
-  expect(e.message).not.toMatch(/\.iohelper-convert-/);
+  expect(e.message).not.toMatch(/\.iohelper-/);
 });
 
 test('interrupted in its first half (the restore into scratch files): convert interrupted, the target not created', async () => {

@@ -183,7 +183,7 @@ describe('chains round-trip and store only what changed', () => {
     copy('d1.img', 'm1.img');
     fs.renameSync(path.join(dir, 'full.img'), path.join(dir, 'full.moved'));
     try {
-      expectRefused('m1.img', /the recorded base \S*full\.img of \S*m1\.img does not exist \(ENOENT\); if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)$/);
+      expectRefused('m1.img', /the recorded base \S*full\.img of \S*m1\.img does not exist \(ENOENT\); if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)\n$/);
     } finally {
       fs.renameSync(path.join(dir, 'full.moved'), path.join(dir, 'full.img'));
     }

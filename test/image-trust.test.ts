@@ -148,7 +148,7 @@ describe('restore leaves pre-existing RAM targets as they were when it is refuse
     fs.closeSync(outR);
     expect(code).toBe(1);
     // The RAM files are final by then: the message must not say they were left alone.
-    expect(stderr).toMatch(/restore interrupted while writing the device state; the RAM files hold the restored blocks, but QEMU did not get the whole device state.*\(ECANCELED\)$/);
+    expect(stderr).toMatch(/restore interrupted while writing the device state; the RAM files hold the restored blocks, but QEMU did not get the whole device state.*\(ECANCELED\)\n$/);
     expect(stderr).not.toMatch(/no RAM file was/);
     expect(stderr).not.toMatch(/EIMG_TRUNCATED/);
   });

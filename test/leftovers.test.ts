@@ -56,15 +56,23 @@ test("a restore removes a dead run's temporary beside its target and says so; a 
   fs.rmSync(live);
 });
 
-test("a convert removes a dead convert's scratch directory; a save, a dead save's temporary", async () => {
+test("a convert removes a dead convert's scratch file, and leaves a directory with such a name alone (its scratch is never a directory); a save, a dead save's temporary", async () => {
   const pid = deadPid();
-  const scratch = path.join(dir, `.out.img.iohelper-convert-${pid}-AbC123`);
-  fs.mkdirSync(scratch);
-  fs.writeFileSync(path.join(scratch, 'block-0'), 'x');
+  const scratchFile = path.join(dir, `.out.img.iohelper-${pid}-5c7a7c40`);
+  fs.writeFileSync(scratchFile, Buffer.alloc(M, 1));
+  // What an older convert left: a directory, which this one does not enter.
+  const scratchDir = path.join(dir, `.out.img.iohelper-convert-${pid}-AbC123`);
+  fs.mkdirSync(scratchDir);
+  fs.writeFileSync(path.join(scratchDir, 'block-0'), 'x');
   const c = await runHelper(['convert', image, path.join(dir, 'out.img'), '--compress'], ['ignore', 'ignore']);
   expect(c.code).toBe(0);
-  expect(c.stderr).toMatch(/warning: removed .*iohelper-convert-\d+-AbC123, left by iohelper process \d+ which is gone \(a convert scratch directory\)/);
-  expect(fs.existsSync(scratch)).toBe(false);
+  expect(c.stderr).toMatch(/warning: removed .*\.out\.img\.iohelper-\d+-5c7a7c40, left by iohelper process \d+ which is gone \(\d+ bytes allocated\)/);
+  expect(c.stderr).toMatch(/warning: left .*iohelper-convert-\d+-AbC123 alone: .* but it is a directory/);
+  expect(fs.existsSync(scratchFile)).toBe(false);
+  expect(fs.readFileSync(path.join(scratchDir, 'block-0'), 'utf8')).toBe('x');
+  fs.rmSync(scratchDir, { recursive: true });
+  // convert's own scratch files are gone once it is done.
+  expect(fs.readdirSync(dir).filter((f) => f.includes('.iohelper-'))).toEqual([]);
   const temp = path.join(dir, `.again.img.iohelper-${pid}-00c0ffee`);
   fs.writeFileSync(temp, 'x');
   const s = await runHelper(['save', '--no-stream-check', '--image', path.join(dir, 'again.img'), '--ram', `a=${src}`], [crypto.randomBytes(100), 'ignore']);

@@ -69,7 +69,7 @@ describeAsRoot('iohelper libvirt-install', () => {
 
     const again = cli(['libvirt-install', '--target', target]);
     expect(again.status).toBe(1);
-    expect(again.stderr).toMatch(/already installed .*\(EEXIST\)$/);
+    expect(again.stderr).toMatch(/already installed .*\(EEXIST\)\n$/);
 
     const un = cli(['libvirt-install', '--uninstall', '--target', target]);
     expect(un.stderr).toBe('');
@@ -79,18 +79,18 @@ describeAsRoot('iohelper libvirt-install', () => {
     expect(execFileSync('dpkg-divert', ['--truename', target], { encoding: 'utf8' }).trim()).toBe(target);
     const unAgain = cli(['libvirt-install', '--uninstall', '--target', target]);
     expect(unAgain.status).toBe(1);
-    expect(unAgain.stderr).toMatch(/not installed at .*\(ENOENT\)$/);
+    expect(unAgain.stderr).toMatch(/not installed at .*\(ENOENT\)\n$/);
     expect(sha(target)).toBe(originalHash);
   });
 
   test('refused without root, or without libvirt; nothing changes', () => {
     const asNobody = cli(['libvirt-install', '--target', target], { uid: 65534 });
     expect(asNobody.status).toBe(1);
-    expect(asNobody.stderr).toMatch(/needs root .*\(EPERM\)$/);
-    expect(asNobody.stderr.split('\n')).toHaveLength(1);
+    expect(asNobody.stderr).toMatch(/needs root .*\(EPERM\)\n$/);
+    expect(asNobody.stderr.trimEnd().split('\n')).toHaveLength(1);
     const missing = cli(['libvirt-install', '--target', path.join(dir, 'absent')]);
     expect(missing.status).toBe(1);
-    expect(missing.stderr).toMatch(/does not exist: is libvirt installed\?.*\(ENOENT\)$/);
+    expect(missing.stderr).toMatch(/does not exist: is libvirt installed\?.*\(ENOENT\)\n$/);
     expect(fs.readdirSync(dir)).toEqual(['libvirt_iohelper']);
     expect(sha(target)).toBe(originalHash);
   });
@@ -105,7 +105,7 @@ describeAsRoot('iohelper libvirt-install', () => {
     fs.chmodSync(evil, 0o755);
     const r = cli(['libvirt-install', '--target', evil], { env });
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/^\S+: target ".*x\\necho INJECTED\\n#" contains a control character \(EINVAL\)$/);
+    expect(r.stderr).toMatch(/^\S+: target ".*x\\necho INJECTED\\n#" contains a control character \(EINVAL\)\n$/);
     expect(fs.readdirSync(dir).sort()).toEqual(['libvirt_iohelper', 'x\necho INJECTED\n#']);
     expect(sha(evil)).toBe(originalHash);
     const run = spawnSync(evil, [path.join(dir, 'f'), '1'], { encoding: 'utf8' });

@@ -52,7 +52,7 @@ describe('a FIFO where an image belongs', () => {
   ] as Array<[string, () => string[]]>)('%s: exit 1 at once with one line, nothing created', (_n, args) => {
     const r = cli(args());
     expect({ status: r.status, signal: r.signal }).toEqual({ status: 1, signal: null });
-    expect(r.stderr).toMatch(new RegExp(`^\\S+: ${fifo} is a FIFO, not a regular file[^\\n]* \\(EINVAL\\)$`));
+    expect(r.stderr).toMatch(new RegExp(`^\\S+: ${fifo} is a FIFO, not a regular file[^\\n]* \\(EINVAL\\)\n$`));
     expect(r.ms).toBeLessThan(10000);
     expect(fs.readdirSync(dir).sort()).toEqual(['fifo', 'good.img', 'ram']);
   });
@@ -60,7 +60,7 @@ describe('a FIFO where an image belongs', () => {
   test('convert onto a FIFO: the target exists (EEXIST), it is never opened', () => {
     const r = cli(['convert', image, fifo]);
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/fifo exists; convert writes a new file .*\(EEXIST\)$/);
+    expect(r.stderr).toMatch(/fifo exists; convert writes a new file .*\(EEXIST\)\n$/);
   });
 });
 

@@ -307,6 +307,8 @@ describeGuest('recording and prefetching the working set of a real guest', () =>
     expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
     expect(r.stdout).toMatch(/, running\n/);
     expect(r.stdout).toMatch(/working set: \d+ ranges, [\d.]+ [KM]iB touched in 2 s, written to .*guest\.img\.ws/);
+    // 0600 like the image (the jest process's umask is 022: the mode is ours, not the umask's).
+    expect((fs.statSync(`${image}.ws`).mode & 0o777).toString(8)).toBe('600');
     const fd = fs.openSync(image, 'r');
     const meta = readImageMetadata(fd, image, { skipChecksums: true });
     fs.closeSync(fd);

@@ -40,8 +40,10 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       --image PATH writes a new file beside PATH (.NAME.iohelper-PID-HEX) and renames it over
       PATH only then: a save that fails or is interrupted removes it and leaves PATH (the last
       good image) as it was, and a reader that maps the old image keeps it unchanged (a
-      kill -9 leaves the hidden file behind). --fd N (a manager's file) is written in place:
-      truncated first, so a save that fails leaves an image every reader refuses. A save
+      kill -9 leaves the hidden file behind; the next run in that directory removes it once
+      its process is gone). Files iohelper creates are 0600 whatever the umask. One file in
+      two roles (e.g. --ram x=fd:0 with stdin on it) is refused. --fd N (a manager's file)
+      is written in place: truncated first, so a save that fails leaves an image every reader refuses. A save
       fails when the device-state stream is not a complete QEMU stream (QEVM … vmdesc): QEMU
       dying mid-migration only closes the pipe (--no-stream-check for other producers). Zero runs of at least --min-hole (default 64K) stay holes; --chunk
       (default 8M) is the CRC-32C granularity.
@@ -126,8 +128,9 @@ Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/s
   ${argv0} vm clone --image IMAGE --count N [--no-prefetch] [--cont] [--log-dir D] -- QEMU ARGS
       Starts N QEMUs whose RAM maps the image copy-on-write (read-only file, share=off): no RAM
       is copied and the clones share the image's page cache (and its prefetched working set).
-  Restored and cloned QEMUs keep running after the command exits (their output goes to the
-  log dir); it prints each one's pid and QMP socket. Without --cont they are paused.
+  Restored and cloned QEMUs keep running after the command exits (their output is appended
+  to NAME.log in the log dir; an error quotes only this run's lines); it prints each one's
+  pid and QMP socket. Without --cont they are paused.
 
 In libvirt's place (root):
   ${argv0} libvirt-install [--status | --uninstall] [--target PATH]

@@ -13,7 +13,8 @@ import { createReplacement } from '../fs/atomic-file';
 import { directoryOf } from '../image/chain';
 import { convert } from '../image/convert';
 import { inspect, InspectResult } from '../image/inspect';
-import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
+import { checkRoles, FileRole } from '../image/identity';
+import { checkUniqueNames, parseRamSpec, RamSource } from '../image/ram-files';
 import { CHUNK_SIZE, FD, isRamReadMode, JOBS, RAM_READ_MODES } from '../util/limits';
 import { restore } from '../image/restore';
 import { save, stagedSaveInterrupted } from '../image/save';
@@ -69,6 +70,14 @@ function copyArgs(p: ParsedFlags) {
   };
 }
 
+/** The roles save and restore share: the RAM files, and a --progress fd. */
+function sharedRoles(ram: RamSource[], progress: string | true | undefined): FileRole[] {
+  return [
+    ...ram.map((r) => ({ role: `--ram ${r.name}=${r.fd !== undefined ? `fd:${r.fd}` : r.path}`, fd: r.fd, path: r.path })),
+    ...(typeof progress === 'string' ? [{ role: `--progress=${progress}`, fd: Number(progress) }] : []),
+  ];
+}
+
 const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs', 'job-size'], repeated: ['ram'], optionalValue: ['progress'] };
 
 /** --base PATH, which needs `what`. */
@@ -114,6 +123,13 @@ export async function saveCommand(args: string[]): Promise<number> {
       const fd = openFile(basePath, fs.constants.O_RDONLY);
       base = { fd, name: basePath, reference: path.relative(directoryOf(imageName, img?.fd ?? staged!.fd), fs.realpathSync(`/proc/self/fd/${fd}`)) };
     }
+    // The base's own checks (a delta never replaces its chain) are save()'s, which says it better.
+    checkRoles([
+      // By path, the file the new image replaces (if any): renamed over, it would be gone from its other role.
+      img ? { role: `the image (--fd ${img.fd})`, fd: img.fd } : { role: `the image (--image ${imageName})`, id: staged!.replaced },
+      { role: 'the device state (stdin)', fd: 0 },
+      ...sharedRoles(shared.ram, p.flags.get('progress')),
+    ]);
     await withInterrupts(commandName(), async (signal) => {
       await save({
         ...shared,
@@ -161,6 +177,13 @@ export async function restoreCommand(args: string[]): Promise<number> {
   checkPassedFd(1, 'the device state (stdout)');
   const img = imageFd(p.flags);
   try {
+    checkRoles([
+      { role: img.owned ? `the image (--image ${img.name})` : `the image (--fd ${img.fd})`, fd: img.fd },
+      { role: 'the device state (stdout)', fd: 1 },
+      ...sharedRoles(shared.ram, p.flags.get('progress')),
+      ...(readyFd !== undefined ? [{ role: `--ready-fd ${readyFd}`, fd: readyFd }] : []),
+      ...(plannedFd !== undefined ? [{ role: `--planned-fd ${plannedFd}`, fd: plannedFd }] : []),
+    ]);
     await withInterrupts(commandName(), (signal) =>
       restore({
         onWarning: warn,

@@ -3,7 +3,8 @@ import { UsageError } from '../errors';
 import { parseBounded, parseFlags } from '../util/flags';
 import { BUFFER_SIZE, FD, INFLIGHT } from '../util/limits';
 import { helpText } from './help';
-import { commandName, finalLine, stderrLine, stdoutText } from './report';
+import { checkArgsAreUtf8 } from './raw-args';
+import { commandName, endFinalLineWithNewline, finalLine, stderrLine, stdoutText } from './report';
 import { describeFailure, progressTarget, runStreamCommand } from './stream-command';
 import { DirectMode } from '../stream/copy';
 
@@ -75,7 +76,12 @@ export async function main(argv: string[] = process.argv): Promise<number> {
       return 0;
     }
     const sub = IMAGE_COMMANDS[args[0]];
-    if (sub) return await sub(args.slice(1));
+    if (sub) {
+      endFinalLineWithNewline();
+      // Their arguments name files: one Node could not decode would name another file.
+      if (argv === process.argv) checkArgsAreUtf8(args);
+      return await sub(args.slice(1));
+    }
     if (args[0]?.startsWith('--')) return await fdForm(argv0, args);
     if (args.length === 2) return await libvirtForm(argv0, args[0], args[1]);
     finalLine(`${argv0}: try --help for more details`);

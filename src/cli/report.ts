@@ -9,13 +9,22 @@ export function stderrLine(text: string): void {
   }
 }
 
+/** Whether finalLine ends with a newline: see there. */
+let finalNewline = false;
+
+/** The image commands (save, restore, inspect, convert, vm, libvirt-install) end their last line like any other line. */
+export function endFinalLineWithNewline(): void {
+  finalNewline = true;
+}
+
 /**
- * The last line before exit 1. Like libvirt_iohelper it has no trailing newline: libvirt
- * captures stderr and shows it to the user as the error text.
+ * The last line before exit 1. In the stream forms, like libvirt_iohelper, it has no trailing
+ * newline: libvirt captures stderr and shows it to the user as the error text. The image
+ * commands are ours, run from shells and scripts: their last line ends like every other.
  */
 export function finalLine(text: string): void {
   try {
-    fs.writeSync(2, text);
+    fs.writeSync(2, finalNewline && !text.endsWith('\n') ? `${text}\n` : text);
   } catch {
     // stderr closed.
   }

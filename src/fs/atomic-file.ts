@@ -5,25 +5,38 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { isSystemError, systemError } from '../errors';
 
+/** The longest file name (one path component) Linux filesystems take, in bytes. */
+const NAME_MAX = 255;
+
 /**
  * A fresh temporary name beside `file` (same directory, so a rename over `file` stays on one
  * filesystem and is atomic): `.NAME.iohelper-PID-HEX`, hidden, and naming the process that left
- * it should a kill -9 leave it behind.
+ * it should a kill -9 leave it behind. NAME is cut (at a character boundary) where the whole
+ * would pass NAME_MAX, so any name a file can have gets a temporary; HEX keeps it unique.
  */
 export function tempPathBeside(file: string): string {
-  return path.join(path.dirname(file), `.${path.basename(file)}.iohelper-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+  const suffix = `.iohelper-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  return path.join(path.dirname(file), `.${cutToBytes(path.basename(file), NAME_MAX - 1 - suffix.length)}${suffix}`);
+}
+
+/** The longest start of `text` that is at most `bytes` bytes of UTF-8, never half a character. */
+function cutToBytes(text: string, bytes: number): string {
+  if (Buffer.byteLength(text) <= bytes) return text;
+  let out = '';
+  let used = 0;
+  for (const ch of text) {
+    used += Buffer.byteLength(ch);
+    if (used > bytes) break;
+    out += ch;
+  }
+  return out;
 }
 
 /**
- * A new scratch directory beside `file` (convert keeps the RAM there while it works):
- * `.NAME.iohelper-convert-PID-XXXXXX`, named like the temporaries for the same reason.
+ * The names tempPathBeside makes (and, with `convert-`, the scratch directories convert made
+ * before its scratch became single files); group 1 is the PID. `s`: a name may hold a newline.
  */
-export function scratchDirBeside(file: string): string {
-  return fs.mkdtempSync(path.join(path.dirname(file), `.${path.basename(file)}.iohelper-convert-${process.pid}-`));
-}
-
-/** The names tempPathBeside and scratchDirBeside make; group 1 is the PID. */
-export const TEMPORARY_NAME = /^\..+\.iohelper-(?:convert-)?(\d+)-[0-9A-Za-z]+$/;
+export const TEMPORARY_NAME = /^\..+\.iohelper-(?:convert-)?(\d+)-[0-9A-Za-z]+$/s;
 
 /** Writes `data` to `file` atomically with `mode`; on failure the temporary is removed and `file` is as it was. */
 export function writeFileAtomic(file: string, data: string | Uint8Array, mode: number): void {
@@ -92,8 +105,10 @@ export function createReplacement(file: string, mode = 0o600): FileReplacement {
   }
   try {
     // The new file takes the old one's place, so it keeps its permissions (and, where we may
-    // set it, its owner): a reader that could open the old image can open the new one.
-    if (old) {
+    // set it, its owner): a reader that could open the old image can open the new one. A new
+    // file gets exactly `mode`, whatever the umask made of the open's.
+    if (!old) fs.fchmodSync(fd, mode);
+    else {
       fs.fchmodSync(fd, Number(old.mode) & 0o7777);
       try {
         fs.fchownSync(fd, Number(old.uid), Number(old.gid));

@@ -51,6 +51,11 @@ export function describeFd(fd: number): FdInfo {
   };
 }
 
+/** "NAME (fd N)" for messages; just "fd N" when the fd has no other name (not "fd N (fd N)"). */
+export function nameWithFd(name: string, fd: number): string {
+  return name === `fd ${fd}` ? name : `${name} (fd ${fd})`;
+}
+
 /** Turns O_DIRECT on or off for an open fd (fcntl F_SETFL). Throws EINVAL where refused. */
 export function setDirect(fd: number, on: boolean): void {
   const flags = native.getFlags(fd);

@@ -1,6 +1,8 @@
 /**
  * convert(): an image in the other form, compressed (version 2) <-> mappable (version 1), or
- * recompressed at another level. The RAM passes through sparse scratch files beside the target
+ * recompressed at another level. The RAM passes through sparse scratch files beside the target,
+ * one per block, each a temporary like any other (`.NAME.iohelper-PID-HEX`: a single regular
+ * file, which a later run removes if this one is killed, and never a directory to recurse into)
  * (restore, then save: every chunk's CRC is checked on the way when the source has checksums), the device state is copied as
  * it is. The target appears only when complete (written under a temporary name, then linked to
  * the target's name); a refused or failed convert leaves no file behind, and its messages speak
@@ -9,7 +11,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { isSystemError, systemError, withPath } from '../errors';
-import { scratchDirBeside, syncDir, tempPathBeside } from '../fs/atomic-file';
+import { syncDir, tempPathBeside } from '../fs/atomic-file';
 import { openFile } from '../fs/open-file';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { native } from '../native';
@@ -54,7 +56,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
   // Plan: the target's name is free and its directory writable, the source is a valid image.
   const dir = checkTarget(o.target);
   const sourceFd = openFile(o.source, fs.constants.O_RDONLY);
-  let scratch: string | undefined;
+  const scratch: string[] = [];
   let temp: string | undefined;
   try {
     const { header, entries } = readImageMetadata(sourceFd, o.source, { skipChecksums: true });
@@ -72,9 +74,9 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
     let result;
     try {
       for (const m of removeStaleTemporaries(dir)) o.onWarning?.(m);
-      // The PID in the name lets a later run remove it if this one is killed.
-      scratch = scratchDirBeside(path.join(dir, path.basename(o.target)));
-      const ram = entries.map((e, i) => ({ name: e.name, path: path.join(scratch!, `block-${i}`) }));
+      // The PID in the names lets a later run remove them if this one is killed.
+      scratch.push(...entries.map(() => tempPathBeside(path.join(dir, path.basename(o.target)))));
+      const ram = entries.map((e, i) => ({ name: e.name, path: scratch[i] }));
       const nullFd = fs.openSync('/dev/null', 'w');
       try {
         await restore({ imageFd: sourceFd, imageName: o.source, base: o.base, ram, deviceStateFd: nullFd, jobs, direct: o.direct, signal: o.signal, onProgress: o.onProgress });
@@ -83,6 +85,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
       }
       temp = tempPathBeside(path.join(dir, path.basename(o.target)));
       const out = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+      fs.fchmodSync(out, 0o600); // whatever the umask made of the open's mode
       let stateFd: number | undefined;
       try {
         // The device state is the last bytes of the source: read from its offset to the end.
@@ -138,7 +141,13 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
   } finally {
     fs.closeSync(sourceFd);
     if (temp) fs.rmSync(temp, { force: true });
-    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
+    for (const f of scratch) {
+      try {
+        fs.unlinkSync(f); // the name itself: never followed, and a directory is refused
+      } catch {
+        // never created (the restore failed first), or gone
+      }
+    }
   }
 }
 
@@ -174,7 +183,7 @@ function checkTarget(target: string): string {
  * the scratch files are removed), an interruption is convert's, not the inner restore's or
  * save's, and no message names the scratch files.
  */
-function convertFailure(e: unknown, target: string, dir: string, scratch: string | undefined): unknown {
+function convertFailure(e: unknown, target: string, dir: string, scratch: string[]): unknown {
   if (!isSystemError(e)) return e;
   const notCreated = `${target} was not created`;
   if (e.code === 'ECANCELED') return systemError('ECANCELED', `convert interrupted; ${notCreated}`, { path: target });
@@ -183,9 +192,9 @@ function convertFailure(e: unknown, target: string, dir: string, scratch: string
   }
   // The inner restore's own wording: no RAM file of the user's is involved here.
   let message = e.message.endsWith(`; ${UNCHANGED}`) ? e.message.slice(0, -UNCHANGED.length - 2) : e.message;
-  if (scratch) message = message.split(scratch).join(`(convert's scratch files in ${dir})`);
+  for (const f of scratch) message = message.split(f).join(`(convert's scratch file in ${dir})`);
   message += `; ${notCreated}`;
   if (e instanceof ImageFormatError) return new ImageFormatError(e.code, message);
   // No syscall: the message is already whole (the CLI would otherwise rebuild it from the path).
-  return systemError(e.code, message, { path: scratch && e.path?.startsWith(scratch) ? target : e.path });
+  return systemError(e.code, message, { path: e.path !== undefined && scratch.includes(e.path) ? target : e.path });
 }

@@ -299,6 +299,7 @@ function openInPlace(t: TargetPlan): StagedTarget {
     const st = fs.fstatSync(fd, { bigint: true });
     const s: StagedTarget = { plan: t, fd, label: t.label, created: { dev: st.dev, ino: st.ino } };
     try {
+      fs.fchmodSync(fd, 0o600); // whatever the umask made of the open's mode
       native.ftruncate(fd, t.size);
     } catch (e) {
       discard([s]);

@@ -10,7 +10,7 @@
  */
 import { directAlignment } from '../fs/alignment';
 import { alignUp } from '../util/numbers';
-import { describeFd, FdInfo, setDirect } from '../fs/fd-info';
+import { describeFd, FdInfo, nameWithFd, setDirect } from '../fs/fd-info';
 import { isSystemError, systemError, withPath } from '../errors';
 import * as fs from 'fs';
 import { native } from '../native';
@@ -88,10 +88,10 @@ function checkFds(req: StreamCopyRequest): { file: FdInfo; toFile: boolean; pipe
     throw withPath(e, req.fileName);
   }
   if (file.kind === 'directory') {
-    throw systemError('EISDIR', `${req.fileName} (fd ${req.fileFd}) is a directory, not a file`, { path: req.fileName });
+    throw systemError('EISDIR', `${nameWithFd(req.fileName, req.fileFd)} is a directory, not a file`, { path: req.fileName });
   }
   if (file.kind !== 'file' && file.kind !== 'block') {
-    throw systemError('ESPIPE', `${req.fileName} (fd ${req.fileFd}) is ${KIND_NAMES[file.kind]}, not a regular file or block device`, {
+    throw systemError('ESPIPE', `${nameWithFd(req.fileName, req.fileFd)} is ${KIND_NAMES[file.kind]}, not a regular file or block device`, {
       path: req.fileName,
     });
   }

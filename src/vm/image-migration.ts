@@ -11,6 +11,7 @@ import { openFile } from '../fs/open-file';
 import { native } from '../native';
 import { Progress, ProgressListener } from '../progress';
 import { QmpClient, waitForMigration } from '../qmp/client';
+import { helperFailure } from './helper-failure';
 import { ourHelper } from './stream-migration';
 
 export interface RamBlockFile {
@@ -70,7 +71,7 @@ function spawnHelper(args: string[], stdio: Array<number | 'ignore'>, onProgress
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const done = new Promise<void>((resolve, reject) => {
     proc.on('error', reject);
-    proc.on('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(stderr.trim() || `iohelper ended with ${code ?? signal}`))));
+    proc.on('close', (code, signal) => (code === 0 ? resolve() : reject(helperFailure(stderr, h, code ?? signal))));
   });
   done.catch(() => undefined);
   return { proc, done };

@@ -145,16 +145,16 @@ export async function startQemu(opts: QemuOptions): Promise<QemuInstance> {
 
   let stderr = '';
   let spawnError: Error | undefined;
-  const log = opts.detached ? fs.openSync(opts.detached.logFile, 'a') : undefined;
+  const log = opts.detached ? openLog(opts.detached.logFile) : undefined;
   const proc = spawn(QEMU, args, {
-    stdio: ['ignore', log ?? 'ignore', log ?? 'pipe', ...(opts.stdio ?? [])],
+    stdio: ['ignore', log?.fd ?? 'ignore', log?.fd ?? 'pipe', ...(opts.stdio ?? [])],
     detached: !!opts.detached,
   });
   if (log !== undefined) {
-    fs.closeSync(log);
+    fs.closeSync(log.fd);
     proc.unref();
   } else proc.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const readStderr = () => (opts.detached ? readLog(opts.detached.logFile) : stderr);
+  const readStderr = () => (opts.detached ? readLog(opts.detached.logFile, log!.start) : stderr);
   // 'close' (all exit paths, stderr drained) or 'error' (spawn failed, e.g. ENOENT).
   const exited = new Promise<void>((resolve) => {
     proc.once('close', () => resolve());
@@ -226,13 +226,42 @@ function removeEmptyQemuDirs(): void {
   }
 }
 
-function readLog(file: string): string {
+/**
+ * A detached QEMU's log: appended to (earlier runs' lines stay for the user), 0600 whatever the
+ * umask (QEMU's messages may name guest details), never through a link. `start` is where this
+ * run's lines begin: errors quote only those.
+ */
+function openLog(file: string): { fd: number; start: number } {
+  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
   try {
-    return fs.readFileSync(file, 'utf8');
+    fs.fchmodSync(fd, 0o600);
+    return { fd, start: fs.fstatSync(fd).size };
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+}
+
+/** This run's part of a log (from `start`), bounded to its last MiB. */
+function readLog(file: string, start: number): string {
+  try {
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      const end = fs.fstatSync(fd).size;
+      const from = Math.max(start, end - LOG_TAIL_BYTES);
+      const buf = Buffer.alloc(Math.max(0, end - from));
+      const n = fs.readSync(fd, buf, 0, buf.length, from);
+      return buf.subarray(0, n).toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
   } catch {
     return '';
   }
 }
+
+/** How much of a detached QEMU's log an error quotes at most (it shows the last lines anyway). */
+const LOG_TAIL_BYTES = 1024 * 1024;
 
 /** Resolves true once the process has exited, false if it is still running after timeoutMs. */
 function waitExit(proc: ChildProcess, timeoutMs: number): Promise<boolean> {

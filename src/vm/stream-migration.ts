@@ -11,6 +11,7 @@ import { openFile } from '../fs/open-file';
 import { native } from '../native';
 import { packageRoot } from '../package-root';
 import { QmpClient, waitForMigration } from '../qmp/client';
+import { helperFailure } from './helper-failure';
 import { listMemoryBackends } from './qemu-ram';
 
 /** The helper program run in libvirt's form `<cmd> <args…> FILENAME FD`. */
@@ -41,7 +42,7 @@ function runHelper(h: HelperCommand, image: string, fdArg: '0' | '1', stdio: [nu
   return new Promise((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code, signal) =>
-      code === 0 ? resolve() : reject(new Error(stderr.trim() || `${path.basename(h.cmd)} ended with ${code ?? signal}`)),
+      code === 0 ? resolve() : reject(helperFailure(stderr, h, code ?? signal)),
     );
   });
 }

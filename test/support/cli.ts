@@ -1,7 +1,10 @@
 /** Runs the built `iohelper` command as a child process with chosen fds, as libvirt would. */
-import { spawn, StdioOptions } from 'child_process';
+import { spawn, spawnSync, StdioOptions } from 'child_process';
+import * as crypto from 'crypto';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
+import { createRamFile, fillPattern } from '../../bench/lib/ram-file';
 
 export const IOHELPER = path.join(__dirname, '..', '..', 'bin', 'iohelper');
 
@@ -36,6 +39,31 @@ export function runHelper(args: string[], stdio: Array<number | 'pipe' | 'ignore
       child.stdin.end(input);
     }
   });
+}
+
+/**
+ * `script` run by sh in `cwd`, where $IOH is the built iohelper: for redirections (`1<>f`) and
+ * arguments a JavaScript string cannot carry (bytes that are not UTF-8).
+ */
+export function runInShell(cwd: string, script: string): { code: number | null; stderr: string } {
+  const r = spawnSync('sh', ['-c', `cd "$1" && ${script}`, 'sh', cwd], { encoding: 'utf8', env: { ...process.env, IOH: `${process.execPath} ${IOHELPER}` } });
+  return { code: r.status, stderr: r.stderr };
+}
+
+/**
+ * A directory for shell-driven CLI tests: `ram` (4 MiB, half of it data), `ds` (a device
+ * state) and `full.img` saved from them as block pc.ram. The caller removes `dir`.
+ */
+export async function shellFixture(prefix: string): Promise<{ dir: string; ram: string; image: string }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const ram = path.join(dir, 'ram');
+  createRamFile(ram, 4 * 1024 * 1024);
+  fillPattern(ram, 2, 0.5);
+  fs.writeFileSync(path.join(dir, 'ds'), crypto.randomBytes(10000));
+  const image = path.join(dir, 'full.img');
+  const r = await runHelper(['save', '--no-stream-check', '--image', image, '--ram', `pc.ram=${ram}`], [fs.readFileSync(path.join(dir, 'ds')), 'ignore']);
+  if (r.code !== 0) throw new Error(`the fixture's save failed: ${r.stderr}`);
+  return { dir, ram, image };
 }
 
 /** The last non-empty stderr line. */

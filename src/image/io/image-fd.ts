@@ -2,7 +2,7 @@
 import { isSystemError, onPath, systemError, withPath } from '../../errors';
 import { native } from '../../native';
 import { directAlignment } from '../../fs/alignment';
-import { describeFd, setDirect } from '../../fs/fd-info';
+import { describeFd, nameWithFd, setDirect } from '../../fs/fd-info';
 import { ProgressListener } from '../../progress';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -50,10 +50,10 @@ export function prepareImageFd(fd: number, name: string, need: 'read' | 'write',
   const info = onPath(name, () => describeFd(fd));
   if (info.kind !== 'file') throw systemError('EINVAL', `${name} is not a regular file`, { path: name });
   if (info.access === (need === 'write' ? 'read' : 'write')) {
-    throw systemError('EBADF', `${name} (fd ${fd}) is open ${info.access}-only; ${need === 'write' ? 'saving needs it writable' : 'restoring needs it readable'}`, { path: name });
+    throw systemError('EBADF', `${nameWithFd(name, fd)} is open ${info.access}-only; ${need === 'write' ? 'saving needs it writable' : 'restoring needs it readable'}`, { path: name });
   }
   if (need === 'write' && info.flags & native.constants.O_APPEND) {
-    throw systemError('EINVAL', `${name} (fd ${fd}) is open with O_APPEND: the image is written at fixed offsets; open it without O_APPEND`, { path: name });
+    throw systemError('EINVAL', `${nameWithFd(name, fd)} is open with O_APPEND: the image is written at fixed offsets; open it without O_APPEND`, { path: name });
   }
   if (!direct && !info.direct) return { direct: false, unit: 4096 };
   try {

@@ -129,6 +129,7 @@ export async function recordWorkingSet(o: RecordOptions): Promise<RecordResult> 
   }
   const file = workingSetPath(o.image);
   const bytes = encodeWorkingSet({ imageSize: meta.header.imageSize, imageHeaderCrc: meta.headerCrc, recordedMs: Date.now(), windowMs: Date.now() - t0, ranges });
-  writeFileAtomic(file, bytes, 0o644);
+  // 0600 like the image: it is a record of which guest pages were read, and when.
+  writeFileAtomic(file, bytes, 0o600);
   return { file, ranges: ranges.length, bytes: ranges.reduce((n, r) => n + r.length, 0), note };
 }

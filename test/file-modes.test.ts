@@ -1,0 +1,72 @@
+/**
+ * Every file iohelper creates is 0600 whatever the umask (images, RAM files a restore creates,
+ * convert's output, the logs of --log-dir), and a log of --log-dir, appended to by each run, is
+ * quoted in an error only from this run's lines.
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { createRamFile, fillPattern } from '../bench/lib/ram-file';
+import { IOHELPER, runHelper } from './support/cli';
+import { describeQemu, shmPath } from './support/qemu';
+
+const M = 1024 * 1024;
+let dir: string;
+let src: string;
+
+/** The CLI run under `umask`. */
+function runUnder(umask: number, args: string[], stdio: Array<number | 'pipe' | 'ignore' | Buffer>) {
+  return runHelper(['-c', `umask ${umask.toString(8)}; exec "$0" "$@"`, process.execPath, IOHELPER, ...args], stdio, '/bin/sh');
+}
+
+const modeOf = (file: string) => fs.statSync(file).mode & 0o7777;
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-modes-'));
+  src = path.join(dir, 'src');
+  createRamFile(src, 4 * M);
+  fillPattern(src, 2, 0.5);
+});
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+test.each([['0', 0o000], ['022', 0o022], ['0277', 0o277]])('under umask %s: a saved image, a restored RAM file and a converted image are 0600', async (_name, umask) => {
+  const image = path.join(dir, `u${umask}.img`);
+  const s = await runUnder(umask, ['save', '--no-stream-check', '--image', image, '--ram', `a=${src}`], [crypto.randomBytes(100), 'ignore']);
+  expect({ code: s.code, stderr: s.stderr }).toEqual({ code: 0, stderr: '' });
+  expect(modeOf(image).toString(8)).toBe('600');
+  const ram = path.join(dir, `u${umask}.ram`);
+  const r = await runUnder(umask, ['restore', '--image', image, '--ram', `a=${ram}`], ['ignore', 'ignore']);
+  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+  expect(modeOf(ram).toString(8)).toBe('600');
+  const converted = path.join(dir, `u${umask}.zimg`);
+  const c = await runUnder(umask, ['convert', image, converted, '--compress'], ['ignore', 'ignore']);
+  expect(c.code).toBe(0);
+  expect(modeOf(converted).toString(8)).toBe('600');
+});
+
+describeQemu('the logs of --log-dir', () => {
+  test('0600 under umask 0 and 022; appended, and an error quotes only its own run', async () => {
+    const logs = path.join(dir, 'logs');
+    const ramPath = shmPath('modes-ram');
+    const image = path.join(dir, 'vm.img');
+    const s = await runHelper(['save', '--no-stream-check', '--image', image, '--ram', `pc.ram=${src}`], [crypto.randomBytes(100), 'ignore']);
+    expect(s.code).toBe(0);
+    const qemu = ['-m', '4', '-object', `memory-backend-file,id=pc.ram,size=4M,mem-path=${ramPath},share=on`, '-machine', 'pc,memory-backend=pc.ram'];
+    try {
+      const first = await runUnder(0, ['vm', 'restore', '--image', image, '--log-dir', logs, '--', ...qemu, '-bogus-first'], ['ignore', 'pipe']);
+      expect(first.code).toBe(1);
+      expect(first.stderr).toContain('-bogus-first: invalid option');
+      expect(modeOf(path.join(logs, 'restore.log')).toString(8)).toBe('600');
+      const second = await runUnder(0o022, ['vm', 'restore', '--image', image, '--log-dir', logs, '--', ...qemu, '-bogus-second'], ['ignore', 'pipe']);
+      expect(second.code).toBe(1);
+      expect(second.stderr).toContain('-bogus-second: invalid option');
+      expect(second.stderr).not.toContain('-bogus-first: invalid option');
+      const log = fs.readFileSync(path.join(logs, 'restore.log'), 'utf8');
+      expect(log).toContain('-bogus-first: invalid option');
+      expect(log).toContain('-bogus-second: invalid option');
+    } finally {
+      fs.rmSync(ramPath, { force: true });
+    }
+  });
+});
