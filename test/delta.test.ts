@@ -192,7 +192,7 @@ describe('chains round-trip and store only what changed', () => {
     copy('full.img', 'full.keep');
     copy('other.img', 'full.img');
     try {
-      expectRefused('d2.img', /the recorded base \S*full\.img of \S*d1\.img is not the image this delta was saved against; if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)$/);
+      expectRefused('d2.img', /the recorded base \S*full\.img of \S*d1\.img is not the image this delta was saved against; if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)\n$/);
       const shown = iohelper(['inspect', 'd2.img']);
       expect(shown.status).toBe(2);
       expect(shown.stdout.toString()).toMatch(/chain REFUSED/);
@@ -300,7 +300,7 @@ describe('the base of a new delta is checked with the rules restore applies, bef
     const r = iohelper(['save', '--no-stream-check', '--image', 'zd.img', '--base', 'z.img', '--ram', `pc.ram=${ram}`], deviceState);
     expect(r.status).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/z\.img is compressed in 8388608-byte chunks, so a 65536-byte unit cannot be read alone: convert it to a mappable image \(iohelper convert\) .*\(EIMG_BASE\)$/);
+    expect(r.stderr).toMatch(/z\.img is compressed in 8388608-byte chunks, so a 65536-byte unit cannot be read alone: convert it to a mappable image \(iohelper convert\) .*\(EIMG_BASE\)\n$/);
     expect(fs.existsSync(path.join(dir, 'zd.img'))).toBe(false);
     expect(temporaries('zd.img')).toEqual([]);
     // The library's save({ base }) (which vm save's helper runs) refuses it too, and so an
@@ -341,7 +341,7 @@ describe('the base of a new delta is checked with the rules restore applies, bef
     child.stdin.end(deviceState);
     expect(await exited).toBe(1);
     expect(stderr.trim().split('\n')).toHaveLength(1);
-    expect(stderr).toMatch(/the base race-base\.img changed while race-d\.img was saved against it \(it was saved again or replaced\); the delta was not committed \(EIMG_BASE\)$/);
+    expect(stderr).toMatch(/the base race-base\.img changed while race-d\.img was saved against it \(it was saved again or replaced\); the delta was not committed \(EIMG_BASE\)\n$/);
     expect(fs.readFileSync(path.join(dir, 'race-d.img')).equals(before)).toBe(true);
     expect(temporaries('race-d.img')).toEqual([]);
     // Saved again against the new base, it restores.
@@ -386,7 +386,7 @@ describe('a base path recorded in a delta is data: absolute refused, never a lin
       expect(r.status).toBe(2);
       said.push(r.stdout.toString().split('\n').filter((l) => /REFUSED|"message"/.test(l)).join('\n'));
     }
-    expect(said[1]).toMatch(pattern); // inspect's REFUSED line
+    expect(`${said[1]}\n`).toMatch(pattern); // inspect's REFUSED line, ended as stderr's line is
     for (const text of said) {
       expect(text).not.toContain(secret.subarray(0, 8).toString('latin1'));
       expect(text).not.toMatch(new RegExp(`\\b${secret.length}\\b`));
@@ -396,11 +396,11 @@ describe('a base path recorded in a delta is data: absolute refused, never a lin
 
   test('an absolute base path (/etc/shadow) is a crafted header: refused (EIMG_BASE) without opening it', () => {
     const shadow = fs.readFileSync('/etc/shadow');
-    expectNothingQuoted(crafted('shadow.img', '/etc/shadow'), /base path "\/etc\/shadow" is absolute; a delta records its base relative to its own directory \(EIMG_BASE\)$/, shadow);
+    expectNothingQuoted(crafted('shadow.img', '/etc/shadow'), /base path "\/etc\/shadow" is absolute; a delta records its base relative to its own directory \(EIMG_BASE\)\n$/, shadow);
   });
 
   test("'..' stays legal, but a file that is not the delta's base is refused without its size, first bytes or type", () => {
-    expectNothingQuoted(crafted('up.img', '../secret'), /the recorded base \S*\/secret of \S*up\.img is not the image this delta was saved against; if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)$/, smallSecret);
+    expectNothingQuoted(crafted('up.img', '../secret'), /the recorded base \S*\/secret of \S*up\.img is not the image this delta was saved against; if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)\n$/, smallSecret);
     expectNothingQuoted(crafted('up-big.img', '../big-secret'), /the recorded base \S*\/big-secret of \S*up-big\.img is not the image this delta was saved against/, bigSecret);
     // '..' to the real base is a real layout.
     fs.mkdirSync(path.join(leak(), 'sub'));
