@@ -7,6 +7,9 @@
  * image is committed only after everything is durable.
  */
 import { randomBytes } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { openFile } from '../fs/open-file';
 import { onPath, systemError } from '../errors';
 import { native } from '../native';
 import { alignUp } from '../util/numbers';
@@ -51,7 +54,7 @@ import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { checkDistinct, idOfFd } from './identity';
 import { WorkerTask } from './exec/worker-types';
 import { readHashTables, readImageMetadata, zeroCrcs } from './io/read-image';
-import { Chain, describeBlocks, openChain, refuseLayer, sameBlocks } from './chain';
+import { Chain, describeBlocks, directoryOf, openChain, refuseLayer, sameBlocks } from './chain';
 
 export interface SaveOptions extends ImageCopyOptions {
   /** Checksum granularity (default 8 MiB). */
@@ -87,6 +90,12 @@ export interface SaveOptions extends ImageCopyOptions {
   base?: { fd: number; name: string; reference: string };
   /** Content hash unit of a full image (default 256 KiB, raised to the page size and to keep 2^21 units at most). */
   hashUnit?: number;
+  /**
+   * Called once every check passed, before the image is written and the first byte of RAM is
+   * read; save() waits for it, and fails with its error. A manager stops the guest and starts
+   * QEMU's migration here, so a refused save never touched the guest.
+   */
+  onPlanned?: () => Promise<void> | void;
 }
 
 export interface SaveResult {
@@ -158,6 +167,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       delta: delta && { base: delta.reference, depth: delta.depth },
     });
     const { header, entries } = layout;
+    await o.onPlanned?.();
     onPath(name, () => native.ftruncate(o.imageFd, 0));
     // Incomplete (state 0) header and table first: a save that dies leaves an image every
     // reader refuses, and inspect can still list its blocks.
@@ -272,6 +282,21 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   } finally {
     chain?.close();
     for (const r of rams) r.close();
+  }
+}
+
+/**
+ * Opens `basePath` as the base of a delta written to `imageFd` (named `imageName`): the path
+ * the delta records is relative to the delta's directory, so a directory of images can be
+ * moved whole. The caller closes `fd`.
+ */
+export function openBase(basePath: string, imageName: string, imageFd: number): NonNullable<SaveOptions['base']> {
+  const fd = openFile(basePath, fs.constants.O_RDONLY);
+  try {
+    return { fd, name: basePath, reference: path.relative(directoryOf(imageName, imageFd), fs.realpathSync(`/proc/self/fd/${fd}`)) };
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
   }
 }
 

@@ -25,9 +25,10 @@ import { parseSize } from '../util/flags';
 import { ProgressListener } from '../progress';
 import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
 import { fileBackends, rewriteBackends } from './qemu-args';
-import { refuseRamAsImage } from './stream-migration';
+import { refuseRamAsImage, saveThroughHelper } from './stream-migration';
 import { QemuInstance, startQemu } from './qemu-launch';
-import { enableIgnoreShared, finishImageRestore, ImageRestore, saveVmToImage } from './image-migration';
+import { enableIgnoreShared, finishImageRestore, ImageRestore } from './image-migration';
+import { saveVmToImage } from './image-save';
 import { startRestoreInProcess } from './in-process-restore';
 
 export interface SaveVmOptions {
@@ -40,17 +41,58 @@ export interface SaveVmOptions {
   compressLevel?: number;
   /** Write a delta: only what changed since this image (restorable, not clonable; docs/FORMAT.md version 3). */
   base?: string;
+  /** Aborting it stops the save: the migration is cancelled, `image` left as it was, the guest as it was found. */
+  signal?: AbortSignal;
 }
 
-/** Stops the guest and saves it into `image` through the parallel path. */
+/**
+ * Saves the guest into `image` through the parallel path, save() running in this process.
+ * Every check (the RAM files, the target, the base and its chain, the layout) comes before the
+ * guest is stopped; a save that then fails or is aborted resumes a guest that was running. A
+ * saved guest stays paused.
+ */
 export async function saveVm(qmp: QmpClient, o: SaveVmOptions): Promise<{ blocks: Array<{ name: string; path: string; size: number }> }> {
   const blocks = sharedRamFiles(await listMemoryBackends(qmp));
-  await refuseRamAsImage(qmp, o.image); // before the guest is stopped: nothing changes
+  await refuseRamAsImage(qmp, o.image);
   if (o.base !== undefined) refuseChainTarget(o.image, o.base);
-  const status = await qmp.execute('query-status');
-  if (status.running) await qmp.execute('stop');
-  await saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress, compressLevel: o.compressLevel, base: o.base });
+  await keepingRunStateOnFailure(qmp, (pause) =>
+    saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress, compressLevel: o.compressLevel, base: o.base, signal: o.signal, onPlanned: pause }),
+  );
   return { blocks };
+}
+
+/**
+ * The classic stream path (any RAM): the file is opened and the pipe handed to QEMU before the
+ * guest is stopped; a failed or aborted save resumes a guest that was running (the file, written
+ * in place, is then incomplete).
+ */
+export async function saveVmStream(qmp: QmpClient, o: { image: string; direct?: boolean; signal?: AbortSignal }): Promise<void> {
+  await keepingRunStateOnFailure(qmp, (pause) => saveThroughHelper({ qmp, image: o.image, direct: !!o.direct, signal: o.signal, onReady: pause }));
+}
+
+/**
+ * Runs `fn`, which calls `pause` to stop the guest once its checks passed. When `fn` fails after
+ * that, a guest that was running is resumed (fn has ended QEMU's migration by then, so `cont`
+ * is accepted); when it succeeds the guest stays paused.
+ */
+async function keepingRunStateOnFailure<T>(qmp: QmpClient, fn: (pause: () => Promise<void>) => Promise<T>): Promise<T> {
+  let stopped = false;
+  const pause = async () => {
+    const status = await qmp.execute('query-status');
+    if (!status.running) return;
+    await qmp.execute('stop');
+    stopped = true;
+  };
+  try {
+    return await fn(pause);
+  } catch (e) {
+    if (stopped) {
+      await qmp.execute('cont').catch((c: unknown) => {
+        if (e instanceof Error) e.message += `; the guest was left paused: cont failed: ${c instanceof Error ? c.message : c}`;
+      });
+    }
+    throw e;
+  }
 }
 
 export interface StartOptions {

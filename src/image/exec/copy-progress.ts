@@ -17,6 +17,8 @@ export class CopyProgress {
     private readonly signal?: AbortSignal,
   ) {
     if (onProgress) this.sampler = new ProgressSampler(() => this.ramDone + Number(this.counters[0]), onProgress, total);
+    // An abort that came first (while a save waited for its manager) cancels before any copy starts.
+    if (signal?.aborted) this.cancel();
     signal?.addEventListener('abort', this.onAbort);
   }
 
