@@ -82,7 +82,6 @@ function startFlags(args: string[], extra: { booleans?: string[]; values?: strin
 async function vmRestore(args: string[]): Promise<number> {
   const { p, image, logDir } = startFlags(args, { booleans: ['direct', 'lazy', 'no-prefetch', 'no-verify'], values: ['jobs', 'record-ws'], optionalValue: ['progress'] });
   const lazy = p.flags.has('lazy');
-  if (lazy && p.flags.has('no-verify')) throw new UsageError('--no-verify goes with an eager restore (--lazy maps the image RAM, whose chunks are never read to be checked)');
   if (!lazy && (p.flags.has('no-prefetch') || p.flags.has('record-ws'))) throw new UsageError('--no-prefetch and --record-ws go with --lazy (an eager restore reads all RAM anyway)');
   const recordSeconds = p.flags.has('record-ws') ? parseInteger(String(p.flags.get('record-ws')), '--record-ws', 1, 3600) : undefined;
   const t0 = Date.now();
@@ -136,11 +135,13 @@ function prefetchOptions(off: boolean) {
 }
 
 async function vmClone(args: string[]): Promise<number> {
-  const { p, image, logDir } = startFlags(args, { booleans: ['no-prefetch'], values: ['count'] });
+  const { p, image, logDir } = startFlags(args, { booleans: ['no-prefetch', 'no-verify'], values: ['count'], optionalValue: ['progress'] });
   const count = parseInteger(String(p.flags.get('count') ?? '1'), '--count', 1, 1000);
   const t0 = Date.now();
   const prefetch = prefetchOptions(p.flags.has('no-prefetch'));
-  const vms = await cloneVm({ image, qemuArgs: p.rest, count, detachedLogDir: logDir, ...prefetch.options });
+  const vms = await withInterrupts(commandName(), (signal) =>
+    cloneVm({ image, qemuArgs: p.rest, count, detachedLogDir: logDir, noVerify: p.flags.has('no-verify'), onProgress: vmProgress(p.flags.get('progress'), `check ${image}`), signal, ...prefetch.options }),
+  );
   await report(vms, `${count} clone(s) started`, t0, p.flags.has('cont'));
   await prefetch.finished();
   return 0;

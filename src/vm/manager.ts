@@ -10,16 +10,18 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { isSystemError } from '../errors';
 import { openFile } from '../fs/open-file';
 import { native } from '../native';
 import { QmpClient, waitForMigration } from '../qmp/client';
 import { checkDeviceState, copyDeviceState } from '../image/io/device-state';
-import { readImageMetadata } from '../image/io/read-image';
-import { BlockEntry, ImageFormatError, VERSION_COMPRESSED, VERSION_DELTA } from '../image/format';
+import { ImageMetadata, readImageMetadata } from '../image/io/read-image';
+import { BlockEntry, hasChecksums, ImageFormatError, VERSION_COMPRESSED, VERSION_DELTA } from '../image/format';
 import { refuseChainTarget } from '../image/chain';
 import { fillsInPlace } from '../image/restore-targets';
 import { lstatIfExists } from '../fs/lstat';
 import { planPrefetch, PrefetchPlan, PrefetchReport, runPrefetch } from './lazy/prefetch';
+import { verifyMappedRam } from './lazy/verify';
 import { DEFAULT_JOBS } from '../image/io/image-fd';
 import { parseSize } from '../util/flags';
 import { ProgressListener } from '../progress';
@@ -194,11 +196,12 @@ export interface PrefetchOptions {
  * read into the page cache from before the first QEMU starts, in first-touch order, while the
  * QEMUs start and run (see src/vm/lazy/prefetch.ts). Resolves with the loaded, paused QEMUs.
  */
-export async function cloneVm(o: StartOptions & PrefetchOptions & { image: string; count: number }): Promise<QemuInstance[]> {
+export async function cloneVm(o: StartOptions & PrefetchOptions & CheckOptions & { image: string; count: number }): Promise<QemuInstance[]> {
   const imageFd = openFile(o.image, fs.constants.O_RDONLY);
   let meta;
   try {
-    meta = readImageMetadata(imageFd, o.image, { skipChecksums: true });
+    // The checksum tables are read when the RAM is verified (bounded by the format: 64 MiB).
+    meta = readImageMetadata(imageFd, o.image, { skipChecksums: !!o.noVerify });
     // Each clone streams the device state straight from the image into QEMU (loadDeviceState),
     // which loads whatever it gets: it is checked against its CRC before any QEMU starts.
     checkDeviceState(imageFd, meta.header, o.image);
@@ -228,6 +231,8 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & { image: strin
       o.onPrefetch?.(done, plan);
     }
   }
+  // Every chunk's CRC, checked while the QEMUs start and before the first loads its device state.
+  const verified = verifyBeforeLoad(o, meta);
   const args = rewriteBackends(o.qemuArgs, (b) => {
     const props = new Map(b.props);
     props.set('mem-path', path.resolve(o.image));
@@ -240,17 +245,43 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & { image: strin
     return props;
   });
   const clones: QemuInstance[] = [];
+  let vm: QemuInstance | undefined;
   try {
     for (let i = 0; i < o.count; i++) {
-      const vm = await startQemu({ args, incoming: true, detached: logFile(o, `clone-${i}`) });
+      vm = await startQemu({ args, incoming: true, detached: logFile(o, `clone-${i}`) });
       clones.push(vm);
+      await verified;
       await loadDeviceState(vm.qmp, o.image, meta.header.deviceStateOffset, o.timeoutMs);
     }
   } catch (e) {
+    await verified.catch(() => undefined); // its pool threads read the image: never left running
     await Promise.all(clones.map((c) => c.stop()));
-    throw e;
+    // QEMU's own last words say why it failed; a refused image or an interrupt is our own.
+    throw e instanceof ImageFormatError || (isSystemError(e) && e.code === 'ECANCELED') ? e : withQemuStderr(e, vm);
   }
   return clones;
+}
+
+/** What a lazy restore or clone checks of the image's RAM. */
+export interface CheckOptions {
+  /** Trust the image: skip the CRC check of every chunk (the device state's CRC is still checked). */
+  noVerify?: boolean;
+  /** Progress of the check (bytes of RAM read and checked). */
+  onProgress?: ProgressListener;
+  /** Aborting it stops the check, and the restore or clone with it. */
+  signal?: AbortSignal;
+}
+
+/** verifyMappedRam, or a resolved promise when there is nothing to check (said through onWarning). */
+function verifyBeforeLoad(o: CheckOptions & PrefetchOptions & { image: string }, meta: ImageMetadata): Promise<void> {
+  if (o.noVerify) return Promise.resolve();
+  if (!hasChecksums(meta.header)) {
+    o.onWarning?.(`${o.image} has no chunk checksums (saved with --no-checksums): its RAM is mapped unverified`);
+    return Promise.resolve();
+  }
+  const done = verifyMappedRam({ image: o.image, meta, jobs: o.jobs ?? DEFAULT_JOBS, onProgress: o.onProgress, signal: o.signal });
+  done.catch(() => undefined); // awaited by the caller; a QEMU that fails to start first must not make it unhandled
+  return done;
 }
 
 /**
