@@ -19,6 +19,21 @@ import { createRamFile, describeQemu, filesEqual, fillPattern, machineArgs, sha2
 const M = 1024 * 1024;
 const SIZE = 256 * M;
 
+/** Sockets among the fds of process `pid` (0 once it is gone). */
+function socketsOf(pid: number): number {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).filter((f) => {
+      try {
+        return fs.readlinkSync(`/proc/${pid}/fd/${f}`).startsWith('socket:');
+      } catch {
+        return false;
+      }
+    }).length;
+  } catch {
+    return 0;
+  }
+}
+
 describeQemu('VM manager: save, restore, clone', () => {
   let dir: string;
   const template = shmPath('mgr-template');
@@ -108,6 +123,54 @@ describeQemu('VM manager: save, restore, clone', () => {
     const left = spawnSync('pgrep', ['-f', '--', ram], { encoding: 'utf8' });
     expect({ status: left.status, pids: left.stdout.trim() }).toEqual({ status: 1, pids: '' });
     fs.rmSync(ram, { force: true });
+  });
+
+  test("a lazy restore or clone QEMU cannot load fails with QEMU's exit status and its own reason", async () => {
+    // Saved from q35; an i440fx machine has other devices, so QEMU refuses the device state and exits.
+    const args = machineArgs([{ id: 'ram0', path: '/nonexistent/replaced-by-clone', size: SIZE }]).map((a) => a.replace(/^q35,/, 'pc,'));
+    for (const start of [() => restoreVm({ image, lazy: true, qemuArgs: args }).then((v) => [v]), () => cloneVm({ image, qemuArgs: args, count: 2 })]) {
+      const err = await start().then((vms) => void running.push(...vms), (e: Error) => e);
+      expect(err).toMatchObject({ code: 'EQEMU_EXITED', message: expect.stringMatching(/^QEMU \(pid \d+\) exited with status 1; QEMU said: .*(section|load|migrat)/i) });
+    }
+  });
+
+  test('a QEMU killed (-9) during an eager restore stops the fill at once and is reported with its signal; the RAM file it created is removed', async () => {
+    const big = shmPath('mgr-kill-src');
+    const G = 1024 * M;
+    createRamFile(big, G);
+    fillPattern(big, 44, 0.1);
+    const bigImage = path.join(dir, 'kill.img');
+    const src = await startQemu({ ram: [{ id: 'ram0', path: big, size: G }] });
+    try {
+      await saveVm(src.qmp, { image: bigImage });
+    } finally {
+      await src.stop();
+      fs.rmSync(big, { force: true });
+    }
+    const ram = shmPath('mgr-kill-dst');
+    const progress: Progress[] = [];
+    const restoring = restoreVm({ image: bigImage, jobs: 1, qemuArgs: machineArgs([{ id: 'ram0', path: ram, size: G }]), onProgress: (p) => progress.push(p) }).then(
+      (vm) => void running.push(vm),
+      (e: Error) => e,
+    );
+    // QEMU starts beside the fill (the RAM file is fresh); it is killed once our QMP client is
+    // connecting to it (its third socket: the QMP listener, its connection, and one of its own).
+    const pid = await (async () => {
+      for (const deadline = Date.now() + 60000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 5))) {
+        const found = spawnSync('pgrep', ['-f', '--', ram], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean).map(Number);
+        for (const p of found) if (socketsOf(p) >= 3) return p;
+      }
+      throw new Error('no QEMU of the restore connected within 60 s');
+    })();
+    process.kill(pid, 'SIGKILL');
+    const err = await restoring;
+    // Killed while starting or after: the same error, with the signal.
+    expect(err).toMatchObject({ code: 'EQEMU_EXITED', signal: 'SIGKILL', message: expect.stringMatching(new RegExp(`QEMU \\(pid ${pid}\\) exited with signal SIGKILL`)) });
+    // The fill stopped when QEMU died: its last report is short of the RAM's size.
+    expect(progress[progress.length - 1]).toMatchObject({ done: true });
+    expect(progress[progress.length - 1].bytes).toBeLessThan(G);
+    expect(fs.existsSync(ram)).toBe(false);
+    fs.rmSync(bigImage, { force: true });
   });
 
   test('a failed restore removes the RAM files it created, also when QEMU started after the helper plan', async () => {

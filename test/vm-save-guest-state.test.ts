@@ -33,7 +33,7 @@ describeQemu('vm save: signals and the guest it found', () => {
   });
   afterAll(() => {
     fs.rmSync(dir, { recursive: true, force: true });
-    fs.rmSync(ram, { force: true });
+    for (const f of [ram, shmPath('vss-other-0'), shmPath('vss-other-1'), shmPath('vss-small')]) fs.rmSync(f, { force: true });
   });
 
   /** A running guest whose QMP socket is free for the command (QEMU serves one client at a time). */

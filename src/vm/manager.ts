@@ -28,7 +28,7 @@ import { ProgressListener } from '../progress';
 import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
 import { fileBackends, rewriteBackends } from './qemu-args';
 import { refuseRamAsImage, saveThroughHelper } from './stream-migration';
-import { QemuInstance, startQemu } from './qemu-launch';
+import { QemuInstance, startQemu, whileRunning } from './qemu-launch';
 import { enableIgnoreShared, finishImageRestore, ImageRestore } from './image-migration';
 import { saveVmToImage } from './image-save';
 import { startRestoreInProcess } from './in-process-restore';
@@ -232,7 +232,11 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & CheckOptions &
     }
   }
   // Every chunk's CRC, checked while the QEMUs start and before the first loads its device state.
-  const verified = verifyBeforeLoad(o, meta);
+  const stopCheck = new AbortController();
+  const onAbort = () => stopCheck.abort();
+  if (o.signal?.aborted) stopCheck.abort();
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  const verified = verifyBeforeLoad({ ...o, signal: stopCheck.signal }, meta);
   const args = rewriteBackends(o.qemuArgs, (b) => {
     const props = new Map(b.props);
     props.set('mem-path', path.resolve(o.image));
@@ -250,14 +254,17 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & CheckOptions &
     for (let i = 0; i < o.count; i++) {
       vm = await startQemu({ args, incoming: true, detached: logFile(o, `clone-${i}`) });
       clones.push(vm);
-      await verified;
-      await loadDeviceState(vm.qmp, o.image, meta.header.deviceStateOffset, o.timeoutMs);
+      await whileRunning(vm, verified);
+      await whileRunning(vm, loadDeviceState(vm.qmp, o.image, meta.header.deviceStateOffset, o.timeoutMs));
     }
   } catch (e) {
+    stopCheck.abort();
     await verified.catch(() => undefined); // its pool threads read the image: never left running
     await Promise.all(clones.map((c) => c.stop()));
     // QEMU's own last words say why it failed; a refused image or an interrupt is our own.
     throw e instanceof ImageFormatError || (isSystemError(e) && e.code === 'ECANCELED') ? e : withQemuStderr(e, vm);
+  } finally {
+    o.signal?.removeEventListener('abort', onAbort);
   }
   return clones;
 }
@@ -318,10 +325,11 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
     if (created.way === 'together') {
       // Every RAM file exists at its block's size with nothing in it: the helper fills them in
       // place while QEMU starts and maps them; migrate-incoming waits for the last chunk.
+      // A QEMU that exits meanwhile ends the fill at once (whileRunning): it would fill for nobody.
       const qemu = startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
       qemu.then((v) => (vm = v), () => undefined);
       try {
-        await Promise.all([qemu, started.ramFilled]);
+        await Promise.all([qemu.then((v) => whileRunning(v, started.ramFilled)), started.ramFilled]);
       } catch (e) {
         await qemu.catch(() => undefined); // a QEMU still starting is stopped below, not left behind
         throw e;
@@ -331,13 +339,13 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
       // An empty RAM file: the helper sizes it before filling; QEMU must not race it.
       await started.planned;
       vm = await startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
-      await started.ramFilled;
+      await whileRunning(vm, started.ramFilled);
     } else {
       // A RAM file holding data is replaced: QEMU must map the new file, not the old one.
       await started.ramFilled;
       vm = await startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
     }
-    await finishImageRestore(vm.qmp, started, o.timeoutMs);
+    await whileRunning(vm, finishImageRestore(vm.qmp, started, o.timeoutMs));
     return vm;
   } catch (e) {
     // One cleanup path: the restore is stopped and awaited (a filled-in-place file is put back as
