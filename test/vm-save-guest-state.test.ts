@@ -92,6 +92,24 @@ describeQemu('vm save: signals and the guest it found', () => {
     });
   }
 
+  test('SIGTERM during a --stream save: exit 1, one line, the helper ended, the guest running again', async () => {
+    const sock = await runningGuest();
+    const image = path.join(dir, 'stream.img');
+    const child = spawn(process.execPath, [IOHELPER, 'vm', 'save', '--qmp', sock, '--out', image, '--stream'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+    // The stream has started once the file holds data (the helper writes it as QEMU sends it).
+    for (const deadline = Date.now() + 60000; !(fs.existsSync(image) && fs.statSync(image).size > M); await new Promise((r) => setTimeout(r, 5))) {
+      if (Date.now() > deadline) throw new Error(`the stream did not start within 60 s: ${stderr}`);
+    }
+    child.kill('SIGTERM');
+    const end = await exited;
+    expect({ ...end, stderr: stderr.split('\n').filter(Boolean) }).toEqual({ code: 1, signal: null, stderr: [expect.stringMatching(/save interrupted; .*stream\.img is incomplete \(the stream path writes in place\) \(ECANCELED\)$/)] });
+    expect(processesNaming(image)).toBe('');
+    expect((await ask(sock, 'query-status')).status).toBe('running');
+  });
+
   test('a save refused by its checks leaves a running guest running: missing directory, missing base, another VM\'s base, the lazy VM\'s own image', async () => {
     const sock = await runningGuest();
     // Another VM's image: other RAM blocks (two of 16 MiB).
