@@ -223,12 +223,13 @@ describeQemu('VM manager: save, restore, clone', () => {
     const blocker = ['-drive', 'if=none,id=nv0,file=null-co://,format=raw', '-device', 'nvme,drive=nv0,serial=blocker'];
     const vm = await startQemu({ ram: [{ id: 'ram0', path: ram, size: 64 * M }], extraArgs: blocker });
     running.push(vm);
-    const helpers = () => spawnSync('pgrep', ['-f', '--', `save --fd 3 --name ${keep}`], { encoding: 'utf8' }).stdout.trim();
+    // Processes naming the image: none, since the save runs in this process (pgrep, not through
+    // a shell, whose own command line would match).
+    const helpers = () => spawnSync('pgrep', ['-f', '--', keep], { encoding: 'utf8' }).stdout.trim();
     try {
       await expect(saveVm(vm.qmp, { image: keep })).rejects.toThrow(/non-migratable device/);
-      // pgrep (not through a shell, whose own command line would match): the helper has exited.
       expect(helpers()).toBe('');
-      // The helper has exited (above): nothing is left that could go on writing.
+      // save() has settled when saveVm rejects: nothing is left that could go on writing.
       expect(await sha256File(keep)).toBe(imageHash);
       expect(fs.readdirSync(dir).filter((f) => f.startsWith('.keep.img.iohelper-'))).toEqual([]);
     } finally {
