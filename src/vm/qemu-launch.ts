@@ -172,7 +172,9 @@ export async function startQemu(opts: QemuOptions): Promise<QemuInstance> {
   try {
     qmp = await QmpClient.connect(socketPath, { signal: earlyExit.signal });
   } catch (e) {
-    const stoppedByUs = proc.exitCode === null && proc.signalCode === null && !spawnError;
+    // A monitor that closed is a QEMU exiting, whose exit may not be reaped yet: given a moment,
+    // so that its own status is reported; one still running after it is ended here.
+    const stoppedByUs = !spawnError && !(await waitExit(proc, 1000));
     if (stoppedByUs) proc.kill('SIGKILL');
     await exited;
     fs.rmSync(dir, { recursive: true, force: true });
