@@ -16,7 +16,7 @@ import * as path from 'path';
 import { DEFAULT_LIBVIRT_HELPER, helperStatus, install, planInstall, planUninstall, uninstall } from '../src/install/libvirt-helper';
 import { fillPattern, sha256File } from './lib/ram-file';
 import { dropCaches } from './lib/host';
-import { ensureLibvirtd, libvirtdUnavailable, memoryBackingOnTmpfs, virsh } from './lib/libvirtd';
+import { domainRamFile, ensureLibvirtd, libvirtdUnavailable, memoryBackingOnTmpfs, virsh } from './lib/libvirtd';
 import { alternatingOrder, summarize } from './lib/stats';
 import { Row, RunSample, summaryRows } from './lib/table';
 
@@ -49,11 +49,7 @@ export function domainXml(size: number, name = NAME): string {
 </domain>`;
 }
 
-/** The running domain's RAM file in libvirt's memory_backing_dir. */
-export function ramFile(name = NAME): string {
-  const id = virsh('domid', name).trim();
-  return path.join('/var/lib/libvirt/qemu/ram', `${id}-${name}`, 'pc.ram');
-}
+export const ramFile = (name = NAME) => domainRamFile(name);
 
 export function timed(...args: string[]): number {
   const t0 = process.hrtime.bigint();

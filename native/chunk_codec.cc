@@ -98,6 +98,7 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   size_t ext = 0;
   for (uint64_t c = 0; c < chunks; c++) {
+    if (Cancelled(j, o)) return;
     uint64_t cs = c * j.chunkSize, ce = std::min(j.length, cs + j.chunkSize), len = ce - cs;
     uint8_t* entry = j.index + c * kIndexEntry;
     while (ext < extents.size() && extents[ext].end <= cs) ext++;
@@ -110,6 +111,7 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
     }
     if (zero) {
       if (hasher) hasher->Zeros(len);
+      if (HashFailed(source, o)) return;
       PutEntry(entry, 0, 0, ~Crc32cZeros(~0u, len), kZero);
       continue;
     }
@@ -130,6 +132,7 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
     uint32_t crc = Crc32c(src, len);
     if (hasher) {
       hasher->Data(src, len);
+      if (HashFailed(source, o)) return;
       // A delta (chunkSize = hash unit): the same digest as the base's unit, so the base holds it.
       if (j.hash.base && memcmp(j.hash.out + c * kHashBytes, j.hash.base + c * kHashBytes, kHashBytes) == 0) {
         PutEntry(entry, 0, 0, crc, kBase);
@@ -150,9 +153,12 @@ void SaveChunks(const ChunkJob& j, CopyOutcome* o) {
         o->Fail(ENOMEM, "ZSTD_createCCtx", "image");
         return;
       }
-      ZSTD_CCtx_reset(contexts.c, ZSTD_reset_session_and_parameters);
-      ZSTD_CCtx_setParameter(contexts.c, ZSTD_c_compressionLevel, j.level);
-      ZSTD_CCtx_setParameter(contexts.c, ZSTD_c_contentSizeFlag, 1);
+      if (ZSTD_isError(ZSTD_CCtx_reset(contexts.c, ZSTD_reset_session_and_parameters)) ||
+          ZSTD_isError(ZSTD_CCtx_setParameter(contexts.c, ZSTD_c_compressionLevel, j.level)) ||
+          ZSTD_isError(ZSTD_CCtx_setParameter(contexts.c, ZSTD_c_contentSizeFlag, 1))) {
+        o->Fail(EINVAL, "ZSTD_CCtx_setParameter", "image");  // a level this libzstd refuses
+        return;
+      }
       // Capacity one byte short of the chunk: a frame that does not make it smaller fails with
       // dstSize_tooSmall and the chunk is stored raw (FORMAT.md, I4).
       size_t r = ZSTD_compress2(contexts.c, dst, len - 1, src, len);
@@ -302,6 +308,7 @@ void RestoreChunks(const ChunkJob& j, CopyOutcome* o) {
   thread_local Scratch out(kBufferAlign);
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   for (uint64_t c = 0; c < chunks; c++) {
+    if (Cancelled(j, o)) return;
     StoredChunk e;
     if (!ReadEntry(j, c, &e, o)) return;
     if (e.kind == kZero) continue;

@@ -66,10 +66,25 @@ bool ReadRamRange(Napi::Env env, Napi::Object job, bool save, bool chunkRequired
   if (!JobFd(env, job, "ramFd", &r->ramFd) || !JobField(env, job, "ramOffset", &r->ramOffset) || !JobField(env, job, "length", &r->length) ||
       !JobFd(env, job, "imageFd", &r->imageFd) || !JobField(env, job, "chunkSize", &r->chunkSize, chunkRequired))
     return false;
+  Napi::Value cancel = job.Get("cancel");
+  if (!cancel.IsUndefined()) {
+    if (!cancel.IsTypedArray() || cancel.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        cancel.As<Napi::TypedArray>().ElementLength() < 1) {
+      Napi::TypeError::New(env, "job.cancel must be an Int32Array (on a SharedArrayBuffer) of at least one element").ThrowAsJavaScriptException();
+      return false;
+    }
+    r->cancel = cancel.As<Napi::Int32Array>().Data();
+  }
   if (save) return JobHashes(env, job, r->ramOffset, r->length, withBase, &r->hash);
   uint64_t ramWrite = 0;
   if (!JobField(env, job, "ramWrite", &ramWrite, false)) return false;
   r->ramWrite = ramWrite != 0;
+  return true;
+}
+
+bool Cancelled(const RamRange& r, CopyOutcome* o) {
+  if (!r.cancel || !__atomic_load_n(r.cancel, __ATOMIC_RELAXED)) return false;
+  o->Fail(ECANCELED, "copy", "ram");
   return true;
 }
 
@@ -85,11 +100,14 @@ bool OpenRamSource(const RamRange& r, RamSource* s, CopyOutcome* o) {
   }
   if (r.hash.out) {
     s->hasher = std::make_unique<UnitHasher>(r.hash.unit, r.length, r.hash.key, r.hash.out);
-    if (!s->hasher->ok()) {
-      o->Fail(ENOMEM, "EVP_MD_CTX_new", "ram");
-      return false;
-    }
+    if (HashFailed(*s, o)) return false;
   }
+  return true;
+}
+
+bool HashFailed(const RamSource& s, CopyOutcome* o) {
+  if (!s.hasher || s.hasher->ok()) return false;
+  o->Fail(EIO, s.hasher->failedCall(), "ram");
   return true;
 }
 

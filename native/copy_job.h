@@ -58,11 +58,18 @@ struct RamRange {
   uint64_t chunkSize = 8 << 20;
   bool ramWrite = false;  // restore: fill the RAM file with pwrite() instead of through a mapping
   HashSpec hash;          // save: each hash unit's keyed hash, when asked
+  // job.cancel: an Int32Array on a SharedArrayBuffer that every job of one copy shares; the
+  // pool sets [0] on an abort or on the first failure of any job (src/image/exec/pool.ts).
+  const int32_t* cancel = nullptr;
 };
 
+// Whether the job was cancelled: if so, fails it with ECANCELED. The copy loops ask once per
+// chunk or I/O, so a cancelled job stops after the block in hand instead of running out its range.
+bool Cancelled(const RamRange& r, CopyOutcome* o);
+
 // Reads a job object's RamRange fields: ramFd, ramOffset, length, imageFd, chunkSize (required
-// or optional), and for a restore ramWrite, for a save the hashes (with base hashes when
-// `withBase`). False after throwing a TypeError/RangeError naming the field.
+// or optional), cancel (optional), and for a restore ramWrite, for a save the hashes (with base
+// hashes when `withBase`). False after throwing a TypeError/RangeError naming the field.
 bool ReadRamRange(Napi::Env env, Napi::Object job, bool save, bool chunkRequired, bool withBase, RamRange* r);
 
 // The source side of a save: the range's data extents in the RAM file and a read-only mapping
@@ -73,6 +80,9 @@ struct RamSource {
   std::unique_ptr<UnitHasher> hasher;
 };
 bool OpenRamSource(const RamRange& r, RamSource* s, CopyOutcome* o);
+// True, with o's error set (EIO naming the OpenSSL call), once the source's hasher has failed:
+// its tags may be stale, so the job must stop before it uses one (a delta would skip a changed unit).
+bool HashFailed(const RamSource& s, CopyOutcome* o);
 
 // Throws the outcome's errno (with `side`) or returns {dataBytes, badChunk, badCrc[, badFrame]}.
 Napi::Value OutcomeValue(Napi::Env env, const CopyOutcome& o);

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <cerrno>
 #include <cstring>
@@ -14,17 +15,34 @@
 namespace iohelper {
 namespace {
 
-// sendWithFds(socketFd, bytes, fds[]) -> bytes sent. The fds travel with the first byte; the
-// rest of the bytes (if the kernel sent only part) follow as plain writes.
+// Milliseconds left until `deadline` (CLOCK_MONOTONIC), at least 0.
+int MsLeft(const struct timespec& deadline) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  int64_t ms = (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
+  return ms < 0 ? 0 : static_cast<int>(ms);
+}
+
+// sendWithFds(socketFd, bytes, fds[], timeoutMs) -> bytes sent. The fds travel with the first
+// byte; the rest of the bytes (if the kernel sent only part) follow as plain sends. It runs on
+// the JS thread, so a peer that stops reading costs at most timeoutMs (then ETIMEDOUT), never
+// a hang.
 Napi::Value SendWithFds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int sock;
   ByteView b;
+  uint32_t timeoutMs;
   if (!ArgFd(info, 0, &sock) || !ArgBytes(info, 1, &b)) return env.Undefined();
-  if (info.Length() < 3 || !info[2].IsArray() || b.length == 0) {
-    Napi::TypeError::New(env, "sendWithFds(socketFd, nonEmptyBytes, fds[])").ThrowAsJavaScriptException();
+  if (info.Length() < 4 || !info[2].IsArray() || b.length == 0) {
+    Napi::TypeError::New(env, "sendWithFds(socketFd, nonEmptyBytes, fds[], timeoutMs)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  if (!ToInteger(env, info[3], "timeoutMs", 0, 3600 * 1000, &timeoutMs)) return env.Undefined();
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += timeoutMs / 1000;
+  deadline.tv_nsec += static_cast<long>(timeoutMs % 1000) * 1000000;
+  if (deadline.tv_nsec >= 1000000000) deadline.tv_sec++, deadline.tv_nsec -= 1000000000;
   Napi::Array arr = info[2].As<Napi::Array>();
   std::vector<int> fds;
   for (uint32_t i = 0; i < arr.Length(); i++) {
@@ -48,20 +66,21 @@ Napi::Value SendWithFds(const Napi::CallbackInfo& info) {
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
   memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  ssize_t n;
-  for (;;) {
-    n = sendmsg(sock, &msg, MSG_NOSIGNAL);
-    if (n >= 0) break;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN) {
-      if (int e = WaitFd(sock, POLLOUT)) return ThrowErrno(env, e, "poll");
+  size_t sent = 0;
+  while (sent < b.length) {
+    if (sent) {  // the fds went with the first bytes
+      iov = {b.data + sent, b.length - sent};
+      msg.msg_control = nullptr;
+      msg.msg_controllen = 0;
+    }
+    ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) {
+      sent += static_cast<size_t>(n);
       continue;
     }
-    return ThrowErrno(env, errno, "sendmsg");
-  }
-  if (static_cast<size_t>(n) < b.length) {
-    int rc = WriteAll(sock, b.data + n, b.length - static_cast<size_t>(n));
-    if (rc < 0) return ThrowErrno(env, -rc, "write");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return ThrowErrno(env, errno, "sendmsg");
+    if (int e = WaitFd(sock, POLLOUT, MsLeft(deadline))) return ThrowErrno(env, e, "sendmsg");
   }
   return Napi::Number::New(env, static_cast<double>(b.length));
 }

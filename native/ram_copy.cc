@@ -86,6 +86,7 @@ void SaveRange(const RangeJob& j, CopyOutcome* o) {
   };
   uint64_t chunks = (j.length + j.chunkSize - 1) / j.chunkSize;
   for (uint64_t c = 0; c < chunks; c++) {
+    if (Cancelled(j, o)) return;
     uint64_t cs = c * j.chunkSize, ce = std::min(j.length, cs + j.chunkSize);
     uint32_t crc = ~0u;
     for (uint64_t pos = cs; pos < ce;) {
@@ -141,7 +142,7 @@ void SaveRange(const RangeJob& j, CopyOutcome* o) {
     }
     if (c < j.checksumCount && j.checksums) j.checksums[c] = ~crc;
   }
-  flush();
+  if (flush()) HashFailed(source, o);
 }
 
 // The CRC of each chunk, fed with the range's bytes in order (data pieces, and zeros for what
@@ -194,6 +195,7 @@ void RestoreRangeByWrite(const RangeJob& j, const std::vector<Extent>& extents, 
     uint64_t e = std::min(j.length, (x.end + j.zeroUnit - 1) / j.zeroUnit * j.zeroUnit);
     if (j.checksums && !check.Feed(s, nullptr, 0, o)) return;
     for (uint64_t pos = s; pos < e;) {
+      if (Cancelled(j, o)) return;
       uint64_t n = std::min(j.maxIo, e - pos);
       ssize_t got = PreadOnce(j.imageFd, buf, n, j.imageOffset + pos);
       if (got < 0) {
@@ -245,6 +247,7 @@ void RestoreRange(const RangeJob& j, CopyOutcome* o) {
       return;
     }
     for (uint64_t pos = s; pos < e;) {
+      if (Cancelled(j, o)) return;
       uint64_t n = std::min(j.maxIo, e - pos);
       ssize_t got = PreadOnce(j.imageFd, base + pos, n, j.imageOffset + pos);
       if (got < 0) {

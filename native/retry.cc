@@ -2,18 +2,29 @@
 
 #include <cerrno>
 #include <poll.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
 namespace iohelper {
 
-int WaitFd(int fd, short events) {
+int WaitFd(int fd, short events, int timeoutMs) {
   struct pollfd p = {fd, events, 0};
-  for (;;) {
-    int rc = poll(&p, 1, -1);
-    if (rc >= 0) return 0;
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (int left = timeoutMs;;) {
+    int rc = poll(&p, 1, left);
+    if (rc > 0 || (rc == 0 && timeoutMs < 0)) return 0;
+    if (rc == 0) return ETIMEDOUT;
     if (errno != EINTR) return errno;
+    if (timeoutMs >= 0) {  // what is left of the whole wait, not a new one after each signal
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      int64_t spent = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+      if (spent >= timeoutMs) return ETIMEDOUT;
+      left = static_cast<int>(timeoutMs - spent);
+    }
   }
 }
 

@@ -7,8 +7,9 @@
 
 namespace iohelper {
 
-// Waits until fd is readable (events = POLLIN) or writable (POLLOUT). Returns 0 or errno.
-int WaitFd(int fd, short events);
+// Waits until fd is readable (events = POLLIN) or writable (POLLOUT), at most timeoutMs
+// (-1: no limit). Returns 0, ETIMEDOUT or errno.
+int WaitFd(int fd, short events, int timeoutMs = -1);
 
 // One read()/write() on a pipe or socket; EINTR retried, EAGAIN waited out with poll().
 // Return the byte count, or -errno.

@@ -175,8 +175,9 @@ class StreamCopyWorker : public Napi::AsyncWorker {
     __atomic_fetch_add(&progress_[0], static_cast<uint64_t>(n), __ATOMIC_RELAXED);
   }
 
+  // Fail() keeps the first error under the lock, so a cancel never overwrites a real cause.
   void CheckCancelled() {
-    if (__atomic_load_n(&progress_[1], __ATOMIC_RELAXED) && !fail_.err) Fail(ECANCELED, "streamCopy", "pipe");
+    if (__atomic_load_n(&progress_[1], __ATOMIC_RELAXED)) Fail(ECANCELED, "streamCopy", "pipe");
   }
 
   // ---- pipe -> file ------------------------------------------------------------------------

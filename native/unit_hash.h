@@ -21,8 +21,11 @@ class UnitHasher {
   ~UnitHasher();
   UnitHasher(const UnitHasher&) = delete;
   UnitHasher& operator=(const UnitHasher&) = delete;
-  // False when OpenSSL could not set up the cipher (then no tag is written).
-  bool ok() const { return ctx_ != nullptr; }
+  // False once any OpenSSL call failed (setting up the cipher, or hashing a unit): a tag may
+  // then be stale or missing, so the job that owns the hasher must fail, never use the tags.
+  bool ok() const { return failed_ == nullptr; }
+  // The OpenSSL call that failed first, or nullptr.
+  const char* failedCall() const { return failed_; }
   void Data(const uint8_t* data, uint64_t len);
   // `len` zero bytes. Zeros are counted, not hashed, until data follows them in the same unit:
   // a whole unit of zeros (a hole, fed in any number of pieces) costs nothing, its tag computed
@@ -32,12 +35,14 @@ class UnitHasher {
  private:
   void Begin();
   void Finish();
+  void Fail(const char* call);
   uint64_t unit_, length_, pos_ = 0;
   uint8_t* out_;
   uint8_t key_[kHashKeyBytes];
   EVP_CIPHER_CTX* ctx_;
   bool open_ = false;
   uint64_t pendingZeros_ = 0;  // zeros at the start of the current unit, not yet hashed
+  const char* failed_ = nullptr;
 };
 
 }  // namespace iohelper

@@ -7,14 +7,27 @@ set -euo pipefail
 
 want_libvirt=0
 want_bench=0
+list=0
 for a in "$@"; do
   case "$a" in
     --libvirt) want_libvirt=1 ;;
     --bench) want_bench=1; want_libvirt=1 ;;
-    -h|--help) echo "usage: $0 [--libvirt] [--bench]"; exit 0 ;;
+    --list) list=1 ;;
+    -h|--help) echo "usage: $0 [--libvirt] [--bench] [--list: print the packages and install nothing]"; exit 0 ;;
     *) echo "$0: unknown option $a" >&2; exit 1 ;;
   esac
 done
+
+# What is installed from bookworm-backports, and what from the release itself.
+pkgs=(qemu-system-x86 qemu-utils)
+[ $want_libvirt = 1 ] && pkgs+=(libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
+[ $want_bench = 1 ] && pkgs+=(fio)
+release_pkgs=()
+[ $want_libvirt = 1 ] && release_pkgs+=(lzop zstd xz-utils bzip2 gzip)
+if [ $list = 1 ]; then
+  echo "${pkgs[@]}" "${release_pkgs[@]}"
+  exit 0
+fi
 
 qemu_major() {
   command -v qemu-system-x86_64 >/dev/null 2>&1 || { echo 0; return; }
@@ -56,11 +69,8 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-pkgs=(qemu-system-x86 qemu-utils)
-[ $want_libvirt = 1 ] && pkgs+=(libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
-[ $want_bench = 1 ] && pkgs+=(fio)
 apt-get install -y -qq --no-install-recommends -t bookworm-backports "${pkgs[@]}" >/dev/null
-[ $want_libvirt = 1 ] && apt-get install -y -qq --no-install-recommends lzop zstd xz-utils bzip2 gzip >/dev/null
+[ ${#release_pkgs[@]} -gt 0 ] && apt-get install -y -qq --no-install-recommends "${release_pkgs[@]}" >/dev/null
 echo "install-qemu: $(qemu-system-x86_64 --version | head -1)"
 [ $want_libvirt = 1 ] && ls -l /usr/lib/libvirt/libvirt_iohelper
 exit 0

@@ -20,6 +20,7 @@ export { ImageFormatError } from './image/format';
 export type { RamSource } from './image/ram-files';
 export type { Progress, ProgressListener } from './progress';
 export { QmpClient, QmpError, waitForMigration } from './qmp/client';
+export type { QmpConnectOptions } from './qmp/client';
 export { startImageRestore, finishImageRestore, enableIgnoreShared } from './vm/image-migration';
 export { saveVmToImage } from './vm/image-save';
 export { saveThroughHelper, restoreThroughHelper } from './vm/stream-migration';

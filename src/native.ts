@@ -7,11 +7,11 @@ import { getSystemErrorMap } from 'util';
 import nodeGypBuild = require('node-gyp-build');
 import { packageRoot } from './package-root';
 
-export type Bytes = Uint8Array;
+type Bytes = Uint8Array;
 /** A u64 argument: a Number, or a BigInt for values above 2^53. Results are always Numbers: above 2^53 - 1 the addon throws EOVERFLOW rather than round. */
-export type U64 = number | bigint;
+type U64 = number | bigint;
 
-export interface DioAlign {
+interface DioAlign {
   memAlign: number;
   offsetAlign: number;
 }
@@ -35,7 +35,7 @@ export interface StreamCopyOptions {
   dropCache: boolean;
 }
 
-export interface StreamCopyResult {
+interface StreamCopyResult {
   /** Stream bytes moved. */
   bytes: number;
   /** Bytes written to the destination (includes tail padding). */
@@ -65,13 +65,15 @@ export interface RangeJob {
   ramWrite?: 0 | 1;
   /** saveRange: filled with each hash unit's AES-128-GMAC tag (16 bytes per unit of the range). */
   hashes?: Uint8Array;
+  /** [0] set non-zero stops the job at its next chunk or I/O with ECANCELED (an Int32Array on a SharedArrayBuffer, shared by the jobs of one copy). */
+  cancel?: Int32Array;
   /** With hashes: the chain's 16-byte secret key. */
   hashKey?: Uint8Array;
   /** With hashes: a power of two, 4 KiB .. 64 MiB, dividing ramOffset. */
   hashUnit?: number;
 }
 
-export interface RangeResult {
+interface RangeResult {
   /** Bytes actually written to (save) or read from (restore) the image. */
   dataBytes: number;
   /** Restore: index of the first chunk whose checksum did not match, else -1. */
@@ -104,13 +106,15 @@ export interface ChunkJob {
   layerFds?: number[];
   /** saveChunks: filled with each hash unit's AES-128-GMAC tag (16 bytes per unit of the range). */
   hashes?: Uint8Array;
+  /** As RangeJob.cancel. */
+  cancel?: Int32Array;
   hashKey?: Uint8Array;
   hashUnit?: number;
   /** saveChunks of a delta (hashUnit = chunkSize): the base's hashes of the same units; a unit with the same digest is stored as BASE. */
   baseHashes?: Uint8Array;
 }
 
-export interface ChunkResult extends RangeResult {
+interface ChunkResult extends RangeResult {
   /** restoreChunks: why chunk badChunk's stored bytes do not decode (then badCrc is 0). */
   badFrame?: string;
 }
@@ -136,7 +140,8 @@ export interface NativeBinding {
   blockDeviceSize(fd: number): number;
   pipe(): [number, number];
   /** sendmsg with SCM_RIGHTS: the fds travel with the bytes (QMP getfd). */
-  sendWithFds(socketFd: number, bytes: Bytes, fds: number[]): number;
+  /** Sends on the JS thread; a peer that stops reading fails it with ETIMEDOUT after timeoutMs. */
+  sendWithFds(socketFd: number, bytes: Bytes, fds: number[], timeoutMs: number): number;
   saveRange(job: RangeJob): RangeResult;
   restoreRange(job: RangeJob): RangeResult;
   saveChunks(job: ChunkJob): ChunkResult;

@@ -2,9 +2,12 @@
  * Delta images (docs/FORMAT.md, version 3): a chain round-trips byte for byte, stores only the
  * units that changed, and every refusal (missing, replaced, changed, incomplete, cyclic or too
  * deep base; saving onto a base) happens before any RAM target is touched. Hostile headers and
- * chain references, fuzzed, are refused with an image error, never a crash or a write.
+ * chain references, fuzzed, are refused with an image error, never a crash or a write. A new
+ * delta's base is checked with restore's rules before a byte is written and again before the
+ * commit; a recorded base path is data (absolute refused, no links, nothing of the file quoted),
+ * and --base reads a moved chain.
  */
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -13,7 +16,9 @@ import fc from 'fast-check';
 import { HASH_BYTES, HEADER_SIZE, INDEX_ENTRY, MAX_DEPTH } from '../src/image/format';
 import { readHashTables, readImageMetadata } from '../src/image/io/read-image';
 import { native } from '../src/native';
-import { cloneVm, restoreVm } from '../src/vm/manager';
+import { save as librarySave } from '../src/image/save';
+import { cloneVm, restoreVm, saveVm } from '../src/vm/manager';
+import { describeQemu, shmPath, startQemu } from './support/qemu';
 import { IOHELPER } from './support/cli';
 
 const M = 1024 * 1024;
@@ -33,9 +38,9 @@ function save(image: string, ram: string, extra: string[] = []): void {
 }
 
 /** Restores `image` into a fresh file; returns the file's bytes and the device state. */
-function restoreBytes(image: string): { ram: Buffer; state: Buffer } {
+function restoreBytes(image: string, extra: string[] = []): { ram: Buffer; state: Buffer } {
   const out = path.join(dir, `restored-${crypto.randomBytes(4).toString('hex')}`);
-  const r = iohelper(['restore', '--image', image, '--ram', `pc.ram=${out}`]);
+  const r = iohelper(['restore', '--image', image, '--ram', `pc.ram=${out}`, ...extra]);
   expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
   const ram = fs.readFileSync(out);
   fs.rmSync(out);
@@ -68,16 +73,25 @@ function patchHeader(image: string, at: number, bytes: Buffer): void {
   fs.closeSync(fd);
 }
 
-/** A refused restore: exit 1, one line naming what differs, and the target left as it was. */
-function expectRefused(image: string, pattern: RegExp): void {
+/** Rewrites the base path a delta records (header rule H25's field), as a hostile writer would. */
+function patchBasePath(image: string, basePath: string): void {
+  const p = Buffer.from(basePath);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(p.length);
+  patchHeader(image, 204, Buffer.concat([len, p, Buffer.alloc(1024 - p.length)]));
+}
+
+/** A refused restore: exit 1, one line naming what differs, and the target left as it was; returns the line. */
+function expectRefused(image: string, pattern: RegExp, extra: string[] = []): string {
   const target = path.join(dir, 'target');
   fs.writeFileSync(target, Buffer.alloc(RAM_SIZE, 0x5a));
-  const r = iohelper(['restore', '--image', image, '--ram', `pc.ram=${target}`]);
+  const r = iohelper(['restore', '--image', image, '--ram', `pc.ram=${target}`, ...extra]);
   expect(r.status).toBe(1);
   expect(r.stderr.trim().split('\n')).toHaveLength(1);
   expect(r.stderr).toMatch(pattern);
   expect(fs.readFileSync(target).equals(Buffer.alloc(RAM_SIZE, 0x5a))).toBe(true);
   fs.rmSync(target);
+  return r.stderr;
 }
 
 beforeAll(() => {
@@ -169,7 +183,7 @@ describe('chains round-trip and store only what changed', () => {
     copy('d1.img', 'm1.img');
     fs.renameSync(path.join(dir, 'full.img'), path.join(dir, 'full.moved'));
     try {
-      expectRefused('m1.img', /base \S*full\.img of \S*m1\.img cannot be opened: .*ENOENT.*\(EIMG_BASE\)$/);
+      expectRefused('m1.img', /the recorded base \S*full\.img of \S*m1\.img does not exist \(ENOENT\); if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)$/);
     } finally {
       fs.renameSync(path.join(dir, 'full.moved'), path.join(dir, 'full.img'));
     }
@@ -178,7 +192,7 @@ describe('chains round-trip and store only what changed', () => {
     copy('full.img', 'full.keep');
     copy('other.img', 'full.img');
     try {
-      expectRefused('d2.img', /base \S*full\.img of \S*d1\.img is not the image the delta was saved against .*its id is [0-9a-f]{32}, the delta's base was [0-9a-f]{32}/);
+      expectRefused('d2.img', /the recorded base \S*full\.img of \S*d1\.img is not the image this delta was saved against; if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)$/);
       const shown = iohelper(['inspect', 'd2.img']);
       expect(shown.status).toBe(2);
       expect(shown.stdout.toString()).toMatch(/chain REFUSED/);
@@ -206,7 +220,7 @@ describe('chains round-trip and store only what changed', () => {
     // Incomplete: the base's state is 0 (a save that never finished).
     patchHeader(path.join(dir, 'd1.img'), 20, Buffer.from([0, 0, 0, 0]));
     try {
-      expectRefused('d2.img', /base \S*d1\.img of \S*d2\.img is not a valid image: the image is incomplete/);
+      expectRefused('d2.img', /the recorded base \S*d1\.img of \S*d2\.img is not the image this delta was saved against/);
     } finally {
       copy('d1.keep', 'd1.img');
     }
@@ -226,11 +240,8 @@ describe('chains round-trip and store only what changed', () => {
 
   test('a delta whose base path names itself (a cycle) is refused', () => {
     fs.copyFileSync(path.join(dir, 'd1.img'), path.join(dir, 'self.img'));
-    const p = Buffer.from('self.img');
-    const len = Buffer.alloc(4);
-    len.writeUInt32LE(p.length);
-    patchHeader(path.join(dir, 'self.img'), 204, Buffer.concat([len, p, Buffer.alloc(1024 - p.length)]));
-    expectRefused('self.img', /base \S*self\.img of \S*self\.img is a file already in the chain: the chain is cyclic/);
+    patchBasePath(path.join(dir, 'self.img'), 'self.img');
+    expectRefused('self.img', /the recorded base \S*self\.img of \S*self\.img is a file already in the chain: the chain is cyclic/);
   });
 
   test(`a chain deeper than ${MAX_DEPTH} is refused: saving one more names convert --flatten`, () => {
@@ -273,4 +284,179 @@ describe('chains round-trip and store only what changed', () => {
       { numRuns: 40 },
     );
   });
+});
+
+describe('the base of a new delta is checked with the rules restore applies, before writing and before committing', () => {
+  let ram: string;
+  /** Temporaries save leaves beside `image` (none, once it has ended). */
+  const temporaries = (image: string) => fs.readdirSync(dir).filter((n) => n.startsWith(`.${image}.iohelper-`));
+  beforeAll(() => {
+    ram = path.join(dir, 'ram-plan');
+    makeRam(ram);
+  });
+
+  test('save --base of a compressed image is refused before a byte is written: one line, no image, no temporary (CLI and library)', async () => {
+    save('z.img', ram, ['--compress']);
+    const r = iohelper(['save', '--no-stream-check', '--image', 'zd.img', '--base', 'z.img', '--ram', `pc.ram=${ram}`], deviceState);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/z\.img is compressed in 8388608-byte chunks, so a 65536-byte unit cannot be read alone: convert it to a mappable image \(iohelper convert\) .*\(EIMG_BASE\)$/);
+    expect(fs.existsSync(path.join(dir, 'zd.img'))).toBe(false);
+    expect(temporaries('zd.img')).toEqual([]);
+    // The library's save({ base }) (which vm save's helper runs) refuses it too, and so an
+    // absolute recorded path (rule H25: writers never write what readers refuse).
+    save('zfull.img', ram);
+    for (const [base, reference, message] of [['z.img', 'z.img', /compressed in 8388608-byte chunks/], ['zfull.img', path.join(dir, 'zfull.img'), /base path ".*zfull\.img" is absolute/]] as const) {
+      const imageFd = fs.openSync(path.join(dir, 'zd.img'), 'w');
+      const baseFd = fs.openSync(path.join(dir, base), 'r');
+      const stateFd = fs.openSync('/dev/null', 'r');
+      try {
+        const e = await librarySave({ imageFd, imageName: 'zd.img', ram: [{ name: 'pc.ram', path: ram }], deviceStateFd: stateFd, checkDeviceState: false, base: { fd: baseFd, name: base, reference } }).then(() => undefined, (x: Error) => x);
+        expect(e?.message).toMatch(message);
+        expect(fs.fstatSync(imageFd).size).toBe(0);
+      } finally {
+        [imageFd, baseFd, stateFd].forEach((fd) => fs.closeSync(fd));
+        fs.rmSync(path.join(dir, 'zd.img'));
+      }
+    }
+  });
+
+  test('a base saved again while a delta is saved against it: the delta is not committed and the old delta stays as it was', async () => {
+    save('race-base.img', ram);
+    save('race-d.img', ram, ['--base', 'race-base.img']);
+    const before = fs.readFileSync(path.join(dir, 'race-d.img'));
+    scribble(ram, 5, 4096);
+    const child = spawn(process.execPath, [IOHELPER, 'save', '--no-stream-check', '--image', 'race-d.img', '--base', 'race-base.img', '--ram', `pc.ram=${ram}`], { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    // The delta's header is written once its plan (which read the base) is done; its device
+    // state, and so its commit, waits for stdin.
+    for (;;) {
+      const temp = temporaries('race-d.img')[0];
+      if (temp && fs.statSync(path.join(dir, temp)).size >= HEADER_SIZE) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    save('race-base.img', ram); // a new file renamed over the base's path
+    child.stdin.end(deviceState);
+    expect(await exited).toBe(1);
+    expect(stderr.trim().split('\n')).toHaveLength(1);
+    expect(stderr).toMatch(/the base race-base\.img changed while race-d\.img was saved against it \(it was saved again or replaced\); the delta was not committed \(EIMG_BASE\)$/);
+    expect(fs.readFileSync(path.join(dir, 'race-d.img')).equals(before)).toBe(true);
+    expect(temporaries('race-d.img')).toEqual([]);
+    // Saved again against the new base, it restores.
+    save('race-d.img', ram, ['--base', 'race-base.img']);
+    expect(restoreBytes('race-d.img').ram.equals(fs.readFileSync(ram))).toBe(true);
+  });
+});
+
+describe('a base path recorded in a delta is data: absolute refused, never a link, nothing of the file quoted; --base names a moved base', () => {
+  const leak = () => path.join(dir, 'leak');
+  let ram: string;
+  let smallSecret: Buffer;
+  let bigSecret: Buffer;
+  beforeAll(() => {
+    fs.mkdirSync(leak());
+    ram = path.join(dir, 'ram-leak');
+    makeRam(ram);
+    save('leak/full.img', ram);
+    scribble(ram, 5, 4096);
+    save('leak/d.img', ram, ['--base', 'leak/full.img']);
+    scribble(ram, 5, 4096);
+    save('leak/d2.img', ram, ['--base', 'leak/d.img']);
+    // Secrets of another user beside the directory: one shorter than a header, one longer.
+    smallSecret = Buffer.concat([Buffer.from('TOPSECRET:'), crypto.randomBytes(2990)]);
+    bigSecret = Buffer.concat([Buffer.from('TOPSECRET:'), crypto.randomBytes(8182)]);
+    fs.writeFileSync(path.join(dir, 'secret'), smallSecret, { mode: 0o600 });
+    fs.writeFileSync(path.join(dir, 'big-secret'), bigSecret, { mode: 0o600 });
+  });
+
+  /** A copy of leak/d.img recording `basePath`. */
+  function crafted(name: string, basePath: string): string {
+    fs.copyFileSync(path.join(leak(), 'd.img'), path.join(leak(), name));
+    patchBasePath(path.join(leak(), name), basePath);
+    return `leak/${name}`;
+  }
+
+  /** Restore and inspect (text and JSON) refuse `image`, and no message quotes `secret`'s bytes or size, or a magic. */
+  function expectNothingQuoted(image: string, pattern: RegExp, secret: Buffer): void {
+    const said = [expectRefused(image, pattern)];
+    for (const json of [[], ['--json']]) {
+      const r = iohelper(['inspect', image, ...json]);
+      expect(r.status).toBe(2);
+      said.push(r.stdout.toString().split('\n').filter((l) => /REFUSED|"message"/.test(l)).join('\n'));
+    }
+    expect(said[1]).toMatch(pattern); // inspect's REFUSED line
+    for (const text of said) {
+      expect(text).not.toContain(secret.subarray(0, 8).toString('latin1'));
+      expect(text).not.toMatch(new RegExp(`\\b${secret.length}\\b`));
+      expect(text).not.toMatch(/magic|bytes/i);
+    }
+  }
+
+  test('an absolute base path (/etc/shadow) is a crafted header: refused (EIMG_BASE) without opening it', () => {
+    const shadow = fs.readFileSync('/etc/shadow');
+    expectNothingQuoted(crafted('shadow.img', '/etc/shadow'), /base path "\/etc\/shadow" is absolute; a delta records its base relative to its own directory \(EIMG_BASE\)$/, shadow);
+  });
+
+  test("'..' stays legal, but a file that is not the delta's base is refused without its size, first bytes or type", () => {
+    expectNothingQuoted(crafted('up.img', '../secret'), /the recorded base \S*\/secret of \S*up\.img is not the image this delta was saved against; if the chain was moved, name its base with --base \(restore, inspect, convert\) \(EIMG_BASE\)$/, smallSecret);
+    expectNothingQuoted(crafted('up-big.img', '../big-secret'), /the recorded base \S*\/big-secret of \S*up-big\.img is not the image this delta was saved against/, bigSecret);
+    // '..' to the real base is a real layout.
+    fs.mkdirSync(path.join(leak(), 'sub'));
+    fs.copyFileSync(path.join(leak(), 'd.img'), path.join(leak(), 'sub', 'd.img'));
+    patchBasePath(path.join(leak(), 'sub', 'd.img'), '../full.img');
+    expect(restoreBytes('leak/sub/d.img').ram.equals(restoreBytes('leak/d.img').ram)).toBe(true);
+  });
+
+  test('a base that is a symbolic link is refused, even to the very base (O_NOFOLLOW)', () => {
+    fs.symlinkSync('full.img', path.join(leak(), 'link.img'));
+    fs.symlinkSync('../secret', path.join(leak(), 'secret-link.img'));
+    expectRefused(crafted('via-link.img', 'link.img'), /the recorded base \S*link\.img of \S*via-link\.img is not the image this delta was saved against/);
+    expectNothingQuoted(crafted('via-secret-link.img', 'secret-link.img'), /the recorded base \S*secret-link\.img of \S*via-secret-link\.img is not the image this delta was saved against/, smallSecret);
+  });
+
+  test('a moved chain is restored, inspected and flattened with --base naming its base; a wrong --base is refused naming what differs', () => {
+    const moved = path.join(dir, 'moved');
+    fs.mkdirSync(moved);
+    fs.copyFileSync(path.join(leak(), 'd.img'), path.join(moved, 'd.img'));
+    fs.copyFileSync(path.join(leak(), 'd2.img'), path.join(moved, 'd2.img'));
+    expectRefused('moved/d.img', /the recorded base \S*moved\/full\.img of \S*d\.img does not exist \(ENOENT\); if the chain was moved, name its base with --base/);
+    const want = restoreBytes('leak/d.img');
+    const back = restoreBytes('moved/d.img', ['--base', 'leak/full.img']);
+    expect(back.ram.equals(want.ram) && back.state.equals(want.state)).toBe(true);
+    // The layers below the named base are found from it.
+    expect(restoreBytes('moved/d2.img', ['--base', 'leak/d.img']).ram.equals(restoreBytes('leak/d2.img').ram)).toBe(true);
+    const shown = iohelper(['inspect', 'moved/d2.img', '--base', 'leak/d.img', '--json']);
+    expect(shown.status).toBe(0);
+    expect(JSON.parse(shown.stdout.toString()).chain.map((l: { path: string }) => path.relative(dir, path.resolve(dir, l.path)))).toEqual(['moved/d2.img', 'leak/d.img', 'leak/full.img']);
+    const flat = iohelper(['convert', '--flatten', '--base', 'leak/full.img', 'moved/d.img', 'moved/flat.img']);
+    expect({ status: flat.status }).toEqual({ status: 0 });
+    expect(restoreBytes('moved/flat.img').ram.equals(want.ram)).toBe(true);
+    // A named base that is not the delta's: the user named it, so the message says what differs.
+    expectRefused('moved/d.img', /base leak\/d2\.img of \S*moved\/d\.img is not the image the delta was saved against \(it was replaced or saved again\): its id is [0-9a-f]{32}/, ['--base', 'leak/d2.img']);
+    const notDelta = iohelper(['restore', '--image', 'leak/full.img', '--base', 'leak/d.img', '--ram', `pc.ram=${path.join(dir, 'never')}`]);
+    expect(notDelta.status).toBe(1);
+    expect(notDelta.stderr).toMatch(/leak\/full\.img is not a delta: --base names the base of a delta/);
+    expect(fs.existsSync(path.join(dir, 'never'))).toBe(false);
+  });
+});
+
+describeQemu('vm save --base', () => {
+  test('against a compressed image: refused before the guest is stopped, no image, no temporary', async () => {
+    const ramFile = shmPath('delta-vm-ram');
+    const vm = await startQemu({ ram: [{ id: 'ram0', path: ramFile, size: RAM_SIZE }], paused: false });
+    try {
+      await saveVm(vm.qmp, { image: path.join(dir, 'vm-z.img'), compressLevel: 1 });
+      await vm.qmp.execute('cont');
+      const e = await saveVm(vm.qmp, { image: path.join(dir, 'vm-d.img'), base: path.join(dir, 'vm-z.img') }).then(() => undefined, (x: Error & { code?: string }) => x);
+      expect(e?.code).toBe('EIMG_BASE');
+      expect(e?.message).toMatch(/vm-z\.img is compressed in 8388608-byte chunks, so a \d+-byte unit cannot be read alone/);
+      expect((await vm.qmp.execute('query-status')).status).toBe('running');
+      expect(fs.readdirSync(dir).filter((n) => n.startsWith('vm-d.img') || n.startsWith('.vm-d.img'))).toEqual([]);
+    } finally {
+      await vm.stop();
+      fs.rmSync(ramFile, { force: true });
+    }
+  }, 60000);
 });

@@ -27,6 +27,7 @@ describeAsRoot('hugetlbfs guest RAM', () => {
     let oldPages: number;
     let src: string;
     let image: string;
+    let seed: string;
     const running: QemuInstance[] = [];
 
     beforeAll(async () => {
@@ -43,7 +44,7 @@ describeAsRoot('hugetlbfs guest RAM', () => {
       src = `/dev/shm/iohelper-huge-${process.pid}`;
       createRamFile(src, SIZE);
       fillPattern(src, 41, 0.25);
-      const seed = path.join(dir, 'seed.img');
+      seed = path.join(dir, 'seed.img');
       const s = await runHelper(['save', '--no-stream-check', '--image', seed, '--ram', `ram0=${src}`], [Buffer.alloc(10), 'ignore']);
       expect({ code: s.code, stderr: s.stderr }).toEqual({ code: 0, stderr: '' });
       const r = await runHelper(['restore', '--image', seed, '--ram', `ram0=${huge}/template`], ['ignore', 'ignore']);
@@ -127,6 +128,29 @@ describeAsRoot('hugetlbfs guest RAM', () => {
         expect(await filesEqual(out, tail)).toEqual({ equal: true });
       }
       expect(fs.existsSync(`${huge}/unused`)).toBe(false);
+    });
+
+    test('a mount with size= larger than the unreserved pool: ENOSPC before any write, not a raw ENOMEM from mmap', async () => {
+      // A mapping reserves huge pages without touching them (QEMU's RAM, paused): a mount's own
+      // size= then says more is free than the pool can give.
+      const pool = '/sys/kernel/mm/hugepages/hugepages-2048kB';
+      const unreserved = () => Number(fs.readFileSync(`${pool}/free_hugepages`, 'utf8')) - Number(fs.readFileSync(`${pool}/resv_hugepages`, 'utf8'));
+      const hold = unreserved() - 8; // leave 16 MiB: less than the seed's data
+      expect(hold).toBeGreaterThan(0);
+      const vm = await startQemu({ ram: [{ id: 'ram0', path: `${huge}/held`, size: hold * 2 * M }] });
+      running.push(vm);
+      expect(unreserved()).toBeLessThanOrEqual(8);
+      const sized = path.join(dir, 'sized');
+      fs.mkdirSync(sized);
+      execFileSync('mount', ['-t', 'hugetlbfs', '-o', 'pagesize=2M,size=1G', 'none', sized]);
+      try {
+        const r = await runHelper(['restore', '--image', seed, '--ram', `ram0=${sized}/ram`], ['ignore', 'ignore']);
+        expect(r.code).toBe(1);
+        expect(r.stderr.toString()).toMatch(/no space left for the RAM of .*sized\/ram: .* the filesystem has \d+ free \(ENOSPC\)\n?$/);
+        expect(fs.readdirSync(sized)).toEqual([]);
+      } finally {
+        execFileSync('umount', ['-l', sized]);
+      }
     });
   });
 });

@@ -9,6 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { native } from '../src/native';
 import { IOHELPER, lastLine, runHelper } from './support/cli';
+import { requireOrSkip } from './support/require-or-skip';
 import { randomBytes, restore, runClosed } from './support/stream';
 
 const { O_DIRECT } = fs.constants;
@@ -22,7 +23,7 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const LIBVIRT_IOHELPER = '/usr/lib/libvirt/libvirt_iohelper';
 const haveLibvirt = fs.existsSync(LIBVIRT_IOHELPER);
-(haveLibvirt ? describe : describe.skip)('same contract as libvirt_iohelper (installed)', () => {
+requireOrSkip(haveLibvirt ? undefined : `${LIBVIRT_IOHELPER} is not installed (scripts/install-qemu.sh --libvirt installs it)`)('same contract as libvirt_iohelper (installed)', () => {
   test('both print the same usage shape and wrong-argc message', async () => {
     const ours = await runHelper(['--help'], ['ignore', 'pipe']);
     const theirs = await runHelper(['--help'], ['ignore', 'pipe'], LIBVIRT_IOHELPER);
@@ -130,4 +131,3 @@ const haveLibvirt = fs.existsSync(LIBVIRT_IOHELPER);
     expect((await restore(file, { direct: true, form: 'libvirt' })).equals(data)).toBe(true);
   });
 });
-if (!haveLibvirt) console.warn(`${LIBVIRT_IOHELPER} not installed: the side-by-side contract tests are skipped (scripts/install-qemu.sh --libvirt installs it)`);

@@ -15,9 +15,9 @@ import * as path from 'path';
 import { DEFAULT_LIBVIRT_HELPER } from '../src/install/libvirt-helper';
 import { IOHELPER } from './support/cli';
 import { waitForOutput } from './support/guest';
-import { ensureLibvirtd, Libvirtd, libvirtdUnavailable, memoryBackingOnTmpfs, virsh, virshResult } from './support/libvirtd';
+import { domainRamFile, ensureLibvirtd, Libvirtd, libvirtdUnavailable, memoryBackingOnTmpfs, virsh, virshResult } from './support/libvirtd';
 import { mountFs, Mount } from './support/mounts';
-import { requireQemu } from './support/qemu';
+import { requireOrSkip } from './support/require-or-skip';
 
 const GUEST = path.join(__dirname, '..', '.cache', 'guest');
 const NAME = `iohelper-test-${process.pid}`;
@@ -39,17 +39,10 @@ function domainXml(dir: string, serial: string): string {
 </domain>`;
 }
 
-/** The RAM file libvirt made for the running domain (memory_backing_dir/<id>-<name>/pc.ram). */
-function ramFile(): string {
-  const id = virsh('domid', NAME).trim();
-  return path.join('/var/lib/libvirt/qemu/ram', `${id}-${NAME}`, 'pc.ram');
-}
+const ramFile = () => domainRamFile(NAME);
 
 const why = libvirtdUnavailable() ?? (fs.existsSync(path.join(GUEST, 'vmlinuz')) ? undefined : 'the test guest is missing (scripts/build-test-guest.sh)');
-const maybe = !why ? describe : requireQemu ? (n: string) => describe(n, () => test('needs libvirtd', () => { throw new Error(`REQUIRE_QEMU=1 but ${why}`); })) : (n: string, fn: () => void) => {
-  console.warn(`Skipping "${n}": ${why}`);
-  describe.skip(n, fn);
-};
+const maybe = requireOrSkip(why);
 
 maybe('virsh save/restore --bypass-cache through iohelper under a real libvirtd', () => {
   let daemon: Libvirtd;

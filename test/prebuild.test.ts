@@ -7,7 +7,7 @@ import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { requireQemu } from './support/qemu';
+import { requireOrSkip } from './support/require-or-skip';
 
 const ROOT = path.join(__dirname, '..');
 const PREBUILD_DIR = path.join(ROOT, 'prebuilds', 'linux-x64');
@@ -22,10 +22,7 @@ function glibcNeeds(file: string): { max: string; versions: string[]; text: stri
   return { max: versions[versions.length - 1], versions, text };
 }
 
-const maybe = prebuild ? describe : requireQemu ? (n: string) => describe(n, () => test('needs the prebuild', () => { throw new Error('REQUIRE_QEMU=1 but prebuilds/linux-x64 is missing: run scripts/prebuild-old-glibc.sh (.ci/run does)'); })) : (n: string, fn: () => void) => {
-  console.warn(`Skipping "${n}": no prebuilds/linux-x64 (run sudo bash scripts/prebuild-old-glibc.sh)`);
-  describe.skip(n, fn);
-};
+const maybe = requireOrSkip(prebuild ? undefined : 'prebuilds/linux-x64 is missing: run scripts/prebuild-old-glibc.sh as root (.ci/run does)');
 
 maybe('the N-API prebuild in the npm tarball', () => {
   test('needs glibc <= 2.31 and no strerrorname_np', () => {

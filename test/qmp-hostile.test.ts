@@ -115,3 +115,33 @@ test('a peer that never sends a newline is cut off at the line limit, memory bou
     m.close();
   }
 });
+
+test('a monitor that stops reading cannot hang the JS thread while fds are sent (ETIMEDOUT, bounded)', async () => {
+  // The peer answers the handshake, then never reads again: the socket fills, and sendmsg of
+  // a command with fds must give up instead of blocking in poll() for ever.
+  const m = await fakeMonitor(GREETING, (cmd, sock) => {
+    if (cmd.execute === 'qmp_capabilities') {
+      answer(sock, cmd.id, {});
+      sock.pause();
+    }
+  });
+  const qmp = await QmpClient.connect(m.path, { timeoutMs: 3000 });
+  const fd = fs.openSync(path.join(dir, 'passed'), 'w');
+  try {
+    const pad = 'x'.repeat(1 << 20); // more than the socket's buffers hold
+    let error: NodeJS.ErrnoException | null = null;
+    for (let i = 0; i < 16 && !error; i++) {
+      const reply = qmp.executeWithFds('getfd', { fdname: `f${i}`, pad }, [fd], { timeoutMs: 1000 });
+      reply.catch(() => undefined);
+      // A send that failed has rejected before the next turn of the event loop; one that went
+      // out waits for a reply that never comes.
+      error = await Promise.race([reply.then(() => null, (e) => e as NodeJS.ErrnoException), new Promise<null>((r) => setImmediate(() => r(null)))]);
+    }
+    expect(error?.code).toBe('ETIMEDOUT');
+    expect(error?.syscall).toBe('sendmsg');
+  } finally {
+    fs.closeSync(fd);
+    qmp.close();
+    m.close();
+  }
+});

@@ -10,6 +10,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { requireOrSkip } from './support/require-or-skip';
 
 /** Where a pids cgroup can be made: cgroup v1's pids hierarchy, or v2's root with the pids controller. */
 function pidsRoot(): string | undefined {
@@ -24,7 +25,6 @@ function pidsRoot(): string | undefined {
 }
 
 const root = pidsRoot();
-if (!root) console.warn('thread-limit: needs root and a pids cgroup controller (v1 or v2); skipped');
 
 const CHILD = `
 const fs = require('fs');
@@ -44,33 +44,35 @@ fs.promises.stat('/').then(() => {
 });
 `;
 
-(root ? test : test.skip)('streamCopy under a pids limit rejects with EAGAIN (pthread_create) instead of aborting', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-threads-'));
-  const group = path.join(root!, `iohelper-test-${process.pid}`);
-  fs.mkdirSync(group);
-  try {
-    const child = spawn(process.execPath, ['-e', CHILD, path.join(__dirname, '..'), path.join(dir, 'target')], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes('ready\n')) resolve();
+requireOrSkip(root ? undefined : 'needs root and a pids cgroup controller (v1 or v2)')('a copy thread the kernel refuses', () => {
+  test('streamCopy under a pids limit rejects with EAGAIN (pthread_create) instead of aborting', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-threads-'));
+    const group = path.join(root!, `iohelper-test-${process.pid}`);
+    fs.mkdirSync(group);
+    try {
+      const child = spawn(process.execPath, ['-e', CHILD, path.join(__dirname, '..'), path.join(dir, 'target')], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('ready\n')) resolve();
+        });
+        child.on('close', () => reject(new Error(`child ended before it was ready: ${err}`)));
       });
-      child.on('close', () => reject(new Error(`child ended before it was ready: ${err}`)));
-    });
-    fs.writeFileSync(path.join(group, 'cgroup.procs'), String(child.pid));
-    // One task more than the child already runs: the copy's first thread starts, the next is
-    // refused, and the one started must be ended and joined before the copy reports.
-    fs.writeFileSync(path.join(group, 'pids.max'), String(Number(fs.readFileSync(path.join(group, 'pids.current'), 'utf8')) + 1));
-    child.stdin.write('go\n');
-    const end = await exited;
-    expect({ ...end, err }).toEqual({ code: 0, signal: null, err: '' });
-    expect(JSON.parse(out.split('\n')[1])).toEqual({ code: 'EAGAIN', syscall: 'pthread_create' });
-  } finally {
-    fs.rmdirSync(group);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+      fs.writeFileSync(path.join(group, 'cgroup.procs'), String(child.pid));
+      // One task more than the child already runs: the copy's first thread starts, the next is
+      // refused, and the one started must be ended and joined before the copy reports.
+      fs.writeFileSync(path.join(group, 'pids.max'), String(Number(fs.readFileSync(path.join(group, 'pids.current'), 'utf8')) + 1));
+      child.stdin.write('go\n');
+      const end = await exited;
+      expect({ ...end, err }).toEqual({ code: 0, signal: null, err: '' });
+      expect(JSON.parse(out.split('\n')[1])).toEqual({ code: 'EAGAIN', syscall: 'pthread_create' });
+    } finally {
+      fs.rmdirSync(group);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -6,7 +6,7 @@
 import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 
-export const VIRSH = ['-c', 'qemu:///system'];
+const VIRSH = ['-c', 'qemu:///system'];
 
 export function virsh(...args: string[]): string {
   return execFileSync('virsh', [...VIRSH, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -72,7 +72,7 @@ export async function ensureLibvirtd(): Promise<Libvirtd> {
   };
 }
 
-export const QEMU_CONF = '/etc/libvirt/qemu.conf';
+const QEMU_CONF = '/etc/libvirt/qemu.conf';
 
 /**
  * Sets qemu.conf keys (e.g. save_image_format = "zstd") for a libvirtd this process starts;
@@ -99,7 +99,13 @@ export function libvirtdPid(): number | undefined {
 }
 
 /** libvirt's default memory_backing_dir, where file-backed guest RAM lives (<id>-<name>/pc.ram). */
-export const MEMORY_BACKING_DIR = '/var/lib/libvirt/qemu/ram';
+const MEMORY_BACKING_DIR = '/var/lib/libvirt/qemu/ram';
+
+/** The running domain's RAM file in libvirt's memory_backing_dir. */
+export function domainRamFile(name: string): string {
+  const id = virsh('domid', name).trim();
+  return `${MEMORY_BACKING_DIR}/${id}-${name}/pc.ram`;
+}
 
 /**
  * Puts a tmpfs over libvirt's memory_backing_dir unless it is one already: on the root disk

@@ -1,7 +1,7 @@
 /** QEMU's own parallel save path, for comparison: mapped-ram + multifd + direct-io to a file. */
 import { QmpClient, waitForMigration } from '../../src/qmp/client';
 
-export async function enableMappedRam(qmp: QmpClient, channels = 2, directIo = true): Promise<void> {
+async function enableMappedRam(qmp: QmpClient, channels = 2, directIo = true): Promise<void> {
   await qmp.execute('migrate-set-capabilities', {
     capabilities: [
       { capability: 'mapped-ram', state: true },

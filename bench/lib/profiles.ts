@@ -72,7 +72,7 @@ const WORKLOAD_VERSION = 2;
  * both cores: under nested KVM here the kernel does not boot), paused when the workload says it
  * is done, its RAM file copied to disk with its holes and written zeros kept as they are.
  */
-export async function realGuestRam(size: number): Promise<string> {
+async function realGuestRam(size: number): Promise<string> {
   const cacheDir = path.join(packageRoot(), '.cache', 'bench');
   const cached = path.join(cacheDir, `real-${size / 2 ** 20}M-v${WORKLOAD_VERSION}.ram`);
   if (fs.existsSync(cached)) return cached;

@@ -21,7 +21,7 @@ export function rewriteGuestArgs(size: number, ram: string, serialSock: string):
 }
 
 /** Why the rewrite guest cannot run here, or undefined. */
-export function rewriteGuestMissing(): string | undefined {
+function rewriteGuestMissing(): string | undefined {
   for (const f of ['vmlinuz', 'initrd.gz']) if (!fs.existsSync(path.join(GUEST_DIR(), f))) return `the test guest is missing (${path.join(GUEST_DIR(), f)}): run scripts/build-test-guest.sh`;
   const v = Number(fs.readFileSync(path.join(GUEST_DIR(), 'version'), 'utf8').trim());
   if (!(v >= REWRITE_GUEST_VERSION)) return `the test guest in ${GUEST_DIR()} is version ${v}, without the rewrite mode (>= ${REWRITE_GUEST_VERSION}): run scripts/build-test-guest.sh`;

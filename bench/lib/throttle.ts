@@ -34,7 +34,7 @@ export function throttleUnavailable(): string | undefined {
 }
 
 /** The whole disk (not a partition: cgroup v1 takes rules for disks) holding `dir`. */
-export function diskOf(dir: string): string {
+function diskOf(dir: string): string {
   const dev = execFileSync('stat', ['-c', '%d', dir], { encoding: 'utf8' }).trim();
   const n = Number(dev);
   // st_dev of a device-backed filesystem: major = bits 8..19 (and above 31), minor = low 8 bits + bits 20..31.

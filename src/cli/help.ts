@@ -52,17 +52,22 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       writes a delta (format version 3): only the units whose hash differs from BASE's are stored (zero
       units and unchanged units take no space), with --compress compressed. BASE may itself
       be a delta (a chain of at most 16); the delta records BASE's identity and its path
-      relative to the delta's directory. restore reads the chain; a missing, replaced,
-      changed or incomplete base is refused before anything is written. Saving onto BASE or
-      any image of its chain is refused. Clones and --lazy need convert --flatten first.
+      relative to the delta's directory. BASE and its whole chain are checked first with
+      the rules restore applies (a base compressed in chunks larger than the unit is
+      refused: convert it first), and BASE again just before the delta commits: a delta
+      whose base was saved again or replaced meanwhile is not committed (PATH stays as it
+      was). restore reads the chain; a missing, replaced, changed or incomplete base is
+      refused before anything is written. Saving onto BASE or any image of its chain is
+      refused. Clones and --lazy need convert --flatten first.
   ${argv0} restore --fd N | --image PATH  --ram NAME=PATH|NAME=fd:K ... [--direct]
-                   [--jobs J] [--no-verify] [--force] [--progress[=FD]]
+                   [--jobs J] [--no-verify] [--force] [--base BASE] [--progress[=FD]]
       Validates the image and the RAM targets before writing anything: names and sizes must
       match; a target must be absent, empty or exactly the block's size, a regular file (not
       a symlink), not hard-linked (--force allows it), not the image or another target, and
       its filesystem must have room for the block's data. Every chunk's CRC-32C is checked
-      (unless --no-verify). A fresh PATH target (absent, empty, or all holes, as a QEMU
-      started with -incoming defer leaves its RAM file) is filled in place, so a process that
+      (unless --no-verify). A fresh PATH target (absent, empty, or provably all holes: no
+      block allocated and no data where SEEK_DATA looks, as a QEMU started with -incoming
+      defer leaves its RAM file) is filled in place, so a process that
       maps it sees the restored RAM; a failure punches it back to holes, truncates it back to
       empty or removes it. A PATH target holding data is filled through a temporary file
       beside it, renamed over it only once every chunk verified, so a refused, corrupted or
@@ -74,20 +79,26 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       A compressed image is decompressed by the J workers straight into the RAM files; a chunk
       that does not decode to exactly its size, or whose CRC differs, fails the restore.
       A delta is restored from its chain: each unit from the top-most image that holds it,
-      every base checked first to be the very image the delta was saved against.
-  ${argv0} inspect IMAGE [--json]
+      every base checked first to be the very image the delta was saved against. A base is
+      found at the path the delta records, relative to its directory (an absolute one is
+      refused), and opened only as a regular file, never through a symbolic link; a
+      refusal names that path, never what the file holds. --base BASE reads the delta's
+      base from BASE instead (a chain that was moved): BASE is checked the same way, and
+      the layers below it are found from BASE.
+  ${argv0} inspect IMAGE [--json] [--base BASE]
       Describes an iohelper image (exit 2 if incomplete or refused, if its device state
       fails its CRC-32C (images from older iohelpers have none), or if its chain of bases is
       refused; for a compressed one the ratio and chunk kinds per block; for a delta each
       layer of its chain and the units and bytes it supplies), a libvirt save image or a
-      raw QEMU stream. The format is docs/FORMAT.md.
-  ${argv0} convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--flatten] [--jobs J] [--direct] [--progress[=FD]]
+      raw QEMU stream. --base BASE: a delta's base, as for restore. The format is
+      docs/FORMAT.md.
+  ${argv0} convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--flatten] [--base BASE] [--jobs J] [--direct] [--progress[=FD]]
       Writes TARGET (which must not exist) as a mappable image, or with --compress as a
       compressed one, from a valid SOURCE image (its blocks of one chunk size). The RAM passes
       through sparse scratch files beside TARGET (room for the RAM's data is needed there),
       every chunk's CRC is checked when SOURCE has checksums, and TARGET appears only when
       complete (never replacing a file). A delta SOURCE needs --flatten: TARGET is then one
-      standalone image of the delta and its bases.
+      standalone image of the delta and its bases; --base BASE: its base, as for restore.
 
 Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/shm/F,share=on):
   ${argv0} vm save --qmp SOCKET --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--base BASE] [--progress[=FD]] [--stream]

@@ -1,9 +1,9 @@
 /**
  * iohelper save | restore | inspect: the parallel RAM image (docs/FORMAT.md).
  *   save    --fd N | --image PATH [--direct] --ram NAME=PATH… [--jobs J] [--chunk SIZE]   device state on stdin
- *   restore --fd N [--direct] --ram NAME=PATH… [--jobs J] [--no-verify]    device state to stdout
- *   inspect IMAGE [--json]
- *   convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--jobs J] [--direct]
+ *   restore --fd N [--direct] --ram NAME=PATH… [--jobs J] [--no-verify] [--base BASE]    device state to stdout
+ *   inspect IMAGE [--json] [--base BASE]
+ *   convert SOURCE TARGET [--compress[=zstd[:LEVEL]]] [--flatten] [--base BASE] [--jobs J] [--direct]
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -14,7 +14,7 @@ import { inspect, InspectResult } from '../image/inspect';
 import { checkUniqueNames, parseRamSpec } from '../image/ram-files';
 import { CHUNK_SIZE, FD, JOBS } from '../util/limits';
 import { restore } from '../image/restore';
-import { openBase, save } from '../image/save';
+import { openBase, save, stagedSaveInterrupted } from '../image/save';
 import { parseCompress } from '../image/compression';
 import { formatBytes } from '../progress';
 import { progressOf } from './progress-option';
@@ -23,6 +23,7 @@ import { openFile } from '../fs/open-file';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { commandName, stderrLine, stdoutText } from './report';
 import { checkPassedFd } from './passed-fds';
+import { afterPendingSignals } from '../util/event-loop';
 import { withInterrupts } from './signals';
 
 /** --fd N, or (restore only: a save by path goes through createReplacement) --image PATH opened read-only. */
@@ -60,6 +61,15 @@ function copyArgs(p: ParsedFlags) {
 
 const common = { booleans: ['direct'], values: ['fd', 'image', 'name', 'jobs', 'job-size'], repeated: ['ram'], optionalValue: ['progress'] };
 
+/** --base PATH, which needs `what`. */
+function baseArg(p: ParsedFlags, what: string): string | undefined {
+  const base = p.flags.get('base');
+  if (base === true) throw new UsageError(`--base needs ${what}`);
+  return base;
+}
+
+const OVERRIDDEN_BASE = "the path of the delta's base (where its chain now is)";
+
 /** What a command did on the side, on stderr: it still succeeds. */
 const warn = (m: string) => stderrLine(`${commandName()}: warning: ${m}`);
 
@@ -70,8 +80,7 @@ export async function saveCommand(args: string[]): Promise<number> {
     values: [...common.values, 'chunk', 'min-hole', 'base'],
     optionalValue: [...common.optionalValue, 'compress'],
   });
-  const basePath = p.flags.get('base');
-  if (basePath === true) throw new UsageError('--base needs the path of the image the delta is saved against');
+  const basePath = baseArg(p, 'the path of the image the delta is saved against');
   const shared = copyArgs(p);
   const compressLevel = parseCompress(p.flags.get('compress'));
   if (compressLevel !== undefined && p.flags.has('no-checksums')) throw new UsageError('--compress: a compressed image always has chunk checksums; drop --no-checksums');
@@ -88,9 +97,9 @@ export async function saveCommand(args: string[]): Promise<number> {
   const imageName = img?.name ?? String(target);
   let base: { fd: number; name: string; reference: string } | undefined;
   try {
-    if (typeof basePath === 'string') base = openBase(basePath, imageName, img?.fd ?? staged!.fd);
-    await withInterrupts(commandName(), (signal) =>
-      save({
+    if (basePath !== undefined) base = openBase(basePath, imageName, img?.fd ?? staged!.fd);
+    await withInterrupts(commandName(), async (signal) => {
+      await save({
         ...shared,
         imageFd: img?.fd ?? staged!.fd,
         imageName,
@@ -103,9 +112,13 @@ export async function saveCommand(args: string[]): Promise<number> {
         staged: staged && { replaces: staged.replaced },
         onProgress: progressOf(p.flags.get('progress'), imageName),
         signal,
-      }),
-    );
-    staged?.commit();
+      });
+      // The rename is the commit: an interrupt before it (one that came during save()'s last
+      // writes is handled now) leaves the old image; nothing between the check and the rename yields.
+      await afterPendingSignals();
+      if (staged && signal.aborted) throw stagedSaveInterrupted(imageName);
+      staged?.commit();
+    });
   } catch (e) {
     staged?.discard();
     throw e;
@@ -117,7 +130,8 @@ export async function saveCommand(args: string[]): Promise<number> {
 }
 
 export async function restoreCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify', 'force'], values: [...common.values, 'ready-fd', 'planned-fd'] });
+  const p = parseFlags(args, { ...common, booleans: [...common.booleans, 'no-verify', 'force'], values: [...common.values, 'ready-fd', 'planned-fd', 'base'] });
+  const base = baseArg(p, OVERRIDDEN_BASE);
   const signalFd = (flag: string) => {
     if (!p.flags.has(flag)) return undefined;
     const fd = parseBounded(String(p.flags.get(flag)), `--${flag}`, FD);
@@ -136,6 +150,7 @@ export async function restoreCommand(args: string[]): Promise<number> {
         ...shared,
         imageFd: img.fd,
         imageName: img.name,
+        base,
         noVerify: p.flags.has('no-verify'),
         force: p.flags.has('force'),
         onPlanned: plannedFd === undefined ? undefined : () => signalLine(plannedFd, 'planned'),
@@ -165,9 +180,9 @@ function signalLine(fd: number, line: string): void {
 }
 
 export function inspectCommand(args: string[]): number {
-  const p = parseFlags(args, { booleans: ['json'] });
+  const p = parseFlags(args, { booleans: ['json'], values: ['base'] });
   if (p.positionals.length !== 1) throw new UsageError('inspect takes one IMAGE path');
-  const r = inspect(p.positionals[0]);
+  const r = inspect(p.positionals[0], { base: baseArg(p, OVERRIDDEN_BASE) });
   stdoutText(p.flags.has('json') ? JSON.stringify(r, null, 2) + '\n' : describe(r));
   return r.kind === 'iohelper' && (!r.committed || r.deviceStateCrc?.ok === false || r.chainError) ? 2 : 0;
 }
@@ -215,13 +230,14 @@ function deviceStateCrcText(c: InspectResult['deviceStateCrc']): string {
 }
 
 export async function convertCommand(args: string[]): Promise<number> {
-  const p = parseFlags(args, { booleans: ['direct', 'flatten'], values: ['jobs'], optionalValue: ['compress', 'progress'] });
+  const p = parseFlags(args, { booleans: ['direct', 'flatten'], values: ['jobs', 'base'], optionalValue: ['compress', 'progress'] });
+  const base = baseArg(p, OVERRIDDEN_BASE);
   if (p.positionals.length !== 2) throw new UsageError('convert takes SOURCE and TARGET image paths');
   const [source, target] = p.positionals;
   const compressLevel = parseCompress(p.flags.get('compress'));
   const jobs = p.flags.has('jobs') ? parseBounded(String(p.flags.get('jobs')), '--jobs', JOBS) : undefined;
   const r = await withInterrupts(commandName(), (signal) =>
-    convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), flatten: p.flags.has('flatten'), onWarning: warn, onProgress: progressOf(p.flags.get('progress'), source), signal }),
+    convert({ source, target, compressLevel, jobs, direct: p.flags.has('direct'), flatten: p.flags.has('flatten'), base, onWarning: warn, onProgress: progressOf(p.flags.get('progress'), source), signal }),
   );
   stderrLine(`${commandName()}: ${target}: ${r.version === 1 ? 'mappable (version 1)' : 'compressed (version 2)'}, ${formatBytes(r.targetBytes)} from ${formatBytes(r.sourceBytes)} in ${(r.elapsedMs / 1000).toFixed(2)} s`);
   return 0;

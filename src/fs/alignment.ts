@@ -1,7 +1,7 @@
 /** The alignment O_DIRECT needs for an fd: statx(STATX_DIOALIGN), else libvirt's safe 64 KiB. */
 import { native } from '../native';
 
-export const FALLBACK_DIRECT_ALIGNMENT = 64 * 1024;
+const FALLBACK_DIRECT_ALIGNMENT = 64 * 1024;
 const PAGE = 4096;
 
 /**

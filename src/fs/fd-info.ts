@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import { native } from '../native';
 
-export type AccessMode = 'read' | 'write' | 'readwrite';
+type AccessMode = 'read' | 'write' | 'readwrite';
 export type FdKind = 'file' | 'block' | 'fifo' | 'socket' | 'directory' | 'char' | 'other';
 
 export interface FdInfo {

@@ -1,12 +1,12 @@
 /**
  * What a RAM file's filesystem is: hugetlbfs (its page size is its block size, it has no
- * write(), and its free space is the kernel's pool of huge pages when mounted without size=)
+ * write(), and its free space is bounded by the kernel's pool of unreserved huge pages)
  * or an ordinary one (4 KiB pages).
  */
 import * as fs from 'fs';
 
-export const HUGETLBFS_MAGIC = 0x958458f6;
-export const PAGE_SIZE = 4096;
+const HUGETLBFS_MAGIC = 0x958458f6;
+const PAGE_SIZE = 4096;
 
 export interface FilesystemInfo {
   huge: boolean;
@@ -19,10 +19,11 @@ export interface FilesystemInfo {
 export function filesystemOf(where: string): FilesystemInfo {
   const st = fs.statfsSync(where);
   const huge = st.type === HUGETLBFS_MAGIC;
-  let free = st.bavail * st.bsize;
-  // A filesystem that reports no blocks at all has no size of its own: hugetlbfs without size=
-  // draws on the kernel's pool of free (unreserved) huge pages; anything else is not checked.
-  if (st.blocks === 0) free = huge ? freeHugePages(st.bsize) : Infinity;
+  let free = st.blocks === 0 ? Infinity : st.bavail * st.bsize;
+  // A file on hugetlbfs also draws on the kernel's pool of free huge pages that no mapping has
+  // reserved, whatever the mount's own size= says (without size= it has no size of its own):
+  // a mapping beyond that pool fails with a bare ENOMEM.
+  if (huge) free = Math.min(free, freeHugePages(st.bsize));
   return { huge, pageSize: huge ? st.bsize : PAGE_SIZE, free };
 }
 

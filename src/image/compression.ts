@@ -8,7 +8,7 @@ export const MAX_LEVEL = 19;
  * --compress without a level: zstd 1, the fastest of the regular levels; on slow storage
  * (the case compression is for) the disk, not the CPU, is what a save waits for.
  */
-export const DEFAULT_LEVEL = 1;
+const DEFAULT_LEVEL = 1;
 
 /** --compress[=zstd[:LEVEL]]: the zstd level, or undefined when the option is absent (a mappable image). */
 export function parseCompress(value: string | true | undefined): number | undefined {

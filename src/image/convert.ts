@@ -16,6 +16,7 @@ import { native } from '../native';
 import { ProgressListener } from '../progress';
 import { DEFAULT_CHUNK, hasDeviceStateCrc, ImageFormatError, MAX_COMPRESSED_CHUNK, VERSION_COMPRESSED, VERSION_DELTA } from './format';
 import { hex } from '../util/numbers';
+import { afterPendingSignals } from '../util/event-loop';
 import { checkJobs, DEFAULT_JOBS } from './io/image-fd';
 import { readImageMetadata } from './io/read-image';
 import { restore, UNCHANGED } from './restore';
@@ -35,6 +36,8 @@ export interface ConvertOptions {
   onWarning?: (message: string) => void;
   /** The source may be a delta: the target is one standalone image of it and its bases. */
   flatten?: boolean;
+  /** A delta source: its base at this path, instead of the one it records (a moved chain). */
+  base?: string;
 }
 
 export interface ConvertResult {
@@ -74,7 +77,7 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
       const ram = entries.map((e, i) => ({ name: e.name, path: path.join(scratch!, `block-${i}`) }));
       const nullFd = fs.openSync('/dev/null', 'w');
       try {
-        await restore({ imageFd: sourceFd, imageName: o.source, ram, deviceStateFd: nullFd, jobs, direct: o.direct, signal: o.signal, onProgress: o.onProgress });
+        await restore({ imageFd: sourceFd, imageName: o.source, base: o.base, ram, deviceStateFd: nullFd, jobs, direct: o.direct, signal: o.signal, onProgress: o.onProgress });
       } finally {
         fs.closeSync(nullFd);
       }
@@ -108,6 +111,10 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
       if (result.deviceStateBytes !== header.deviceStateLength) {
         throw systemError('EIO', `${o.source}: device state gave ${result.deviceStateBytes} bytes, the header says ${header.deviceStateLength}`, { path: o.source });
       }
+      // The link below is the commit: a signal that came during the save's last writes is
+      // handled now, and nothing from this check to the link yields.
+      await afterPendingSignals();
+      if (o.signal?.aborted) throw systemError('ECANCELED', 'interrupted');
     } catch (e) {
       throw convertFailure(e, o.target, dir, scratch);
     }

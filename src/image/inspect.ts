@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import { openFile, sizeOfFd } from '../fs/open-file';
 import { deviceStateCrc } from './io/device-state';
-import { openChain, resolveChain } from './chain';
+import { ChainOptions, openChain, refuseBaseOverride, resolveChain } from './chain';
 import { CHUNK_BASE, CHUNK_RAW, CHUNK_ZERO, hasChecksums, hasDeviceStateCrc, ImageFormatError, INDEX_ENTRY, isChunked, VERSION_DELTA } from './format';
 import { hex } from '../util/numbers';
 import { readChunkIndexes, readImageMetadata } from './io/read-image';
@@ -57,7 +57,8 @@ export interface InspectResult {
   qemuStreamVersion?: number;
 }
 
-export function inspect(path: string): InspectResult {
+/** `o.base`: a delta's base at this path instead of the one it records (a moved chain). */
+export function inspect(path: string, o: ChainOptions = {}): InspectResult {
   const fd = openFile(path, fs.constants.O_RDONLY, { block: true });
   try {
     const st = fs.fstatSync(fd);
@@ -65,7 +66,8 @@ export function inspect(path: string): InspectResult {
     const head = Buffer.alloc(SNIFF_BYTES);
     const n = fs.readSync(fd, head, 0, head.length, 0);
     const kind = sniffImage(head.subarray(0, n));
-    if (kind.kind === 'iohelper') return { ...base, ...describeImage(fd, path) };
+    if (kind.kind === 'iohelper') return { ...base, ...describeImage(fd, path, o) };
+    if (o.base !== undefined) refuseBaseOverride(path);
     if (kind.kind === 'libvirt') {
       const { complete, version, xmlLength, wasRunning, format } = kind;
       return { ...base, kind: 'libvirt', libvirt: { complete, version, xmlLength, wasRunning, format } };
@@ -77,10 +79,11 @@ export function inspect(path: string): InspectResult {
   }
 }
 
-function describeImage(fd: number, path: string): Partial<InspectResult> {
+function describeImage(fd: number, path: string, o: ChainOptions): Partial<InspectResult> {
   try {
     const meta = readImageMetadata(fd, '', { allowUncommitted: true, skipChecksums: true });
     const { header: h, entries } = meta;
+    if (o.base !== undefined && h.version !== VERSION_DELTA) refuseBaseOverride(path);
     const compressed = isChunked(h);
     // An incomplete compressed image's indexes may name chunks past its provisional device-state
     // offset: they are read (and checked) only once committed.
@@ -107,7 +110,7 @@ function describeImage(fd: number, path: string): Partial<InspectResult> {
       imageId: h.hashes?.imageId.toString('hex'),
       hashUnit: h.hashes?.unit,
       depth: h.hashes?.depth,
-      ...(h.version === VERSION_DELTA && h.committed ? describeChain(fd, path, meta) : {}),
+      ...(h.version === VERSION_DELTA && h.committed ? describeChain(fd, path, meta, o) : {}),
       deviceStateBytes: h.committed ? h.deviceStateLength : undefined,
       deviceStateCrc: h.committed ? checkedCrc(h.deviceStateCrc, hasDeviceStateCrc(h) ? deviceStateCrc(fd, h, '') : undefined) : undefined,
     };
@@ -118,10 +121,10 @@ function describeImage(fd: number, path: string): Partial<InspectResult> {
 }
 
 /** The layers of a delta and what each supplies, or why a restore would refuse the chain. */
-function describeChain(fd: number, path: string, meta: ReturnType<typeof readImageMetadata>): Pick<InspectResult, 'chain' | 'chainError'> {
+function describeChain(fd: number, path: string, meta: ReturnType<typeof readImageMetadata>, o: ChainOptions): Pick<InspectResult, 'chain' | 'chainError'> {
   let chain;
   try {
-    chain = openChain({ fd, name: path, meta });
+    chain = openChain({ fd, name: path, meta }, o);
   } catch (e) {
     if (!(e instanceof ImageFormatError)) throw e;
     return { chainError: { code: e.code, message: e.message } };

@@ -8,8 +8,9 @@
  * filesystem with room for the block's data, page size dividing the block) and no two of the
  * image and the targets are the same file. Each PATH target gets one of two ways:
  *
- * - fill in place, when it has nothing to lose: absent, empty, or the block's size with no
- *   data allocated (all holes, as QEMU leaves a RAM file it created). A QEMU that already maps
+ * - fill in place, when it provably has nothing to lose: absent, empty, or the block's size
+ *   with no data allocated (all holes, as QEMU leaves a RAM file it created: st_blocks 0 and
+ *   SEEK_DATA finding nothing, see holdsNothing). A QEMU that already maps
  *   it sees every byte. A failure puts it back: the filled range punched back to holes, an
  *   empty file truncated back to empty, a file the restore created unlinked.
  * - replace, when it holds data: filled through a new temporary file beside it (same
@@ -82,7 +83,8 @@ function planFdTarget(s: RamSource, e: BlockEntry, ids: FileId[]): TargetPlan {
 
 function planPathTarget(s: RamSource, e: BlockEntry, ids: FileId[], force: boolean): TargetPlan {
   const p = path.resolve(s.path!);
-  // Never block (and so never miss a signal) on a FIFO or device: only lstat, never open, here.
+  // Never block (and so never miss a signal) on a FIFO or device: lstat first, and open only a
+  // regular file (holdsNothingAt, refuseIfInUse), O_NONBLOCK.
   let st: fs.BigIntStats | undefined;
   try {
     st = fs.lstatSync(p, { bigint: true });
@@ -90,19 +92,21 @@ function planPathTarget(s: RamSource, e: BlockEntry, ids: FileId[], force: boole
     if (!isSystemError(err) || err.code !== 'ENOENT') throw withPath(err, p);
   }
   const dir = path.dirname(p);
+  let empty = true;
   if (st) {
     if (st.isSymbolicLink()) throw systemError('ELOOP', `RAM '${s.name}' path ${s.path} is a symlink; refusing to follow it`, { path: s.path });
     ids.push(idOfStats(st, s.path!));
     checkDistinct(ids);
     if (!st.isFile()) throw systemError('EINVAL', `RAM '${s.name}' path ${s.path} is not a regular file`, { path: s.path });
     if (st.size !== 0n && st.size !== BigInt(e.size)) throw systemError('EINVAL', `RAM '${s.name}' (${s.path}) has ${st.size} bytes; the image's block has ${e.size}`, { path: s.path });
+    empty = holdsNothingAt(p, st);
     if (st.nlink > 1n && !force) {
-      const what = holdsNothing(st)
+      const what = empty
         ? 'restoring fills it in place, so its other names get the restored block too'
         : 'it holds data, so the restore would put a new file under this name and leave the old content under the others';
       throw systemError('EMLINK', `RAM '${s.name}' path ${s.path} has ${st.nlink} hard links: ${what} (--force to allow)`, { path: s.path });
     }
-    if (!holdsNothing(st)) refuseIfInUse(p, s.name);
+    if (!empty) refuseIfInUse(p, s.name);
   }
   let dirSt: fs.Stats;
   try {
@@ -122,22 +126,52 @@ function planPathTarget(s: RamSource, e: BlockEntry, ids: FileId[], force: boole
     byWrite: !fsInfo.huge,
     path: p,
     existing: st && { dev: st.dev, ino: st.ino, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), size: st.size },
-    way: !st || holdsNothing(st) ? 'in-place' : 'replace',
+    way: empty ? 'in-place' : 'replace',
   };
 }
 
-/** Whether a restore would fill `p` in place: it is absent, empty or all holes (a regular file, not a symlink). */
+/** Whether a restore would fill `p` in place: it is absent, empty or provably all holes (a regular file, not a symlink). */
 export function fillsInPlace(p: string): boolean {
   const st = lstatIfExists(p);
-  return !st || (st.isFile() && holdsNothing(st));
+  return !st || (st.isFile() && holdsNothingAt(p, st));
 }
 
 /**
- * Nothing to lose: empty, or no block allocated (all holes). st_blocks, not SEEK_DATA: hugetlbfs
- * answers SEEK_DATA as if the whole file were data.
+ * Nothing to lose, provably, in the file open as `fd` with stats `st`: it is empty, or it has
+ * no block allocated and SEEK_DATA finds no data in it. st_blocks alone is a filesystem's word,
+ * and some give it for files full of data (a FUSE passthrough, ramfs: 0); SEEK_DATA alone is
+ * no proof either (ramfs and hugetlbfs answer as if the whole file were data). hugetlbfs is the
+ * one filesystem taken at st_blocks: the kernel counts each huge page it holds there, and no
+ * FUSE filesystem can pass for it (statfs gives FUSE's type).
  */
-function holdsNothing(st: fs.BigIntStats): boolean {
-  return st.size === 0n || st.blocks === 0n;
+export function holdsNothing(fd: number, st: fs.BigIntStats): boolean {
+  if (st.size === 0n) return true;
+  if (st.blocks !== 0n) return false;
+  if (filesystemOf(`/proc/self/fd/${fd}`).huge) return true;
+  try {
+    return native.lseek(fd, 0, native.constants.SEEK_DATA) === -1; // ENXIO: no data at all
+  } catch {
+    return false; // a filesystem that cannot tell: not provably empty
+  }
+}
+
+/** holdsNothing for the file at `p` (lstat as `st`); a file that cannot be opened, or another file there now, is not empty. */
+function holdsNothingAt(p: string, st: fs.BigIntStats): boolean {
+  if (st.size === 0n) return true;
+  if (st.blocks !== 0n) return false;
+  let fd: number;
+  try {
+    // O_NONBLOCK: never block on a FIFO put in its place since the lstat.
+    fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  try {
+    const now = fs.fstatSync(fd, { bigint: true });
+    return now.isFile() && now.dev === st.dev && now.ino === st.ino && holdsNothing(fd, now);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** A target that would be replaced must not be open or mapped by anyone: they would keep the old memory. */
@@ -279,7 +313,7 @@ function openInPlace(t: TargetPlan): StagedTarget {
     throw isSystemError(e) && (e.code === 'ENOENT' || e.code === 'ELOOP') ? changed() : withPath(e, t.path!);
   }
   const st = fs.fstatSync(fd, { bigint: true });
-  if (st.dev !== t.existing.dev || st.ino !== t.existing.ino || !st.isFile() || st.size !== t.existing.size || !(st.size === 0n || st.blocks === 0n)) {
+  if (st.dev !== t.existing.dev || st.ino !== t.existing.ino || !st.isFile() || st.size !== t.existing.size || !holdsNothing(fd, st)) {
     fs.closeSync(fd);
     throw changed();
   }

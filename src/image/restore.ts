@@ -16,6 +16,7 @@ import { BlockEntry, CHUNK_ZERO, FLAG_COMPRESSED, hasChecksums, ImageFormatError
 import { hex } from '../util/numbers';
 import { openChain, resolveChain } from './chain';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './exec/planner';
+import { afterPendingSignals } from '../util/event-loop';
 import { runPool, warmPool } from './exec/pool';
 import { readChecksums, readImageMetadata } from './io/read-image';
 import { native } from '../native';
@@ -27,6 +28,8 @@ import { WorkerTask } from './exec/worker-types';
 export interface RestoreOptions extends ImageCopyOptions {
   /** Allow hard-linked RAM targets (restoring changes the file under every name). */
   force?: boolean;
+  /** A delta: its base at this path, instead of the path the delta records (a moved chain). */
+  base?: string;
   /** Skip checking chunk CRCs and the device state's CRC (default: check). */
   noVerify?: boolean;
   /** Called once every check passed and the targets are open, before the first byte is filled. */
@@ -71,7 +74,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   matchNames(entries.map((e) => e.name), o.ram);
   // A delta: every base, opened by the path it records and checked to be the image it was
   // saved against, before anything is written (closed when the restore ends).
-  const chain = onPath(name, () => openChain({ fd: o.imageFd, name, meta }));
+  const chain = onPath(name, () => openChain({ fd: o.imageFd, name, meta }, { base: o.base }));
   try {
     return await restoreChain();
   } finally {
@@ -145,6 +148,10 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
           },
         });
         if (bad) throw new ImageFormatError(bad.code, `${name}: corrupted: ${bad.text}; ${unchangedNote(staged)}`);
+        // An interrupt is honoured up to the commit: a signal that came while the last jobs
+        // ended is handled now, and nothing from this check to the last rename yields.
+        await afterPendingSignals();
+        if (o.signal?.aborted) throw systemError('ECANCELED', 'interrupted');
         commit(staged);
         committed = true;
         o.onRamFilled?.();

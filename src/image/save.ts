@@ -32,7 +32,6 @@ import {
   HASH_BYTES,
   HASH_KEY_BYTES,
   hashCountOf,
-  MAX_DEPTH,
   MAX_HASH_UNITS,
   encodeChecksums,
   encodeHeader,
@@ -49,12 +48,13 @@ import {
   planLayout,
 } from './format';
 import { chunksOf, DEFAULT_JOB_SIZE, planJobs, rangeJob } from './exec/planner';
+import { afterPendingSignals } from '../util/event-loop';
 import { runPool, warmPool } from './exec/pool';
 import { checkUniqueNames, OpenRam, openRamForSave } from './ram-files';
 import { checkDistinct, idOfFd } from './identity';
 import { WorkerTask } from './exec/worker-types';
-import { readHashTables, readImageMetadata, zeroCrcs } from './io/read-image';
-import { Chain, describeBlocks, directoryOf, openChain, refuseLayer, sameBlocks } from './chain';
+import { readHashTables, zeroCrcs } from './io/read-image';
+import { Chain, checkBaseUnchanged, describeBlocks, directoryOf, openBaseChain, refuseLayer, sameBlocks } from './chain';
 
 export interface SaveOptions extends ImageCopyOptions {
   /** Checksum granularity (default 8 MiB). */
@@ -84,11 +84,12 @@ export interface SaveOptions extends ImageCopyOptions {
   staged?: { replaces?: { dev: bigint; ino: bigint } };
   /**
    * Writes a delta (format version 3) of this committed image: only the hash units whose
-   * keyed hash differs from the base's are stored. `reference` is the path the delta records
-   * (relative to the delta's directory, or absolute); `fd` is the base, open for reading.
+   * keyed hash differs from the base's are stored. `reference` is the path the delta records,
+   * relative to the delta's directory (an absolute one is refused: rule H25); `fd` is the base,
+   * open for reading, which must still be the file `reference` names when the delta commits.
    */
   base?: { fd: number; name: string; reference: string };
-  /** Content hash unit of a full image (default 256 KiB, raised to the page size and to keep 2^21 units at most). */
+  /** Content hash unit of a full image (default DEFAULT_HASH_UNIT, 64 KiB, raised to the page size and to keep MAX_HASH_UNITS units at most). */
   hashUnit?: number;
   /**
    * Called once every check passed, before the image is written and the first byte of RAM is
@@ -247,8 +248,13 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       o.signal?.removeEventListener('abort', onAbort);
       progress.finish();
     }
-    if (first !== undefined && o.signal?.aborted && o.staged) throw systemError('ECANCELED', `save interrupted; ${name} is left as it was`, { path: name });
-    if (first !== undefined) throw explainCopyError(o.signal?.aborted ? systemError('ECANCELED', 'interrupted') : first, name, rams, 'save');
+    // An interrupt that came while the last jobs ran stops the save as one that came earlier.
+    const interrupted = () => {
+      if (o.staged) return stagedSaveInterrupted(name);
+      return explainCopyError(systemError('ECANCELED', 'interrupted'), name, rams, 'save');
+    };
+    if (o.signal?.aborted) throw interrupted();
+    if (first !== undefined) throw explainCopyError(first, name, rams, 'save');
 
     if (o.checkDeviceState ?? true) checkQemuStream(o.imageFd, header.deviceStateOffset, deviceStateBytes, name);
     header.deviceStateLength = deviceStateBytes;
@@ -265,6 +271,12 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     header.tableCrc = native.crc32c(table);
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
     onPath(name, () => native.fdatasync(o.imageFd));
+    // A save of the base may have replaced it meanwhile: the delta would then never restore.
+    if (delta) checkBaseUnchanged({ fd: o.imageFd, name }, o.base!, delta.reference);
+    // The committed header is the commit of an image written in place (--fd): a signal that came
+    // during the writes above is handled now, and nothing from the check to it yields.
+    await afterPendingSignals();
+    if (o.signal?.aborted) throw interrupted();
     header.committed = true;
     // The CRC of the stream as it arrived: a reader checks the stored bytes against it before
     // QEMU gets them.
@@ -285,6 +297,11 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
   }
 }
 
+/** An interrupted save into a temporary (SaveOptions.staged): the image it was to replace is untouched. */
+export function stagedSaveInterrupted(name: string): Error {
+  return systemError('ECANCELED', `save interrupted; ${name} is left as it was`, { path: name });
+}
+
 /**
  * Opens `basePath` as the base of a delta written to `imageFd` (named `imageName`): the path
  * the delta records is relative to the delta's directory, so a directory of images can be
@@ -301,29 +318,26 @@ export function openBase(basePath: string, imageName: string, imageFd: number): 
 }
 
 /**
- * The plan of a delta: the base (committed, with content hashes, not too deep) and its whole
- * chain are valid and unchanged, its blocks are the RAM's, and its hash tables are read (the
- * format bounds them: 64 MiB).
+ * The plan of a delta: the base and its whole chain can be read as the delta's chain
+ * (openBaseChain), its blocks are the RAM's, and its hash tables are read (the format bounds
+ * them: 64 MiB).
  */
 function planDelta(base: NonNullable<SaveOptions['base']>, rams: OpenRam[], pageSize: number) {
-  const meta = readImageMetadata(base.fd, base.name, { skipChecksums: true });
-  const h = meta.header;
-  if (!h.hashes) throw new ImageFormatError('EIMG_BASE', `${base.name} has no content hashes (saved by an older iohelper): save a full image first and deltas against that one`);
-  const depth = h.hashes.depth + 1;
-  if (depth > MAX_DEPTH) throw new ImageFormatError('EIMG_BASE', `${base.name} is already ${h.hashes.depth} deltas deep; a chain holds at most ${MAX_DEPTH}: flatten it first (iohelper convert --flatten ${base.name} FULL) and save against the full image`);
-  const chain = openChain({ fd: base.fd, name: base.name, meta });
+  const chain = openBaseChain(base.fd, base.name);
   try {
+    const { meta } = chain.layers[0];
+    const h = meta.header;
     const ram = rams.map((r) => ({ name: r.name, size: r.size, pageSize: Math.max(r.pageSize, pageSize) }));
     if (!sameBlocks(ram, meta.entries)) {
       throw systemError('EINVAL', `the RAM blocks are not those of the base ${base.name}: it has ${describeBlocks(meta.entries)}; given ${describeBlocks(ram)} (a delta is saved from the same VM, with --ram in the base's order)`, { path: base.name });
     }
     return {
       chain,
-      depth,
-      unit: h.hashes.unit,
-      key: h.hashes.key,
+      depth: h.hashes!.depth + 1,
+      unit: h.hashes!.unit,
+      key: h.hashes!.key,
       hashes: readHashTables(base.fd, base.name, h, meta.entries),
-      reference: { imageId: h.hashes.imageId, imageSize: meta.fileSize, headerCrc: meta.headerCrc, path: base.reference },
+      reference: { imageId: h.hashes!.imageId, imageSize: meta.fileSize, headerCrc: meta.headerCrc, path: base.reference },
     };
   } catch (e) {
     chain.close();

@@ -23,7 +23,7 @@ export const DEFAULT_LIBVIRT_HELPER = '/usr/lib/libvirt/libvirt_iohelper';
 /** The first lines of every wrapper we write: how status and uninstall recognise ours. */
 const MARKER = '# iohelper libvirt-install wrapper';
 
-export type KeepMethod = 'dpkg-divert' | 'side-copy';
+type KeepMethod = 'dpkg-divert' | 'side-copy';
 
 export interface HelperStatus {
   target: string;

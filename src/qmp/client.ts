@@ -43,6 +43,12 @@ interface Pending {
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 /**
+ * The longest a command with fds may wait for room in the socket: sendmsg runs on the JS thread
+ * (Node's socket cannot attach fds), so a peer that stops reading would stall every timer and
+ * signal handler of the process for as long as this.
+ */
+const SEND_TIMEOUT_MS = 5_000;
+/**
  * The longest QMP line we hold while waiting for its newline. QEMU's largest replies
  * (query-qmp-schema) are a few hundred KiB; a peer that never sends a newline must not grow
  * our memory without bound.
@@ -124,10 +130,17 @@ export class QmpClient extends EventEmitter {
     if (this.closeReason !== undefined) throw new Error(`QMP ${command}: ${this.closeReason}`);
     while (this.socket.writableLength > 0) await new Promise((resolve) => this.socket.once('drain', resolve));
     const id = `iohelper-${this.nextId++}`;
-    const reply = this.expectReply(id, command, opts.timeoutMs ?? this.defaultTimeoutMs);
+    const timeoutMs = opts.timeoutMs ?? this.defaultTimeoutMs;
+    const reply = this.expectReply(id, command, timeoutMs);
     const socketFd = (this.socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (typeof socketFd !== 'number' || socketFd < 0) throw new Error(`QMP ${command}: cannot pass fds: no socket fd`);
-    native.sendWithFds(socketFd, Buffer.from(JSON.stringify({ execute: command, arguments: args, id }) + '\n'), fds);
+    try {
+      native.sendWithFds(socketFd, Buffer.from(JSON.stringify({ execute: command, arguments: args, id }) + '\n'), fds, Math.min(timeoutMs, SEND_TIMEOUT_MS));
+    } catch (e) {
+      clearTimeout(this.pending.get(id)?.timer);
+      this.pending.delete(id);
+      throw e;
+    }
     return reply;
   }
 

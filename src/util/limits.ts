@@ -54,8 +54,3 @@ export function checkBound(value: unknown, what: string, b: Bound): number {
 export function checkInteger(value: unknown, what: string, min: number, max: number): number {
   return checkBound(value, what, { min, max });
 }
-
-/** checkInteger for an optional option: undefined gives `fallback`. */
-export function optionalInteger(value: unknown, what: string, min: number, max: number, fallback: number): number {
-  return value === undefined ? fallback : checkInteger(value, what, min, max);
-}

@@ -14,7 +14,7 @@ import { Progress, ProgressListener } from '../progress';
 import { QmpClient, waitForMigration } from '../qmp/client';
 import { ourHelper } from './stream-migration';
 
-export interface RamBlockFile {
+interface RamBlockFile {
   /** Block name in the image (we use the memory backend's id). */
   name: string;
   path: string;
@@ -30,7 +30,7 @@ export interface ImageMigrationOptions {
   timeoutMs?: number;
 }
 
-export interface HelperRun {
+interface HelperRun {
   proc: ChildProcess;
   done: Promise<void>;
 }

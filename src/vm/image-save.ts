@@ -7,7 +7,8 @@
  */
 import * as fs from 'node:fs';
 import { createReplacement } from '../fs/atomic-file';
-import { openBase, save, SaveOptions, SaveResult } from '../image/save';
+import { openBase, save, SaveOptions, SaveResult, stagedSaveInterrupted } from '../image/save';
+import { afterPendingSignals } from '../util/event-loop';
 import { native } from '../native';
 import { QmpClient, waitForMigration } from '../qmp/client';
 import { enableIgnoreShared, ImageMigrationOptions } from './image-migration';
@@ -93,6 +94,10 @@ export async function saveVmToImage(qmp: QmpClient, o: ImageSaveOptions): Promis
     });
     if (result) await migration;
     if (cause) throw cause.e;
+    // The rename is the commit: an interrupt before it (one that came during the last writes
+    // is handled now) leaves the old image; nothing between this check and the rename yields.
+    await afterPendingSignals();
+    if (o.signal?.aborted) throw stagedSaveInterrupted(o.image);
     out.commit();
     return result!;
   } catch (e) {

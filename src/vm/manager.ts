@@ -17,7 +17,7 @@ import { QmpClient, waitForMigration } from '../qmp/client';
 import { checkDeviceState, copyDeviceState } from '../image/io/device-state';
 import { ImageMetadata, readImageMetadata } from '../image/io/read-image';
 import { BlockEntry, hasChecksums, ImageFormatError, VERSION_COMPRESSED, VERSION_DELTA } from '../image/format';
-import { refuseChainTarget } from '../image/chain';
+import { checkDeltaPlan } from '../image/chain';
 import { fillsInPlace } from '../image/restore-targets';
 import { lstatIfExists } from '../fs/lstat';
 import { planPrefetch, PrefetchPlan, PrefetchReport, runPrefetch } from './lazy/prefetch';
@@ -56,7 +56,7 @@ export interface SaveVmOptions {
 export async function saveVm(qmp: QmpClient, o: SaveVmOptions): Promise<{ blocks: Array<{ name: string; path: string; size: number }> }> {
   const blocks = sharedRamFiles(await listMemoryBackends(qmp));
   await refuseRamAsImage(qmp, o.image);
-  if (o.base !== undefined) refuseChainTarget(o.image, o.base);
+  if (o.base !== undefined) checkDeltaPlan(o.image, o.base);
   await keepingRunStateOnFailure(qmp, (pause) =>
     saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress, compressLevel: o.compressLevel, base: o.base, signal: o.signal, onPlanned: pause }),
   );

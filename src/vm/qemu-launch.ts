@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { QmpClient } from '../qmp/client';
 import { withIncomingDefer } from './qemu-args';
 
-export const QEMU = 'qemu-system-x86_64';
+const QEMU = 'qemu-system-x86_64';
 const MIN_QEMU_MAJOR = 10;
 const MiB = 1024 * 1024;
 const STOP_GRACE_MS = 5000;
@@ -35,7 +35,7 @@ function checkQemu(): { ok: boolean; why?: string } {
 }
 
 /** KVM when /dev/kvm is usable by this process, else TCG. */
-export function accelArgs(): string[] {
+function accelArgs(): string[] {
   try {
     fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
     return ['-accel', 'kvm'];

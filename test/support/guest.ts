@@ -6,7 +6,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { describeQemu, requireQemu } from './qemu';
+import { describeQemu } from './qemu';
+import { requireOrSkip } from './require-or-skip';
 
 export const GUEST = path.join(__dirname, '..', '..', '.cache', 'guest');
 const haveGuest = fs.existsSync(path.join(GUEST, 'vmlinuz')) && fs.existsSync(path.join(GUEST, 'initrd.gz'));
@@ -53,12 +54,4 @@ async function waitForSerial<T>(serial: string, what: string, timeoutMs: number,
 }
 
 /** describeQemu that also needs the test guest: a failure under REQUIRE_QEMU=1, else skipped saying why. */
-export const describeGuest = haveGuest
-  ? describeQemu
-  : (name: string, fn: () => void) => {
-      if (requireQemu) describe(name, () => test('needs the test guest', () => { throw new Error('run scripts/build-test-guest.sh first (.ci/run does)'); }));
-      else {
-        console.warn(`Skipping "${name}": no test guest in ${GUEST}; run scripts/build-test-guest.sh`);
-        describe.skip(name, fn);
-      }
-    };
+export const describeGuest = haveGuest ? describeQemu : requireOrSkip(`no test guest in ${GUEST}: run scripts/build-test-guest.sh (.ci/run does)`);

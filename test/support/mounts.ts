@@ -3,6 +3,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { requireOrSkip } from './require-or-skip';
 
 export const isRoot = process.getuid?.() === 0;
 
@@ -23,11 +24,42 @@ export function mountFs(type: 'tmpfs' | 'ramfs', options?: string): Mount {
   };
 }
 
-/** describe() when root, else a skipped describe that says why (CI runs as root). */
+/** describe() when root, else skipped saying why, or failing under REQUIRE_QEMU=1 (CI runs as root). */
 export function describeAsRoot(name: string, fn: () => void): void {
-  if (isRoot) describe(name, fn);
-  else {
-    if (process.env.CI) throw new Error(`${name}: needs root to mount test filesystems, and CI must not skip it`);
-    describe.skip(`${name} (skipped: needs root to mount test filesystems)`, fn);
-  }
+  requireOrSkip(isRoot ? undefined : 'needs root to mount test filesystems')(name, fn);
+}
+
+export interface FreezableMount extends Mount {
+  /** fsfreeze -f: every write to the filesystem blocks (in the kernel, uninterruptibly) until thaw(). */
+  freeze(): void;
+  thaw(): void;
+}
+
+/** A small ext4 on a loop device, its backing file in /dev/shm (root only): a filesystem a test can freeze. */
+export function mountLoopExt4(sizeBytes: number): FreezableMount {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iohelper-ext4-'));
+  const backing = `/dev/shm/iohelper-ext4-${process.pid}-${path.basename(dir)}`;
+  fs.writeFileSync(backing, '');
+  fs.truncateSync(backing, sizeBytes);
+  execFileSync('mkfs.ext4', ['-q', '-F', backing]);
+  execFileSync('mount', ['-o', 'loop', backing, dir]);
+  let frozen = false;
+  const thaw = () => {
+    if (frozen) execFileSync('fsfreeze', ['-u', dir]);
+    frozen = false;
+  };
+  return {
+    dir,
+    freeze() {
+      execFileSync('fsfreeze', ['-f', dir]);
+      frozen = true;
+    },
+    thaw,
+    unmount() {
+      thaw();
+      execFileSync('umount', [dir]);
+      fs.rmdirSync(dir);
+      fs.rmSync(backing, { force: true });
+    },
+  };
 }

@@ -1,7 +1,10 @@
 /**
  * The worker pool: Piscina threads that each run one copy job at a time through the addon.
- * Stops handing out jobs at the first failure or abort, waits for the jobs in flight, then
- * reports the first error.
+ * The first failure, the first chunk that fails its check, or an abort stops the copy: no job
+ * is handed out after it, and the jobs in flight are cancelled through a word they all share
+ * (the addon checks it once per chunk or I/O, native/copy_job.h), so they end within a block
+ * instead of running out their ranges. The pool still waits for them (their native calls use
+ * fds the caller closes only after this returns), then reports the first error.
  *
  * A copy of at most INLINE_BYTES runs on the calling thread instead: starting threads (a V8
  * isolate each, then the worker module and the addon) costs more than such a copy, and Piscina
@@ -63,35 +66,67 @@ export function warmPool(threads: number, ramBytes: number): void {
 
 const bytesOf = (tasks: WorkerTask[]) => tasks.reduce((sum, t) => sum + t.job.length, 0);
 
+/** Gives every copy job of one run the run's cancel word (prefetch reads have none). */
+function withCancel(task: WorkerTask, cancel: Int32Array): WorkerTask {
+  return task.op === 'prefetch' ? task : ({ ...task, job: { ...task.job, cancel } } as WorkerTask);
+}
+
+/**
+ * Runs the tasks, at most `threads` at a time. Rejects with the first job's error (ECANCELED
+ * "interrupted" after an abort). A result with a bad chunk (badChunk >= 0) is passed to
+ * onResult and stops the run like an error; the run then resolves, and the results of the
+ * jobs it stopped are missing: the caller reports the bad chunk.
+ */
 export async function runPool(o: PoolRun): Promise<WorkerResult[]> {
-  if (o.inline !== false && bytesOf(o.tasks) <= INLINE_BYTES) return runInline(o);
+  const cancel = new Int32Array(new SharedArrayBuffer(4));
+  const tasks = o.tasks.map((t) => withCancel(t, cancel));
+  if (o.inline !== false && bytesOf(tasks) <= INLINE_BYTES) return runInline({ ...o, tasks });
   const pool = poolFor(o.threads);
-  const results: WorkerResult[] = new Array(o.tasks.length);
+  const results: WorkerResult[] = new Array(tasks.length);
   let next = 0;
   let failure: Error | undefined;
+  let stopped = false;
+  const stop = () => {
+    stopped = true;
+    Atomics.store(cancel, 0, 1);
+  };
+  const onAbort = () => stop();
+  o.signal?.addEventListener('abort', onAbort);
   const lane = async () => {
-    while (!failure && next < o.tasks.length) {
+    while (!stopped && next < tasks.length) {
       if (o.signal?.aborted) {
-        failure = systemError('ECANCELED', 'interrupted');
+        stop();
         break;
       }
       const i = next++;
       let r: WorkerResult;
       try {
-        r = (await pool.run(o.tasks[i])) as WorkerResult;
+        r = (await pool.run(tasks[i])) as WorkerResult;
       } catch (e) {
-        // A worker that died: stop handing out jobs, but let the other lanes finish theirs
-        // (their native calls use fds the caller closes only after this returns).
-        failure ??= e instanceof Error ? e : new Error(String(e));
+        // A worker that died: the others are cancelled, and waited for.
+        if (!stopped) failure = e instanceof Error ? e : new Error(String(e));
+        stop();
         break;
       }
       results[i] = r;
-      if (r.error) failure ??= toError(r.error);
-      else o.onResult?.(i, r);
+      if (r.error) {
+        // The first failure wins: what a job reports once the run was stopped (ECANCELED, or
+        // an error of its own while it was being cancelled) comes after it.
+        if (!stopped) failure = toError(r.error);
+        stop();
+      } else {
+        o.onResult?.(i, r);
+        if (r.badChunk >= 0) stop();
+      }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(o.threads, o.tasks.length) }, lane));
+  try {
+    await Promise.all(Array.from({ length: Math.min(o.threads, tasks.length) }, lane));
+  } finally {
+    o.signal?.removeEventListener('abort', onAbort);
+  }
   if (failure) throw failure;
+  if (o.signal?.aborted) throw systemError('ECANCELED', 'interrupted');
   return results;
 }
 
@@ -110,7 +145,9 @@ async function runInline(o: PoolRun): Promise<WorkerResult[]> {
     results.push(r);
     if (r.error) throw toError(r.error);
     o.onResult?.(i, r);
+    if (r.badChunk >= 0) break;
     await new Promise((resolve) => setImmediate(resolve)); // let signals and progress through
   }
+  if (o.signal?.aborted) throw systemError('ECANCELED', 'interrupted');
   return results;
 }

@@ -43,11 +43,11 @@ export const HASH_KEY_BYTES = 16;
 /**
  * Hash unit of new images, measured on the real profile (bench/RESULTS.md, "hash unit for
  * incremental saves"): after a 5 % scattered rewrite the changed units hold 1.50x the rewritten
- * bytes at 64 KiB, 2.47x at 256 KiB; the table is 32 bytes per unit (2 MiB for 4 GiB).
+ * bytes at 64 KiB, 2.47x at 256 KiB; the table is HASH_BYTES (16) per unit (1 MiB for 4 GiB).
  */
 export const DEFAULT_HASH_UNIT = 64 << 10;
 export const MAX_HASH_UNIT = HASH_UNIT.max;
-/** Hash units in all blocks: a reader holds the tables in memory (64 MiB). */
+/** Hash units in all blocks: a reader holds the tables in memory (2^21 x HASH_BYTES = 32 MiB). */
 export const MAX_HASH_UNITS = 2 ** 21;
 /** Layers of a chain below a delta: depth 1 .. MAX_DEPTH. */
 export const MAX_DEPTH = 16;

@@ -158,6 +158,10 @@ function decodeBaseReference(b: Buffer, pathLength: number): BaseReference {
   } catch {
     return fail('EIMG_NAME', 'base path is not valid UTF-8');
   }
+  // Writers record a path relative to the delta's directory: an absolute one is a crafted header
+  // that would make a reader (often root) open any file. '..' stays legal: a base in a sibling
+  // directory is a real layout.
+  if (path.startsWith('/')) fail('EIMG_BASE', `base path ${JSON.stringify(path)} is absolute; a delta records its base relative to its own directory`);
   return { imageId: Buffer.from(b.subarray(BASE_ID_AT, BASE_ID_AT + 16)), imageSize: u64(b, BASE_SIZE_AT, 'baseImageSize'), headerCrc: b.readUInt32LE(BASE_CRC_AT), path };
 }
 

@@ -1,6 +1,6 @@
 /** Per-block tables in the metadata area: checksum tables (version 1) and chunk indexes (versions 2 and 3). */
 import { alignUp, hex } from '../../util/numbers';
-import { BlockEntry, CHUNK_BASE, CHUNK_RAW, CHUNK_ZERO, fail, FLAG_COMPRESSED, ImageHeader, INDEX_ENTRY, META_ALIGN, u64, VERSION_DELTA, view } from './common';
+import { BlockEntry, CHUNK_BASE, CHUNK_RAW, CHUNK_ZERO, CHUNK_ZSTD, fail, FLAG_COMPRESSED, ImageHeader, INDEX_ENTRY, META_ALIGN, u64, VERSION_DELTA, view } from './common';
 
 export function padToPages(bytes: Uint8Array): Buffer {
   const b = Buffer.alloc(alignUp(bytes.length, META_ALIGN));
@@ -23,7 +23,7 @@ export function decodeChecksums(bytes: Uint8Array, count: number): Uint32Array {
 }
 
 /**
- * Checks one block's chunk index (version 2, rules I1–I5) and returns its bytes (24 per chunk),
+ * Checks one block's chunk index (versions 2 and 3, rules I1–I5) and returns its bytes (24 per chunk),
  * as the addon reads them. `zeroCrc(n)` is the CRC-32C of n zero bytes.
  */
 export function decodeChunkIndex(bytes: Uint8Array, e: BlockEntry, h: ImageHeader, zeroCrc: (n: number) => number): Buffer {
@@ -38,7 +38,7 @@ export function decodeChunkIndex(bytes: Uint8Array, e: BlockEntry, h: ImageHeade
     const stored = b.readUInt32LE(at + 8);
     const kind = b.readUInt32LE(at + 16);
     const delta = h.version === VERSION_DELTA;
-    const kinds = delta ? (h.flags & FLAG_COMPRESSED ? [0, 1, 2, 3] : [0, 1, 3]) : [0, 1, 2];
+    const kinds = delta ? (h.flags & FLAG_COMPRESSED ? [CHUNK_ZERO, CHUNK_RAW, CHUNK_ZSTD, CHUNK_BASE] : [CHUNK_ZERO, CHUNK_RAW, CHUNK_BASE]) : [CHUNK_ZERO, CHUNK_RAW, CHUNK_ZSTD];
     if (!kinds.includes(kind) || b.readUInt32LE(at + 20) !== 0) fail('EIMG_RESERVED', `${where}: kind ${kind} is not ${kinds.join(', ')}, or reserved bytes are not zero`);
     if (kind === CHUNK_BASE) {
       if (offset !== 0 || stored !== 0) fail('EIMG_BOUNDS', `${where}: a base chunk with offset ${offset} and ${stored} stored bytes`);

@@ -30,7 +30,7 @@ export function zeroCrcs(): (n: number) => number {
 }
 
 /**
- * The chunk indexes of a compressed (version 2) image, each checked (FORMAT.md I1–I6); bounded
+ * The chunk indexes of a chunked image (version 2, compressed, or 3, a delta), each checked (FORMAT.md I1–I6); bounded
  * by the format (2^21 entries of 24 bytes in all).
  */
 export function readChunkIndexes(fd: number, name: string, header: ImageHeader, entries: BlockEntry[]): Buffer[] {

@@ -7,8 +7,8 @@
 import { native } from '../../native';
 import { BlockEntry, ImageHeader } from '../../image/format';
 
-export const WS_MAGIC = 'IOHWS001';
-export const WS_VERSION = 1;
+const WS_MAGIC = 'IOHWS001';
+const WS_VERSION = 1;
 const WS_HEADER = 48;
 const WS_RANGE = 16;
 /** A reader holds the ranges in memory: 2^20 of them (16 MiB). */
