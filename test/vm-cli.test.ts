@@ -63,6 +63,23 @@ describeQemu('iohelper vm CLI', () => {
     expect(states[2]).toEqual(['completed', 'running']);
   });
 
+  test('vm save and vm restore --progress: JSON lines on stderr, the last one done with every byte', async () => {
+    const vm = await startQemu({ ram: [{ id: 'ram0', path: ram, size: 128 * M }] });
+    const image = path.join(dir, 'progress.img');
+    const saved = await runHelper(['vm', 'save', '--qmp', vm.release(), '--out', image, '--progress'], ['ignore', 'pipe']);
+    await vm.stop();
+    const restoredRam = shmPath('vmcli-progress');
+    const restored = await runHelper(['vm', 'restore', '--image', image, '--log-dir', dir, '--progress', '--', ...machineArgs([{ id: 'ram0', path: restoredRam, size: 128 * M }])], ['ignore', 'pipe']);
+    pids.push(...started(restored.stdout.toString()).map((a) => a.pid));
+    fs.rmSync(restoredRam, { force: true });
+    for (const r of [saved, restored]) {
+      expect(r.code).toBe(0);
+      const lines = r.stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { bytes: number; total: number; done: boolean });
+      expect(lines[lines.length - 1]).toMatchObject({ done: true, total: expect.any(Number) });
+      expect(lines[lines.length - 1].bytes).toBeGreaterThanOrEqual(128 * M);
+    }
+  });
+
   test('clone with QEMU arguments whose backend ids do not match the image: clear error', async () => {
     const image = path.join(dir, 'vm.img');
     const r = await runHelper(['vm', 'clone', '--image', image, '--count', '1', '--', ...machineArgs([{ id: 'other', path: '/x', size: 128 * M }])], ['ignore', 'pipe']);

@@ -12,11 +12,27 @@ import { cloneVm, restoreVm, saveVm } from '../src/vm/manager';
 import { saveThroughHelper } from '../src/vm/stream-migration';
 import { QemuInstance } from '../src/vm/qemu-launch';
 import { Progress } from '../src/progress';
-import { expectGuestSees } from './support/guest-view';
+import { expectGuestSees, hmpWords } from './support/guest-view';
+import { inspect } from '../src/image/inspect';
 import { createRamFile, describeQemu, filesEqual, fillPattern, machineArgs, sha256File, shmPath, startQemu } from './support/qemu';
 
 const M = 1024 * 1024;
 const SIZE = 256 * M;
+
+/** Sockets among the fds of process `pid` (0 once it is gone). */
+function socketsOf(pid: number): number {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).filter((f) => {
+      try {
+        return fs.readlinkSync(`/proc/${pid}/fd/${f}`).startsWith('socket:');
+      } catch {
+        return false;
+      }
+    }).length;
+  } catch {
+    return 0;
+  }
+}
 
 describeQemu('VM manager: save, restore, clone', () => {
   let dir: string;
@@ -109,6 +125,54 @@ describeQemu('VM manager: save, restore, clone', () => {
     fs.rmSync(ram, { force: true });
   });
 
+  test("a lazy restore or clone QEMU cannot load fails with QEMU's exit status and its own reason", async () => {
+    // Saved from q35; an i440fx machine has other devices, so QEMU refuses the device state and exits.
+    const args = machineArgs([{ id: 'ram0', path: '/nonexistent/replaced-by-clone', size: SIZE }]).map((a) => a.replace(/^q35,/, 'pc,'));
+    for (const start of [() => restoreVm({ image, lazy: true, qemuArgs: args }).then((v) => [v]), () => cloneVm({ image, qemuArgs: args, count: 2 })]) {
+      const err = await start().then((vms) => void running.push(...vms), (e: Error) => e);
+      expect(err).toMatchObject({ code: 'EQEMU_EXITED', message: expect.stringMatching(/^QEMU \(pid \d+\) exited with status 1; QEMU said: .*(section|load|migrat)/i) });
+    }
+  });
+
+  test('a QEMU killed (-9) during an eager restore stops the fill at once and is reported with its signal; the RAM file it created is removed', async () => {
+    const big = shmPath('mgr-kill-src');
+    const G = 1024 * M;
+    createRamFile(big, G);
+    fillPattern(big, 44, 0.1);
+    const bigImage = path.join(dir, 'kill.img');
+    const src = await startQemu({ ram: [{ id: 'ram0', path: big, size: G }] });
+    try {
+      await saveVm(src.qmp, { image: bigImage });
+    } finally {
+      await src.stop();
+      fs.rmSync(big, { force: true });
+    }
+    const ram = shmPath('mgr-kill-dst');
+    const progress: Progress[] = [];
+    const restoring = restoreVm({ image: bigImage, jobs: 1, qemuArgs: machineArgs([{ id: 'ram0', path: ram, size: G }]), onProgress: (p) => progress.push(p) }).then(
+      (vm) => void running.push(vm),
+      (e: Error) => e,
+    );
+    // QEMU starts beside the fill (the RAM file is fresh); it is killed once our QMP client is
+    // connecting to it (its third socket: the QMP listener, its connection, and one of its own).
+    const pid = await (async () => {
+      for (const deadline = Date.now() + 60000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 5))) {
+        const found = spawnSync('pgrep', ['-f', '--', ram], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean).map(Number);
+        for (const p of found) if (socketsOf(p) >= 3) return p;
+      }
+      throw new Error('no QEMU of the restore connected within 60 s');
+    })();
+    process.kill(pid, 'SIGKILL');
+    const err = await restoring;
+    // Killed while starting or after: the same error, with the signal.
+    expect(err).toMatchObject({ code: 'EQEMU_EXITED', signal: 'SIGKILL', message: expect.stringMatching(new RegExp(`QEMU \\(pid ${pid}\\) exited with signal SIGKILL`)) });
+    // The fill stopped when QEMU died: its last report is short of the RAM's size.
+    expect(progress[progress.length - 1]).toMatchObject({ done: true });
+    expect(progress[progress.length - 1].bytes).toBeLessThan(G);
+    expect(fs.existsSync(ram)).toBe(false);
+    fs.rmSync(bigImage, { force: true });
+  });
+
   test('a failed restore removes the RAM files it created, also when QEMU started after the helper plan', async () => {
     // Two blocks: one RAM file empty (QEMU starts after the helper's plan), one absent.
     const src = [shmPath('mgr-two-0'), shmPath('mgr-two-1')];
@@ -159,12 +223,13 @@ describeQemu('VM manager: save, restore, clone', () => {
     const blocker = ['-drive', 'if=none,id=nv0,file=null-co://,format=raw', '-device', 'nvme,drive=nv0,serial=blocker'];
     const vm = await startQemu({ ram: [{ id: 'ram0', path: ram, size: 64 * M }], extraArgs: blocker });
     running.push(vm);
-    const helpers = () => spawnSync('pgrep', ['-f', '--', `save --fd 3 --name ${keep}`], { encoding: 'utf8' }).stdout.trim();
+    // Processes naming the image: none, since the save runs in this process (pgrep, not through
+    // a shell, whose own command line would match).
+    const helpers = () => spawnSync('pgrep', ['-f', '--', keep], { encoding: 'utf8' }).stdout.trim();
     try {
       await expect(saveVm(vm.qmp, { image: keep })).rejects.toThrow(/non-migratable device/);
-      // pgrep (not through a shell, whose own command line would match): the helper has exited.
       expect(helpers()).toBe('');
-      // The helper has exited (above): nothing is left that could go on writing.
+      // save() has settled when saveVm rejects: nothing is left that could go on writing.
       expect(await sha256File(keep)).toBe(imageHash);
       expect(fs.readdirSync(dir).filter((f) => f.startsWith('.keep.img.iohelper-'))).toEqual([]);
     } finally {
@@ -222,6 +287,33 @@ describeQemu('VM manager: save, restore, clone', () => {
     }
     const left = spawnSync('pgrep', ['-f', '--', bad], { encoding: 'utf8' });
     expect({ status: left.status, pids: left.stdout.trim() }).toEqual({ status: 1, pids: '' });
+  });
+
+  test('a lazy restore or clone of an image with a flipped RAM byte is refused before the guest can read it; --no-verify trusts the image', async () => {
+    const bad = path.join(dir, 'bad-ram.img');
+    fs.copyFileSync(image, bad);
+    const { blocks } = inspect(bad);
+    const at = 64 * M + 4096 * 3 + 5; // guest-physical address = offset in ram0 (q35, < 2 GiB)
+    const fd = fs.openSync(bad, 'r+');
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, blocks![0].offset + at);
+    b[0] ^= 0x10;
+    fs.writeSync(fd, b, 0, 1, blocks![0].offset + at);
+    fs.closeSync(fd);
+    const args = machineArgs([{ id: 'ram0', path: '/nonexistent/replaced-by-clone', size: SIZE }]);
+    /** The byte the guest reads at `at` (HMP xp), through a QEMU that loaded; undefined when it was refused. */
+    const guestByte = async (vms: QemuInstance[]) => {
+      running.push(...vms);
+      return Buffer.from((await hmpWords(vms[0], at))[0], 'hex').readUInt8(7);
+    };
+    for (const start of [() => restoreVm({ image: bad, lazy: true, qemuArgs: args }).then((v) => [v]), () => cloneVm({ image: bad, qemuArgs: args, count: 2 })]) {
+      const err = await start().then(guestByte, (e: Error & { code?: string }) => e);
+      expect(err).toMatchObject({ code: 'EIMG_CHECKSUM', message: expect.stringMatching(/bad-ram\.img: corrupted: block 'ram0' chunk 8 \(bytes 67108864\.\.75497472\) has CRC-32C/) });
+    }
+    const left = spawnSync('pgrep', ['-f', '--', bad], { encoding: 'utf8' });
+    expect({ status: left.status, pids: left.stdout.trim() }).toEqual({ status: 1, pids: '' });
+    // Trusting the image is a choice the caller makes, and then the guest reads what the file holds.
+    expect(await guestByte([await restoreVm({ image: bad, lazy: true, noVerify: true, qemuArgs: args })])).toBe(b[0]);
   });
 
   test('QEMU arguments that already say -incoming defer: QEMU gets one -incoming and loads; another -incoming is refused before any QEMU starts', async () => {

@@ -105,29 +105,40 @@ Parallel RAM image (guest RAM in shared files, QEMU migrating with x-ignore-shar
       standalone image of the delta and its bases; --base BASE: its base, as for restore.
 
 Whole VMs over QMP (guest RAM as -object memory-backend-file,…,mem-path=/dev/shm/F,share=on):
-  ${argv0} vm save --qmp SOCKET --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--base BASE] [--stream]
-      Stops the guest (it stays paused), checks its RAM backends are shared files, and saves
-      through the parallel image (x-ignore-shared) into a new file beside IMAGE, renamed over
-      it once the save committed and QEMU completed: if QEMU refuses or the save fails, IMAGE
-      is as it was and no helper is left running. --stream uses the classic stream path,
-      which works with any RAM (it writes IMAGE in place: a failure leaves it incomplete).
-      --base BASE saves a delta against BASE (see save --base); vm restore reads its chain.
-  ${argv0} vm restore --image IMAGE [--direct] [--jobs J] [--no-verify] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir D] -- QEMU ARGS
+  ${argv0} vm save --qmp SOCKET --out IMAGE [--direct] [--jobs J] [--compress[=zstd[:LEVEL]]] [--base BASE] [--progress[=FD]] [--stream]
+      Checks its RAM backends are shared files, IMAGE, BASE and its chain, then stops the guest
+      (it stays paused after a save) and saves through the parallel image (x-ignore-shared),
+      in this process (no helper process), into a new file beside IMAGE, renamed over it once
+      the save committed and QEMU completed. A save refused by its checks never stops the
+      guest; a save that fails, that QEMU refuses, or that SIGINT/SIGTERM interrupts cancels
+      QEMU's migration, removes the new file, leaves IMAGE as it was, resumes a guest that was
+      running, and ends with one line and exit 1. --stream uses the classic stream path (a
+      helper process in libvirt_iohelper's form), which works with any RAM; it writes IMAGE in
+      place: a failure or interrupt leaves it incomplete. --base BASE saves a delta against
+      BASE (see save --base); vm restore reads its chain. --progress as for save (without it,
+      a bar when stderr is a terminal).
+  ${argv0} vm restore --image IMAGE [--direct] [--jobs J] [--no-verify] [--progress[=FD]] [--lazy [--no-prefetch] [--record-ws SECONDS]] [--cont] [--log-dir D] -- QEMU ARGS
       Fills the RAM files named by the memory-backend-file objects in QEMU ARGS (ids = the
       image's block names, share=on), starts QEMU with -incoming defer and loads the device
       state once every chunk verified. When every RAM file is fresh (absent, empty or all
       holes) it is filled in place while QEMU starts on it; a RAM file holding data is
-      replaced first and QEMU started after. --no-verify skips the CRC checks. --lazy maps the image's RAM instead (ready at once, pages read on demand): that
-      VM's RAM is then private, not a shared file, so its next save takes the --stream path.
+      replaced first and QEMU started after. --no-verify skips the CRC checks. A QEMU that
+      exits meanwhile stops the fill at once; the error gives its exit status and its last
+      words. --lazy maps the image's RAM instead (pages read on demand): that VM's RAM is then
+      private, not a shared file, so its next save takes the --stream path. A lazy restore
+      (and a clone) reads every chunk once and checks its CRC while QEMU starts, before QEMU
+      loads the device state: a corrupted image is refused and no guest runs on it; with
+      --no-verify it is mapped unchecked (the guest reads what the file holds).
       --record-ws SECONDS resumes the guest and records which image pages it touches in that
       window, in first-touch order (from QEMU's /proc/PID/pagemap), into IMAGE.ws beside the
       image (without prefetching, which would blur the record). A lazy restore or clone of an image with IMAGE.ws reads those pages into the page
       cache in large parallel reads while QEMU starts and the guest runs (the guest never
       waits on it; the command exits when it is done); --no-prefetch skips that. A damaged
       or stale IMAGE.ws (recorded from another image) is ignored with a warning.
-  ${argv0} vm clone --image IMAGE --count N [--no-prefetch] [--cont] [--log-dir D] -- QEMU ARGS
+  ${argv0} vm clone --image IMAGE --count N [--no-prefetch] [--no-verify] [--progress[=FD]] [--cont] [--log-dir D] -- QEMU ARGS
       Starts N QEMUs whose RAM maps the image copy-on-write (read-only file, share=off): no RAM
       is copied and the clones share the image's page cache (and its prefetched working set).
+      Every chunk is checked first, as for a lazy restore (--no-verify trusts the image).
   Restored and cloned QEMUs keep running after the command exits (their output is appended
   to NAME.log in the log dir; an error quotes only this run's lines); it prints each one's
   pid and QMP socket. Without --cont they are paused.

@@ -7,19 +7,18 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import * as tty from 'tty';
-import { errorText, UsageError } from '../errors';
+import { UsageError } from '../errors';
 import { createReplacement } from '../fs/atomic-file';
-import { directoryOf } from '../image/chain';
 import { convert } from '../image/convert';
 import { inspect, InspectResult } from '../image/inspect';
 import { checkRoles, FileRole } from '../image/identity';
 import { checkUniqueNames, parseRamSpec, RamSource } from '../image/ram-files';
 import { CHUNK_SIZE, FD, isRamReadMode, JOBS, RAM_READ_MODES } from '../util/limits';
 import { restore } from '../image/restore';
-import { save, stagedSaveInterrupted } from '../image/save';
+import { openBase, save, stagedSaveInterrupted } from '../image/save';
 import { parseCompress } from '../image/compression';
-import { formatBytes, jsonLinesProgress, ProgressListener, ttyBarProgress } from '../progress';
+import { formatBytes } from '../progress';
+import { progressOf } from './progress-option';
 import { parseBounded, parseFlags, parseSize, ParsedFlags } from '../util/flags';
 import { openFile } from '../fs/open-file';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
@@ -44,15 +43,6 @@ function imageFd(flags: Map<string, string | true>): { fd: number; name: string;
     return { fd, name: image, owned: true };
   }
   throw new UsageError('--fd N (or --image PATH) is required');
-}
-
-function progressOf(value: string | true | undefined, label: string): ProgressListener | undefined {
-  if (value === undefined) return undefined;
-  const off = (e: unknown) => stderrLine(`${commandName()}: warning: progress output stopped: ${errorText(e)}`);
-  if (value === true) return tty.isatty(2) ? ttyBarProgress(2, label, off) : jsonLinesProgress(2, off);
-  const fd = parseBounded(value, '--progress', FD);
-  checkPassedFd(fd, '--progress');
-  return jsonLinesProgress(fd, off);
 }
 
 /** The arguments save and restore share: --ram (checked), --direct, --jobs, --job-size. */
@@ -118,11 +108,7 @@ export async function saveCommand(args: string[]): Promise<number> {
   const imageName = img?.name ?? String(target);
   let base: { fd: number; name: string; reference: string } | undefined;
   try {
-    if (basePath !== undefined) {
-      // Recorded relative to the delta's directory, so a directory of images can be moved whole.
-      const fd = openFile(basePath, fs.constants.O_RDONLY);
-      base = { fd, name: basePath, reference: path.relative(directoryOf(imageName, img?.fd ?? staged!.fd), fs.realpathSync(`/proc/self/fd/${fd}`)) };
-    }
+    if (basePath !== undefined) base = openBase(basePath, imageName, img?.fd ?? staged!.fd);
     // The base's own checks (a delta never replaces its chain) are save()'s, which says it better.
     checkRoles([
       // By path, the file the new image replaces (if any): renamed over, it would be gone from its other role.

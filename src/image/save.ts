@@ -7,6 +7,9 @@
  * image is committed only after everything is durable.
  */
 import { randomBytes } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { openFile } from '../fs/open-file';
 import { onPath, systemError } from '../errors';
 import { native } from '../native';
 import { alignUp } from '../util/numbers';
@@ -52,7 +55,7 @@ import { chooseRamRead } from './ram-read';
 import { checkDistinct, idOfFd } from './identity';
 import { WorkerTask } from './exec/worker-types';
 import { readHashTables, zeroCrcs } from './io/read-image';
-import { Chain, checkBaseUnchanged, describeBlocks, openBaseChain, refuseLayer, sameBlocks } from './chain';
+import { Chain, checkBaseUnchanged, describeBlocks, directoryOf, openBaseChain, refuseLayer, sameBlocks } from './chain';
 
 export interface SaveOptions extends ImageCopyOptions {
   /** Checksum granularity (default 8 MiB). */
@@ -91,6 +94,12 @@ export interface SaveOptions extends ImageCopyOptions {
   hashUnit?: number;
   /** How guest RAM is read (src/image/ram-read.ts): default auto, the path a short sample of each RAM file measures cheaper. */
   ramRead?: RamReadMode;
+  /**
+   * Called once every check passed, before the image is written and the first byte of RAM is
+   * read; save() waits for it, and fails with its error. A manager stops the guest and starts
+   * QEMU's migration here, so a refused save never touched the guest.
+   */
+  onPlanned?: () => Promise<void> | void;
 }
 
 export interface SaveResult {
@@ -165,6 +174,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
       delta: delta && { base: delta.reference, depth: delta.depth },
     });
     const { header, entries } = layout;
+    await o.onPlanned?.();
     onPath(name, () => native.ftruncate(o.imageFd, 0));
     // Incomplete (state 0) header and table first: a save that dies leaves an image every
     // reader refuses, and inspect can still list its blocks.
@@ -299,6 +309,21 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
 /** An interrupted save into a temporary (SaveOptions.staged): the image it was to replace is untouched. */
 export function stagedSaveInterrupted(name: string): Error {
   return systemError('ECANCELED', `save interrupted; ${name} is left as it was`, { path: name });
+}
+
+/**
+ * Opens `basePath` as the base of a delta written to `imageFd` (named `imageName`): the path
+ * the delta records is relative to the delta's directory, so a directory of images can be
+ * moved whole. The caller closes `fd`.
+ */
+export function openBase(basePath: string, imageName: string, imageFd: number): NonNullable<SaveOptions['base']> {
+  const fd = openFile(basePath, fs.constants.O_RDONLY);
+  try {
+    return { fd, name: basePath, reference: path.relative(directoryOf(imageName, imageFd), fs.realpathSync(`/proc/self/fd/${fd}`)) };
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
 }
 
 /**

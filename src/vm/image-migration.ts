@@ -1,12 +1,13 @@
 /**
  * The parallel path for a QEMU whose RAM is shared files: with x-ignore-shared QEMU streams only
- * device state, and `iohelper save`/`restore` (a child process) copy the RAM files to or from
- * the image at fixed offsets with a worker pool.
+ * device state, and the RAM files are copied to or from the image at fixed offsets by a worker
+ * pool. The save runs in this process (image-save.ts), as the manager's restore does
+ * (in-process-restore.ts); `iohelper restore` in a child (startImageRestore) remains for tools
+ * that time the helper as its own process (bench), and finishImageRestore serves both.
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
-import { createReplacement } from '../fs/atomic-file';
 import { openFile } from '../fs/open-file';
 import { native } from '../native';
 import { Progress, ProgressListener } from '../progress';
@@ -14,7 +15,7 @@ import { QmpClient, waitForMigration } from '../qmp/client';
 import { helperFailure } from './helper-failure';
 import { ourHelper } from './stream-migration';
 
-export interface RamBlockFile {
+interface RamBlockFile {
   /** Block name in the image (we use the memory backend's id). */
   name: string;
   path: string;
@@ -25,18 +26,12 @@ export interface ImageMigrationOptions {
   ram: RamBlockFile[];
   direct?: boolean;
   jobs?: number;
-  /** Save: zstd level of a compressed image. */
-  compressLevel?: number;
-  /** Save: a delta against this image (iohelper save --base). */
-  base?: string;
-  /** Extra arguments for the helper (e.g. --chunk). */
-  helperArgs?: string[];
-  /** Progress of the helper's copy (RAM + device state). */
+  /** Progress of the copy (RAM + device state). */
   onProgress?: ProgressListener;
   timeoutMs?: number;
 }
 
-export interface HelperRun {
+interface HelperRun {
   proc: ChildProcess;
   done: Promise<void>;
 }
@@ -77,60 +72,20 @@ function spawnHelper(args: string[], stdio: Array<number | 'ignore'>, onProgress
   return { proc, done };
 }
 
-function helperArgs(verb: 'save' | 'restore', o: ImageMigrationOptions): string[] {
-  return [verb, '--fd', '3', '--name', o.image, ...(o.direct ? ['--direct'] : []), ...(o.jobs ? ['--jobs', String(o.jobs)] : []), ...(o.compressLevel !== undefined ? [`--compress=zstd:${o.compressLevel}`] : []), ...(verb === 'save' && o.base !== undefined ? ['--base', o.base] : []), ...o.ram.flatMap((r) => ['--ram', `${r.name}=${r.path}`]), ...(o.helperArgs ?? [])];
+function restoreArgs(o: ImageMigrationOptions): string[] {
+  return ['restore', '--fd', '3', '--name', o.image, ...(o.direct ? ['--direct'] : []), ...(o.jobs ? ['--jobs', String(o.jobs)] : []), ...o.ram.flatMap((r) => ['--ram', `${r.name}=${r.path}`])];
 }
 
-/** Waits for QEMU and the helper; when both fail, the helper's error (the cause) wins. */
-async function bothDone(migration: Promise<unknown>, helper: Promise<void>): Promise<void> {
+/** Waits for QEMU and the restore; when both fail, the restore's error (the cause) wins. */
+async function bothDone(migration: Promise<unknown>, restore: Promise<void>): Promise<void> {
   await Promise.all([migration.catch(async (e) => {
-    await helper;
+    await restore;
     throw e;
-  }), helper]);
+  }), restore]);
 }
 
 export async function enableIgnoreShared(qmp: QmpClient): Promise<void> {
   await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
-}
-
-/**
- * The guest must be stopped (or never started). Resolves when the image is committed: written
- * by the helper into a new file beside `image` (never `image` itself) and renamed over it only
- * after the helper committed it (synced) and QEMU reported the migration completed. On any
- * failure the helper is ended and awaited, the new file removed, and `image` is as it was.
- */
-export async function saveVmToImage(qmp: QmpClient, o: ImageMigrationOptions, onSpawn?: (h: HelperRun) => void): Promise<void> {
-  await enableIgnoreShared(qmp);
-  await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 2 ** 50 });
-  const out = createReplacement(o.image);
-  let h: HelperRun | undefined;
-  let migrateSent = false;
-  try {
-    const [r, w] = native.pipe();
-    try {
-      h = spawnHelper(helperArgs('save', o), [r, 'ignore', 'ignore', out.fd], o.onProgress);
-      onSpawn?.(h);
-      await qmp.executeWithFds('getfd', { fdname: 'iohelper-save' }, [w]);
-    } finally {
-      fs.closeSync(r);
-      fs.closeSync(w);
-    }
-    await qmp.execute('migrate', { uri: 'fd:iohelper-save' });
-    migrateSent = true;
-    // A compressed or delta save reads QEMU's device state only after every chunk is stored, so QEMU's
-    // migration stays active for the whole save: no deadline of its own then (the helper's exit,
-    // which closes the pipe, ends it either way).
-    const timeoutMs = o.timeoutMs ?? (o.compressLevel !== undefined || o.base !== undefined ? Infinity : undefined);
-    await Promise.all([waitForMigration(qmp, { timeoutMs }), h.done]);
-    out.commit();
-  } catch (e) {
-    const cause = h ? await stopHelper(h) : undefined;
-    out.discard();
-    // A refused migrate leaves the pipe's write end with QEMU (it has just answered, so this
-    // cannot hang on a stuck QEMU); the helper is gone, so nothing would ever read it.
-    if (h && !migrateSent) await qmp.execute('closefd', { fdname: 'iohelper-save' }).catch(() => undefined);
-    throw cause ?? e;
-  }
 }
 
 /** How long a helper gets to stop after SIGTERM (it stops its copies and exits 1) before SIGKILL. */
@@ -138,20 +93,13 @@ const HELPER_STOP_MS = 10_000;
 
 /**
  * Ends the helper and waits until it has exited: no child outlives a failed operation (it would
- * be re-parented and go on writing). Resolves with the helper's own error when it failed by
- * itself (the cause, e.g. ENOSPC, of QEMU's broken pipe), else undefined.
+ * be re-parented and go on writing).
  */
-export async function stopHelper(h: HelperRun): Promise<unknown> {
+async function stopHelper(h: HelperRun): Promise<void> {
   const kill = setTimeout(() => h.proc.kill('SIGKILL'), HELPER_STOP_MS);
-  const signalled = h.proc.exitCode === null && h.proc.signalCode === null && h.proc.kill('SIGTERM');
+  if (h.proc.exitCode === null && h.proc.signalCode === null) h.proc.kill('SIGTERM');
   try {
-    await h.done;
-    return undefined;
-  } catch (e) {
-    // Our SIGTERM ends it with "… interrupted … (ECANCELED)", or by the signal itself when it
-    // came before the helper set up its handler (or after SIGKILL).
-    const ours = signalled && (h.proc.signalCode !== null || (e instanceof Error && /\(ECANCELED\)$/.test(e.message)));
-    return ours ? undefined : e;
+    await h.done.catch(() => undefined);
   } finally {
     clearTimeout(kill);
   }
@@ -199,7 +147,7 @@ export function startImageRestore(o: ImageMigrationOptions): ImageRestore {
   const [plannedR, plannedW] = native.pipe();
   let helper: HelperRun;
   try {
-    helper = spawnHelper([...helperArgs('restore', o), '--ready-fd', '4', '--planned-fd', '5'], ['ignore', w, 'ignore', inp, readyW, plannedW], o.onProgress);
+    helper = spawnHelper([...restoreArgs(o), '--ready-fd', '4', '--planned-fd', '5'], ['ignore', w, 'ignore', inp, readyW, plannedW], o.onProgress);
   } finally {
     fs.closeSync(w);
     fs.closeSync(inp);
@@ -214,7 +162,7 @@ export function startImageRestore(o: ImageMigrationOptions): ImageRestore {
   return {
     helper,
     done: helper.done,
-    stop: async () => void (await stopHelper(helper)),
+    stop: () => stopHelper(helper),
     readFd: r,
     closeReadFd,
     planned: helperSays(plannedR, 'planned', helper),

@@ -10,24 +10,27 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { isSystemError } from '../errors';
 import { openFile } from '../fs/open-file';
 import { native } from '../native';
 import { QmpClient, waitForMigration } from '../qmp/client';
 import { checkDeviceState, copyDeviceState } from '../image/io/device-state';
-import { readImageMetadata } from '../image/io/read-image';
-import { BlockEntry, ImageFormatError, VERSION_COMPRESSED, VERSION_DELTA } from '../image/format';
+import { ImageMetadata, readImageMetadata } from '../image/io/read-image';
+import { BlockEntry, hasChecksums, ImageFormatError, VERSION_COMPRESSED, VERSION_DELTA } from '../image/format';
 import { checkDeltaPlan } from '../image/chain';
 import { fillsInPlace } from '../image/restore-targets';
 import { lstatIfExists } from '../fs/lstat';
 import { planPrefetch, PrefetchPlan, PrefetchReport, runPrefetch } from './lazy/prefetch';
+import { verifyMappedRam } from './lazy/verify';
 import { DEFAULT_JOBS } from '../image/io/image-fd';
 import { parseSize } from '../util/flags';
 import { ProgressListener } from '../progress';
 import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
 import { fileBackends, rewriteBackends } from './qemu-args';
-import { refuseRamAsImage } from './stream-migration';
-import { QemuInstance, startQemu } from './qemu-launch';
-import { enableIgnoreShared, finishImageRestore, ImageRestore, saveVmToImage } from './image-migration';
+import { refuseRamAsImage, saveThroughHelper } from './stream-migration';
+import { QemuInstance, startQemu, whileRunning } from './qemu-launch';
+import { enableIgnoreShared, finishImageRestore, ImageRestore } from './image-migration';
+import { saveVmToImage } from './image-save';
 import { startRestoreInProcess } from './in-process-restore';
 
 export interface SaveVmOptions {
@@ -40,17 +43,58 @@ export interface SaveVmOptions {
   compressLevel?: number;
   /** Write a delta: only what changed since this image (restorable, not clonable; docs/FORMAT.md version 3). */
   base?: string;
+  /** Aborting it stops the save: the migration is cancelled, `image` left as it was, the guest as it was found. */
+  signal?: AbortSignal;
 }
 
-/** Stops the guest and saves it into `image` through the parallel path. */
+/**
+ * Saves the guest into `image` through the parallel path, save() running in this process.
+ * Every check (the RAM files, the target, the base and its chain, the layout) comes before the
+ * guest is stopped; a save that then fails or is aborted resumes a guest that was running. A
+ * saved guest stays paused.
+ */
 export async function saveVm(qmp: QmpClient, o: SaveVmOptions): Promise<{ blocks: Array<{ name: string; path: string; size: number }> }> {
   const blocks = sharedRamFiles(await listMemoryBackends(qmp));
-  await refuseRamAsImage(qmp, o.image); // before the guest is stopped: nothing changes
+  await refuseRamAsImage(qmp, o.image);
   if (o.base !== undefined) checkDeltaPlan(o.image, o.base);
-  const status = await qmp.execute('query-status');
-  if (status.running) await qmp.execute('stop');
-  await saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress, compressLevel: o.compressLevel, base: o.base });
+  await keepingRunStateOnFailure(qmp, (pause) =>
+    saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress, compressLevel: o.compressLevel, base: o.base, signal: o.signal, onPlanned: pause }),
+  );
   return { blocks };
+}
+
+/**
+ * The classic stream path (any RAM): the file is opened and the pipe handed to QEMU before the
+ * guest is stopped; a failed or aborted save resumes a guest that was running (the file, written
+ * in place, is then incomplete).
+ */
+export async function saveVmStream(qmp: QmpClient, o: { image: string; direct?: boolean; signal?: AbortSignal }): Promise<void> {
+  await keepingRunStateOnFailure(qmp, (pause) => saveThroughHelper({ qmp, image: o.image, direct: !!o.direct, signal: o.signal, onReady: pause }));
+}
+
+/**
+ * Runs `fn`, which calls `pause` to stop the guest once its checks passed. When `fn` fails after
+ * that, a guest that was running is resumed (fn has ended QEMU's migration by then, so `cont`
+ * is accepted); when it succeeds the guest stays paused.
+ */
+async function keepingRunStateOnFailure<T>(qmp: QmpClient, fn: (pause: () => Promise<void>) => Promise<T>): Promise<T> {
+  let stopped = false;
+  const pause = async () => {
+    const status = await qmp.execute('query-status');
+    if (!status.running) return;
+    await qmp.execute('stop');
+    stopped = true;
+  };
+  try {
+    return await fn(pause);
+  } catch (e) {
+    if (stopped) {
+      await qmp.execute('cont').catch((c: unknown) => {
+        if (e instanceof Error) e.message += `; the guest was left paused: cont failed: ${c instanceof Error ? c.message : c}`;
+      });
+    }
+    throw e;
+  }
 }
 
 export interface StartOptions {
@@ -152,11 +196,12 @@ export interface PrefetchOptions {
  * read into the page cache from before the first QEMU starts, in first-touch order, while the
  * QEMUs start and run (see src/vm/lazy/prefetch.ts). Resolves with the loaded, paused QEMUs.
  */
-export async function cloneVm(o: StartOptions & PrefetchOptions & { image: string; count: number }): Promise<QemuInstance[]> {
+export async function cloneVm(o: StartOptions & PrefetchOptions & CheckOptions & { image: string; count: number }): Promise<QemuInstance[]> {
   const imageFd = openFile(o.image, fs.constants.O_RDONLY);
   let meta;
   try {
-    meta = readImageMetadata(imageFd, o.image, { skipChecksums: true });
+    // The checksum tables are read when the RAM is verified (bounded by the format: 64 MiB).
+    meta = readImageMetadata(imageFd, o.image, { skipChecksums: !!o.noVerify });
     // Each clone streams the device state straight from the image into QEMU (loadDeviceState),
     // which loads whatever it gets: it is checked against its CRC before any QEMU starts.
     checkDeviceState(imageFd, meta.header, o.image);
@@ -186,6 +231,12 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & { image: strin
       o.onPrefetch?.(done, plan);
     }
   }
+  // Every chunk's CRC, checked while the QEMUs start and before the first loads its device state.
+  const stopCheck = new AbortController();
+  const onAbort = () => stopCheck.abort();
+  if (o.signal?.aborted) stopCheck.abort();
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  const verified = verifyBeforeLoad({ ...o, signal: stopCheck.signal }, meta);
   const args = rewriteBackends(o.qemuArgs, (b) => {
     const props = new Map(b.props);
     props.set('mem-path', path.resolve(o.image));
@@ -198,17 +249,46 @@ export async function cloneVm(o: StartOptions & PrefetchOptions & { image: strin
     return props;
   });
   const clones: QemuInstance[] = [];
+  let vm: QemuInstance | undefined;
   try {
     for (let i = 0; i < o.count; i++) {
-      const vm = await startQemu({ args, incoming: true, detached: logFile(o, `clone-${i}`) });
+      vm = await startQemu({ args, incoming: true, detached: logFile(o, `clone-${i}`) });
       clones.push(vm);
-      await loadDeviceState(vm.qmp, o.image, meta.header.deviceStateOffset, o.timeoutMs);
+      await whileRunning(vm, verified);
+      await whileRunning(vm, loadDeviceState(vm.qmp, o.image, meta.header.deviceStateOffset, o.timeoutMs));
     }
   } catch (e) {
+    stopCheck.abort();
+    await verified.catch(() => undefined); // its pool threads read the image: never left running
     await Promise.all(clones.map((c) => c.stop()));
-    throw e;
+    // QEMU's own last words say why it failed; a refused image or an interrupt is our own.
+    throw e instanceof ImageFormatError || (isSystemError(e) && e.code === 'ECANCELED') ? e : withQemuStderr(e, vm);
+  } finally {
+    o.signal?.removeEventListener('abort', onAbort);
   }
   return clones;
+}
+
+/** What a lazy restore or clone checks of the image's RAM. */
+export interface CheckOptions {
+  /** Trust the image: skip the CRC check of every chunk (the device state's CRC is still checked). */
+  noVerify?: boolean;
+  /** Progress of the check (bytes of RAM read and checked). */
+  onProgress?: ProgressListener;
+  /** Aborting it stops the check, and the restore or clone with it. */
+  signal?: AbortSignal;
+}
+
+/** verifyMappedRam, or a resolved promise when there is nothing to check (said through onWarning). */
+function verifyBeforeLoad(o: CheckOptions & PrefetchOptions & { image: string }, meta: ImageMetadata): Promise<void> {
+  if (o.noVerify) return Promise.resolve();
+  if (!hasChecksums(meta.header)) {
+    o.onWarning?.(`${o.image} has no chunk checksums (saved with --no-checksums): its RAM is mapped unverified`);
+    return Promise.resolve();
+  }
+  const done = verifyMappedRam({ image: o.image, meta, jobs: o.jobs ?? DEFAULT_JOBS, onProgress: o.onProgress, signal: o.signal });
+  done.catch(() => undefined); // awaited by the caller; a QEMU that fails to start first must not make it unhandled
+  return done;
 }
 
 /**
@@ -245,10 +325,11 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
     if (created.way === 'together') {
       // Every RAM file exists at its block's size with nothing in it: the helper fills them in
       // place while QEMU starts and maps them; migrate-incoming waits for the last chunk.
+      // A QEMU that exits meanwhile ends the fill at once (whileRunning): it would fill for nobody.
       const qemu = startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
       qemu.then((v) => (vm = v), () => undefined);
       try {
-        await Promise.all([qemu, started.ramFilled]);
+        await Promise.all([qemu.then((v) => whileRunning(v, started.ramFilled)), started.ramFilled]);
       } catch (e) {
         await qemu.catch(() => undefined); // a QEMU still starting is stopped below, not left behind
         throw e;
@@ -258,13 +339,13 @@ export async function restoreVm(o: StartOptions & PrefetchOptions & { image: str
       // An empty RAM file: the helper sizes it before filling; QEMU must not race it.
       await started.planned;
       vm = await startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
-      await started.ramFilled;
+      await whileRunning(vm, started.ramFilled);
     } else {
       // A RAM file holding data is replaced: QEMU must map the new file, not the old one.
       await started.ramFilled;
       vm = await startQemu({ args: o.qemuArgs, incoming: true, detached: logFile(o, 'restore') });
     }
-    await finishImageRestore(vm.qmp, started, o.timeoutMs);
+    await whileRunning(vm, finishImageRestore(vm.qmp, started, o.timeoutMs));
     return vm;
   } catch (e) {
     // One cleanup path: the restore is stopped and awaited (a filled-in-place file is put back as

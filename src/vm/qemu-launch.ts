@@ -172,11 +172,18 @@ export async function startQemu(opts: QemuOptions): Promise<QemuInstance> {
   try {
     qmp = await QmpClient.connect(socketPath, { signal: earlyExit.signal });
   } catch (e) {
-    if (proc.exitCode === null && proc.signalCode === null && !spawnError) proc.kill('SIGKILL');
+    // A monitor that closed is a QEMU exiting, whose exit may not be reaped yet: given a moment,
+    // so that its own status is reported; one still running after it is ended here.
+    const stoppedByUs = !spawnError && !(await waitExit(proc, 1000));
+    if (stoppedByUs) proc.kill('SIGKILL');
     await exited;
     fs.rmSync(dir, { recursive: true, force: true });
-    const status = spawnError ? spawnError.message : `exit ${proc.exitCode ?? proc.signalCode}`;
-    throw new Error(`QEMU failed to start (${status}; ${(e as Error).message}):\n${readStderr().trim()}\nargs: ${args.join(' ')}`);
+    const detail = `${(e as Error).message}):\n${readStderr().trim()}\nargs: ${args.join(' ')}`;
+    if (spawnError || stoppedByUs) throw new Error(`QEMU failed to start (${spawnError ? spawnError.message : 'stopped: its monitor did not answer'}; ${detail}`);
+    // Exited (or was killed) before its monitor answered: the same error as an exit later on.
+    const ended = exitError(proc);
+    ended.message = `QEMU failed to start: ${ended.message} (${detail}`;
+    throw ended;
   } finally {
     proc.off('close', onEarlyExit);
     proc.off('error', onEarlyExit);
@@ -277,4 +284,36 @@ function waitExit(proc: ChildProcess, timeoutMs: number): Promise<boolean> {
     };
     proc.once('exit', onExit);
   });
+}
+
+/** How a QEMU that ended by itself ended, as data (code) and in words. */
+function exitError(proc: ChildProcess): Error {
+  const how = proc.signalCode !== null ? `signal ${proc.signalCode}` : `status ${proc.exitCode}`;
+  return Object.assign(new Error(`QEMU (pid ${proc.pid}) exited with ${how}`), { code: 'EQEMU_EXITED', exitCode: proc.exitCode, signal: proc.signalCode });
+}
+
+/**
+ * `work` (a step that needs `vm`), ended as soon as that QEMU exits: then it rejects with the
+ * exit status (code EQEMU_EXITED), so the caller stops its own work (a fill) at once instead of
+ * finishing it for nobody. A QMP error caused by the monitor closing is QEMU exiting too: its
+ * exit status, which follows, is reported instead.
+ */
+export async function whileRunning<T>(vm: QemuInstance, work: Promise<T>): Promise<T> {
+  const proc = vm.proc;
+  let onExit!: () => void;
+  const exited = new Promise<Error>((resolve) => (onExit = () => resolve(exitError(proc))));
+  if (proc.exitCode !== null || proc.signalCode !== null) onExit();
+  else proc.once('exit', onExit);
+  let monitorClosed = false;
+  const onClose = () => (monitorClosed = true);
+  vm.qmp.once('close', onClose);
+  try {
+    return await Promise.race([work, exited.then((e) => Promise.reject(e))]);
+  } catch (e) {
+    if (monitorClosed && (await waitExit(proc, STOP_GRACE_MS))) throw await exited;
+    throw e;
+  } finally {
+    proc.off('exit', onExit);
+    vm.qmp.off('close', onClose);
+  }
 }

@@ -35,14 +35,22 @@ export interface StreamMigrationOptions {
   timeoutMs?: number;
 }
 
-function runHelper(h: HelperCommand, image: string, fdArg: '0' | '1', stdio: [number, number]): Promise<void> {
-  const child = spawn(h.cmd, [...h.args, image, fdArg], { stdio: [stdio[0], stdio[1], 'pipe'] });
+export interface StreamSaveOptions extends StreamMigrationOptions {
+  /** Called once the file is open and QEMU holds the pipe, before it migrates (the manager stops the guest here). */
+  onReady?: () => Promise<void>;
+  /** Aborting it ends the helper and cancels the migration. */
+  signal?: AbortSignal;
+}
+
+function runHelper(h: HelperCommand, image: string, fdArg: '0' | '1', stdio: [number, number], signal?: AbortSignal): Promise<void> {
+  // An abort of `signal` ends the child with SIGTERM (it stops its copy and exits 1).
+  const child = spawn(h.cmd, [...h.args, image, fdArg], { stdio: [stdio[0], stdio[1], 'pipe'], signal });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) =>
-      code === 0 ? resolve() : reject(helperFailure(stderr, h, code ?? signal)),
+    child.on('error', (e) => (e.name === 'AbortError' ? undefined : reject(e)));
+    child.on('close', (code, sig) =>
+      code === 0 ? resolve() : reject(helperFailure(stderr, h, code ?? sig)),
     );
   });
 }
@@ -74,14 +82,18 @@ export async function refuseRamAsImage(qmp: QmpClient, image: string): Promise<v
   }
 }
 
-/** stop is the caller's; this sets max-bandwidth, migrates into the helper and waits for both. */
-export async function saveThroughHelper(o: StreamMigrationOptions): Promise<void> {
+/**
+ * Sets max-bandwidth, migrates into the helper and waits for both. The guest is stopped by the
+ * caller, before this or in `onReady`. On failure or abort the helper has exited and QEMU's
+ * migration has ended (cancelled) when this rejects.
+ */
+export async function saveThroughHelper(o: StreamSaveOptions): Promise<void> {
   await refuseRamAsImage(o.qmp, o.image);
   const out = openFile(o.image, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | (o.direct ? fs.constants.O_DIRECT : 0), { block: true });
   const [r, w] = native.pipe();
   let helper: Promise<void>;
   try {
-    helper = runHelper(o.helper ?? ourHelper(), o.image, '1', [r, out]);
+    helper = runHelper(o.helper ?? ourHelper(), o.image, '1', [r, out], o.signal);
     await o.qmp.executeWithFds('getfd', { fdname: 'iohelper-migrate' }, [w]);
   } finally {
     fs.closeSync(r);
@@ -89,9 +101,26 @@ export async function saveThroughHelper(o: StreamMigrationOptions): Promise<void
     fs.closeSync(out);
   }
   helper.catch(() => undefined);
-  await o.qmp.execute('migrate-set-parameters', UNTHROTTLED);
-  await o.qmp.execute('migrate', { uri: 'fd:iohelper-migrate' });
-  await Promise.all([waitForMigration(o.qmp, { timeoutMs: o.timeoutMs }), helper]);
+  let migration: Promise<unknown> | undefined;
+  try {
+    await o.onReady?.();
+    if (o.signal?.aborted) throw interrupted(o.image);
+    await o.qmp.execute('migrate-set-parameters', UNTHROTTLED);
+    await o.qmp.execute('migrate', { uri: 'fd:iohelper-migrate' });
+    migration = waitForMigration(o.qmp, { timeoutMs: o.timeoutMs });
+    await Promise.all([migration, helper]);
+  } catch (e) {
+    // The helper's exit (ours by the signal, or its own failure) broke QEMU's pipe; a QEMU that
+    // failed first gets its migration cancelled. Both are over before the caller resumes the guest.
+    if (migration) await o.qmp.execute('migrate_cancel').catch(() => undefined);
+    else await o.qmp.execute('closefd', { fdname: 'iohelper-migrate' }).catch(() => undefined);
+    await Promise.allSettled([migration, helper]);
+    throw o.signal?.aborted ? interrupted(o.image) : e;
+  }
+}
+
+function interrupted(image: string): Error {
+  return systemError('ECANCELED', `save interrupted; ${image} is incomplete (the stream path writes in place)`, { path: image });
 }
 
 /** QEMU must have been started with `-incoming defer`. */

@@ -22,6 +22,8 @@ export class CopyProgress {
       const report: ProgressListener = (p) => onProgress(this.ramRead.size ? { ...p, ramRead: this.ramReadText() } : p);
       this.sampler = new ProgressSampler(() => this.ramDone + Number(this.counters[0]), report, total);
     }
+    // An abort that came first (while a save waited for its manager) cancels before any copy starts.
+    if (signal?.aborted) this.cancel();
     signal?.addEventListener('abort', this.onAbort);
   }
 

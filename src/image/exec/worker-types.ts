@@ -6,7 +6,18 @@ export type WorkerTask =
   | { op: 'save' | 'restore'; job: RangeJob }
   | { op: 'saveChunks' | 'restoreChunks'; job: ChunkJob }
   /** prefetch: read [offset, length) pairs of fd through the page cache; length is their sum. */
-  | { op: 'prefetch'; job: { fd: number; ranges: Float64Array; length: number } };
+  | { op: 'prefetch'; job: { fd: number; ranges: Float64Array; length: number } }
+  /** verify: read [offset, offset + length) of fd through the page cache, chunk by chunk, and check each chunk's CRC-32C. */
+  | { op: 'verify'; job: VerifyJob };
+
+export interface VerifyJob {
+  fd: number;
+  offset: number;
+  length: number;
+  chunkSize: number;
+  /** The recorded CRC-32C of each chunk of the range. */
+  checksums: Uint32Array;
+}
 
 export interface WorkerResult {
   dataBytes: number;
