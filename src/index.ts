@@ -5,8 +5,10 @@
  *   save()        guest RAM files + QEMU's device-state stream -> one image (parallel)
  *   restore()     image -> RAM files (parallel, checksummed) + device-state stream
  *   inspect()     what a file is and what it holds
+ *   convert()     one image into another form (mappable, compressed, flattened chain)
+ *   saveVm(), restoreVm(), cloneVm()   a QEMU's whole save, restore and clone (what `iohelper vm` runs)
  *   QmpClient, saveVmToImage(), startImageRestore()/finishImageRestore(),
- *   saveThroughHelper()/restoreThroughHelper()   drive QEMU for these flows
+ *   saveThroughHelper()/restoreThroughHelper()   the QEMU-facing steps of these flows
  */
 export { streamCopy } from './stream/copy';
 export type { StreamCopyRequest, StreamCopyOutcome, DirectMode } from './stream/copy';
@@ -15,6 +17,11 @@ export type { SaveOptions, SaveResult } from './image/save';
 export { restore } from './image/restore';
 export type { RestoreOptions, RestoreResult } from './image/restore';
 export { inspect } from './image/inspect';
+export { convert } from './image/convert';
+export type { ConvertOptions, ConvertResult } from './image/convert';
+export { saveVm, saveVmStream, restoreVm, cloneVm } from './vm/manager';
+export type { SaveVmOptions, StartOptions, PrefetchOptions, CheckOptions } from './vm/manager';
+export type { QemuInstance } from './vm/qemu-launch';
 export type { InspectResult } from './image/inspect';
 export { ImageFormatError } from './image/format';
 export type { RamSource } from './image/ram-files';

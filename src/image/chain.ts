@@ -25,7 +25,7 @@ import {
 import { hex } from '../util/numbers';
 import { ImageMetadata, readChunkIndexes, readImageMetadata } from './io/read-image';
 
-export interface Layer {
+interface Layer {
   /** The path the layer was found at (the top: as the user named it). */
   name: string;
   fd: number;
@@ -219,7 +219,7 @@ export function describeBlocks(es: Array<Pick<BlockEntry, 'name' | 'size' | 'pag
  * Rules R2–R5: the base is the image the delta was saved against, one level down, of the same
  * layout. Until R3 passed, a refusal goes through `notTheBase` (which may hide the details).
  */
-export function checkBase(child: ImageMetadata, base: ImageMetadata, what: string, notTheBase: (why: () => string) => never = (why) => refuse(why())): void {
+function checkBase(child: ImageMetadata, base: ImageMetadata, what: string, notTheBase: (why: () => string) => never = (why) => refuse(why())): void {
   const ref = child.header.base!;
   const h = base.header;
   if (!h.hashes) notTheBase(() => `${what} has no content hashes (saved by an older iohelper), so it is not the image the delta was saved against`);
@@ -233,7 +233,7 @@ export function checkBase(child: ImageMetadata, base: ImageMetadata, what: strin
 }
 
 /** Rules R4–R5: the same blocks, page sizes, hash unit and hash key; a compressed base stores whole units. */
-export function checkSameLayout(child: { header: ImageHeader; entries: BlockEntry[] }, base: { header: ImageHeader; entries: BlockEntry[] }, what: string): void {
+function checkSameLayout(child: { header: ImageHeader; entries: BlockEntry[] }, base: { header: ImageHeader; entries: BlockEntry[] }, what: string): void {
   const unit = child.header.hashes!.unit;
   if (base.header.hashes!.unit !== unit) refuse(`${what} has hash unit ${base.header.hashes!.unit}, the delta ${unit}`);
   if (!base.header.hashes!.key.equals(child.header.hashes!.key)) refuse(`${what} has another hash key than the delta: not of its chain`);

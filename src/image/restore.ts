@@ -190,7 +190,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
 export const UNCHANGED = 'no RAM file was changed';
 
 /** UNCHANGED, unless fd targets (written in place, never put back) were given. */
-export function unchangedNote(targets: Array<{ label: string; plan: { fd?: number } }>): string {
+function unchangedNote(targets: Array<{ label: string; plan: { fd?: number } }>): string {
   const fds = targets.filter((t) => t.plan.fd !== undefined).map((t) => t.label);
   return fds.length ? `no RAM file given by path was changed; ${fds.join(', ')} may be partly written` : UNCHANGED;
 }

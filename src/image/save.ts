@@ -358,7 +358,7 @@ function planDelta(base: NonNullable<SaveOptions['base']>, rams: OpenRam[], page
  * The hash unit of a full image: DEFAULT_HASH_UNIT, at least the page size (a unit never splits
  * a page), raised so the image has at most MAX_HASH_UNITS units (the readers' bound).
  */
-export function defaultHashUnit(pageSize: number, totalRam: number): number {
+function defaultHashUnit(pageSize: number, totalRam: number): number {
   let unit = Math.max(DEFAULT_HASH_UNIT, pageSize);
   while (totalRam / unit > MAX_HASH_UNITS) unit *= 2;
   return unit;

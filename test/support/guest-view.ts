@@ -18,7 +18,7 @@ export function deletedMappings(vm: QemuInstance): string[] {
 }
 
 /** First differing offset of two equal-length ranges of two files, or -1. */
-export function firstDifference(a: string, aOffset: number, b: string, bOffset: number, length: number): number {
+function firstDifference(a: string, aOffset: number, b: string, bOffset: number, length: number): number {
   const fa = fs.openSync(a, 'r');
   const fb = fs.openSync(b, 'r');
   const ba = Buffer.alloc(4 * M);

@@ -9,7 +9,7 @@ import * as path from 'path';
 import { describeQemu } from './qemu';
 import { requireOrSkip } from './require-or-skip';
 
-export const GUEST = path.join(__dirname, '..', '..', '.cache', 'guest');
+const GUEST = path.join(__dirname, '..', '..', '.cache', 'guest');
 const haveGuest = fs.existsSync(path.join(GUEST, 'vmlinuz')) && fs.existsSync(path.join(GUEST, 'initrd.gz'));
 const M = 1024 * 1024;
 

@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { requireOrSkip } from './require-or-skip';
 
-export const isRoot = process.getuid?.() === 0;
+const isRoot = process.getuid?.() === 0;
 
 export interface Mount {
   dir: string;

@@ -8,7 +8,7 @@ import { qemuAvailable } from '../../src/vm/qemu-launch';
 import { requireOrSkip } from './require-or-skip';
 
 export { machineArgs, startQemu } from '../../src/vm/qemu-launch';
-export type { QemuInstance, QemuOptions, RamSpec } from '../../src/vm/qemu-launch';
+export type { QemuInstance, RamSpec } from '../../src/vm/qemu-launch';
 export { createRamFile, filesEqual, fillPattern, sha256File } from '../../bench/lib/ram-file';
 
 /** `describe` for tests that need QEMU (skipped saying why, or failing under REQUIRE_QEMU=1). */

@@ -4,7 +4,7 @@
  */
 
 /** Set REQUIRE_QEMU=1 (e.g. in CI) to make a missing part fail the tests instead of skipping them. */
-export const requireQemu = process.env.REQUIRE_QEMU === '1';
+const requireQemu = process.env.REQUIRE_QEMU === '1';
 
 /**
  * A `describe` for tests that need something this machine may lack: `why` is undefined when it
