@@ -15,6 +15,7 @@ const os = require('os');
 const path = require('path');
 
 const QEMU = [
+  'delta-vm',
   'file-modes',
   'hugetlbfs',
   'image-faults-qemu',
@@ -30,6 +31,7 @@ const QEMU = [
   'stream-qemu',
   'vm-cli',
   'vm-manager',
+  'vm-save-guest-state',
   'working-set',
 ];
 const BENCH = ['bench-smoke'];

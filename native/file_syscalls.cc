@@ -90,16 +90,6 @@ Napi::Value DioAlign(const Info& info) {
 #endif
 }
 
-Napi::Value Fdatasync(const Info& info) {
-  int fd;
-  if (!ArgFd(info, 0, &fd)) return info.Env().Undefined();
-  int rc;
-  do rc = fdatasync(fd);
-  while (rc < 0 && errno == EINTR);
-  if (rc < 0) return ThrowErrno(info.Env(), errno, "fdatasync");
-  return info.Env().Undefined();
-}
-
 Napi::Value Ftruncate(const Info& info) {
   int fd; uint64_t len;
   if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "length", &len)) return info.Env().Undefined();
@@ -254,7 +244,7 @@ void InitFileSyscalls(Napi::Env env, Napi::Object exports) {
   const Fn fns[] = {
       {"pread", Pread}, {"pwrite", Pwrite}, {"read", Read}, {"write", Write},
       {"getFlags", GetFlags}, {"setFlags", SetFlags}, {"dioAlign", DioAlign},
-      {"fdatasync", Fdatasync}, {"ftruncate", Ftruncate}, {"lseek", Lseek},
+      {"ftruncate", Ftruncate}, {"lseek", Lseek},
       {"punchHole", PunchHole}, {"writeLeaseFree", WriteLeaseFree}, {"setPipeSize", SetPipeSize}, {"blockDeviceSize", BlockDeviceSize}, {"pipe", Pipe},
       {"readDirectory", ReadDirectory}, {"statAt", StatAt}, {"unlinkAt", UnlinkAt},
   };

@@ -135,7 +135,6 @@ export interface NativeBinding {
   getFlags(fd: number): number;
   setFlags(fd: number, flags: number): void;
   dioAlign(fd: number): DioAlign | null;
-  fdatasync(fd: number): void;
   ftruncate(fd: number, length: U64): void;
   /** Returns -1 for SEEK_DATA/SEEK_HOLE past the last data (ENXIO). */
   lseek(fd: number, offset: U64, whence: number): number;

@@ -17,8 +17,7 @@ import { HASH_BYTES, HEADER_SIZE, INDEX_ENTRY, MAX_DEPTH } from '../src/image/fo
 import { readHashTables, readImageMetadata } from '../src/image/io/read-image';
 import { native } from '../src/native';
 import { save as librarySave } from '../src/image/save';
-import { cloneVm, restoreVm, saveVm } from '../src/vm/manager';
-import { describeQemu, shmPath, startQemu } from './support/qemu';
+import { cloneVm, restoreVm } from '../src/vm/manager';
 import { IOHELPER } from './support/cli';
 
 const M = 1024 * 1024;
@@ -440,23 +439,4 @@ describe('a base path recorded in a delta is data: absolute refused, never a lin
     expect(notDelta.stderr).toMatch(/leak\/full\.img is not a delta: --base names the base of a delta/);
     expect(fs.existsSync(path.join(dir, 'never'))).toBe(false);
   });
-});
-
-describeQemu('vm save --base', () => {
-  test('against a compressed image: refused before the guest is stopped, no image, no temporary', async () => {
-    const ramFile = shmPath('delta-vm-ram');
-    const vm = await startQemu({ ram: [{ id: 'ram0', path: ramFile, size: RAM_SIZE }], paused: false });
-    try {
-      await saveVm(vm.qmp, { image: path.join(dir, 'vm-z.img'), compressLevel: 1 });
-      await vm.qmp.execute('cont');
-      const e = await saveVm(vm.qmp, { image: path.join(dir, 'vm-d.img'), base: path.join(dir, 'vm-z.img') }).then(() => undefined, (x: Error & { code?: string }) => x);
-      expect(e?.code).toBe('EIMG_BASE');
-      expect(e?.message).toMatch(/vm-z\.img is compressed in 8388608-byte chunks, so a \d+-byte unit cannot be read alone/);
-      expect((await vm.qmp.execute('query-status')).status).toBe('running');
-      expect(fs.readdirSync(dir).filter((n) => n.startsWith('vm-d.img') || n.startsWith('.vm-d.img'))).toEqual([]);
-    } finally {
-      await vm.stop();
-      fs.rmSync(ramFile, { force: true });
-    }
-  }, 60000);
 });

@@ -16,7 +16,7 @@ test('the built addon does not import strerrorname_np', () => {
 });
 
 test.each([
-  ['EBADF', -9, () => native.fdatasync(987654)],
+  ['EBADF', -9, () => native.ftruncate(987654, 0)],
   ['EISDIR', -21, () => native.pread(fs.openSync(os.tmpdir(), 'r'), new Uint8Array(16), 0)],
   ['ESPIPE', -29, () => native.lseek(native.pipe()[0], 0, native.constants.SEEK_SET)],
 ])('errors carry the errno name %s', (code, errno, fn) => {

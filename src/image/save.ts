@@ -10,7 +10,8 @@ import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { openFile } from '../fs/open-file';
-import { onPath, systemError } from '../errors';
+import { onPath, systemError, withPath } from '../errors';
+import { syncData } from '../fs/sync';
 import { native } from '../native';
 import { alignUp } from '../util/numbers';
 import { packageVersion } from '../package-root';
@@ -278,7 +279,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     const table = encodeBlockTable(entries);
     header.tableCrc = native.crc32c(table);
     writeAligned(o.imageFd, table, HEADER_SIZE, name);
-    onPath(name, () => native.fdatasync(o.imageFd));
+    await syncData(o.imageFd).catch((e) => Promise.reject(withPath(e, name)));
     // A save of the base may have replaced it meanwhile: the delta would then never restore.
     if (delta) checkBaseUnchanged({ fd: o.imageFd, name }, o.base!, delta.reference);
     // The committed header is the commit of an image written in place (--fd): a signal that came
@@ -291,7 +292,7 @@ export async function save(o: SaveOptions): Promise<SaveResult> {
     header.flags |= FLAG_DEVICE_STATE_CRC;
     header.deviceStateCrc = deviceStateCrc;
     writeAligned(o.imageFd, encodeHeader(header), 0, name);
-    onPath(name, () => native.fdatasync(o.imageFd));
+    await syncData(o.imageFd).catch((e) => Promise.reject(withPath(e, name)));
     return {
       blocks: entries.map((e) => ({ name: e.name, size: e.size, dataBytes: e.dataBytes, offset: e.offset })),
       deviceStateBytes,

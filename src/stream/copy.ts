@@ -8,6 +8,7 @@
  * manager may write its own header first; an unaligned start is handled by writing (or
  * reading) the head without O_DIRECT and the rest aligned.
  */
+import { syncData } from '../fs/sync';
 import { directAlignment } from '../fs/alignment';
 import { alignUp } from '../util/numbers';
 import { describeFd, FdInfo, nameWithFd, setDirect } from '../fs/fd-info';
@@ -264,7 +265,7 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
     if (toFile) {
       const end = startOffset + bytes;
       if (direct && end % alignment !== 0 && file.kind === 'file') native.ftruncate(req.fileFd, end);
-      durable(req.fileFd);
+      await durable(req.fileFd);
     }
   } catch (e) {
     if (isSystemError(e) && e.code === 'ECANCELED') {
@@ -289,9 +290,9 @@ export async function streamCopy(req: StreamCopyRequest): Promise<StreamCopyOutc
 }
 
 /** fdatasync, ignoring EINVAL/EROFS as libvirt does (special files that cannot sync). */
-function durable(fd: number): void {
+async function durable(fd: number): Promise<void> {
   try {
-    native.fdatasync(fd);
+    await syncData(fd);
   } catch (e) {
     if (isSystemError(e) && (e.code === 'EINVAL' || e.code === 'EROFS')) return;
     throw e;
