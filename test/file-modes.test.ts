@@ -9,7 +9,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { createRamFile, fillPattern } from '../bench/lib/ram-file';
 import { IOHELPER, runHelper } from './support/cli';
-import { describeQemu, shmPath } from './support/qemu';
+import { saveVm } from '../src/vm/manager';
+import { describeQemu, machineArgs, shmPath, startQemu } from './support/qemu';
 
 const M = 1024 * 1024;
 let dir: string;
@@ -67,6 +68,31 @@ describeQemu('the logs of --log-dir', () => {
       expect(log).toContain('-bogus-second: invalid option');
     } finally {
       fs.rmSync(ramPath, { force: true });
+    }
+  });
+});
+
+describeQemu('the RAM files vm restore creates', () => {
+  test('0600 under umask 0277 (the open alone would leave 0400)', async () => {
+    const saved = shmPath('modes-saved');
+    const restored = shmPath('modes-restored');
+    const image = path.join(dir, 'vm-modes.img');
+    const vm = await startQemu({ ram: [{ id: 'pc.ram', path: saved, size: 4 * M }] });
+    try {
+      await saveVm(vm.qmp, { image });
+    } finally {
+      await vm.stop();
+    }
+    const qemu = machineArgs([{ id: 'pc.ram', path: restored, size: 4 * M }]);
+    const r = await runUnder(0o277, ['vm', 'restore', '--image', image, '--', ...qemu], ['ignore', 'pipe']);
+    const pids = [...r.stdout.toString().matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
+    try {
+      expect({ code: r.code, stderr: r.stderr.toString() }).toEqual({ code: 0, stderr: '' });
+      expect(modeOf(restored).toString(8)).toBe('600');
+    } finally {
+      for (const pid of pids) process.kill(pid, 'SIGKILL');
+      fs.rmSync(saved, { force: true });
+      fs.rmSync(restored, { force: true });
     }
   });
 });

@@ -384,6 +384,7 @@ function createFreshRamFiles(image: string, qemuArgs: string[], ram: Array<{ nam
       try {
         const st = fs.fstatSync(f, { bigint: true });
         files.push({ path: r.path, ino: st.ino, dev: st.dev });
+        fs.fchmodSync(f, 0o600); // whatever the umask made of the open's mode
         native.ftruncate(f, size.get(r.name)!);
       } finally {
         fs.closeSync(f);
