@@ -96,3 +96,30 @@ describeQemu('the RAM files vm restore creates', () => {
     }
   });
 });
+
+describeQemu('the log directory', () => {
+  test('one that another user made (or a link to one) is refused before any QEMU starts', async () => {
+    const image = path.join(dir, 'vm-logdir.img');
+    const s = await runHelper(['save', '--no-stream-check', '--image', image, '--ram', `pc.ram=${src}`], [crypto.randomBytes(100), 'ignore']);
+    expect(s.code).toBe(0);
+    const theirs = path.join(dir, 'theirs');
+    fs.mkdirSync(theirs);
+    fs.chownSync(theirs, 65534, 65534);
+    const link = path.join(dir, 'link-to-theirs');
+    fs.symlinkSync(theirs, link);
+    const ramPath = shmPath('logdir-ram');
+    const qemu = ['-m', '4', '-object', `memory-backend-file,id=pc.ram,size=4M,mem-path=${ramPath},share=on`, '-machine', 'pc,memory-backend=pc.ram', '-bogus'];
+    try {
+      for (const [logDir, why] of [[theirs, /owned by uid 65534, not by us/], [link, /is a symbolic link/]] as const) {
+        const r = await runHelper(['vm', 'restore', '--image', image, '--log-dir', logDir, '--', ...qemu], ['ignore', 'pipe']);
+        expect(r.code).toBe(1);
+        expect(r.stderr.toString()).toMatch(why);
+        expect(r.stderr.toString()).not.toContain('-bogus');
+        expect(fs.readdirSync(theirs)).toEqual([]);
+      }
+    } finally {
+      fs.rmSync(ramPath, { force: true });
+    }
+  });
+});
+

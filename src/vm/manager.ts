@@ -10,7 +10,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { isSystemError } from '../errors';
+import { isSystemError, systemError } from '../errors';
 import { openFile } from '../fs/open-file';
 import { native } from '../native';
 import { QmpClient, waitForMigration } from '../qmp/client';
@@ -173,7 +173,13 @@ function withQemuStderr(e: unknown, vm: QemuInstance | undefined): unknown {
 
 function logFile(o: StartOptions, name: string): { logFile: string } | undefined {
   if (!o.detachedLogDir) return undefined;
-  fs.mkdirSync(o.detachedLogDir, { recursive: true });
+  fs.mkdirSync(o.detachedLogDir, { recursive: true, mode: 0o700 });
+  // The default lies in /tmp under a name anyone can guess: a directory someone else made
+  // there first (or a link to one) would let them rename or replace our logs.
+  const st = fs.lstatSync(o.detachedLogDir);
+  if (!st.isDirectory() || st.uid !== process.geteuid?.()) {
+    throw systemError('EPERM', `the log directory ${o.detachedLogDir} is ${st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? `owned by uid ${st.uid}, not by us` : 'not a directory'}: name one of ours with --log-dir`, { path: o.detachedLogDir });
+  }
   return { logFile: path.join(o.detachedLogDir, `${name}.log`) };
 }
 
