@@ -318,7 +318,7 @@ describe('wrong usage', () => {
     [['save', '--image', 'x', '--ram', 'a=/dev/null', '--jobs', '10000'], /--jobs: 10000 is out of range/],
     [['save', '--image', 'x'], /at least one --ram NAME=PATH is required/],
     [['save', '--image', 'x', '--ram', 'noequals'], /expected NAME=PATH or NAME=fd:K/],
-    [['save', '--image', 'x', '--ram', 'a=/p', '--ram', 'a=/q'], /--ram a given twice/],
+    [['save', '--image', 'x', '--ram', 'a=/p', '--ram', 'a=/q'], /RAM block a given twice/],
     [['restore', '--ram', 'a=/p'], /--fd N \(or --image PATH\) is required/],
     [['save', '--image', 'x', '--ram', 'a=/p', '--chunk', '3000'], /--chunk: 3000 is not a power of two in 4K\.\.1G/],
   ])('%j', async (args, expected) => {

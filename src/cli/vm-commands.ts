@@ -10,7 +10,7 @@ import * as path from 'path';
 import { UsageError } from '../errors';
 import { QmpClient } from '../qmp/client';
 import { JOBS } from '../util/limits';
-import { parseCompress } from '../image/compression';
+import { parseCompress } from './image-args';
 import { cloneVm, restoreVm, saveVm, saveVmStream } from '../vm/manager';
 import { QemuInstance } from '../vm/qemu-launch';
 import { parseFlags, parseInteger, parseBounded } from '../util/flags';

@@ -3,7 +3,7 @@
  * without following symlinks, and their page size (hugetlbfs: the huge page size).
  */
 import * as fs from 'fs';
-import { systemError, UsageError, withPath } from '../errors';
+import { systemError, withPath } from '../errors';
 import { filesystemOf } from '../fs/filesystem';
 
 export interface RamSource {
@@ -24,20 +24,11 @@ export interface OpenRam {
 }
 
 
-export function parseRamSpec(spec: string): RamSource {
-  const eq = spec.indexOf('=');
-  if (eq <= 0 || eq === spec.length - 1) throw new UsageError(`--ram '${spec}': expected NAME=PATH or NAME=fd:K`);
-  const name = spec.slice(0, eq);
-  const where = spec.slice(eq + 1);
-  if (Buffer.byteLength(name) > 255) throw new UsageError(`--ram '${name}': name longer than 255 bytes`);
-  const m = /^fd:(\d+)$/.exec(where);
-  return m ? { name, fd: Number(m[1]) } : { name, path: where };
-}
 
 export function checkUniqueNames(sources: RamSource[]): void {
   const seen = new Set<string>();
   for (const s of sources) {
-    if (seen.has(s.name)) throw new UsageError(`--ram ${s.name} given twice`);
+    if (seen.has(s.name)) throw systemError('EINVAL', `RAM block ${s.name} given twice (--ram ${s.name})`);
     seen.add(s.name);
   }
 }

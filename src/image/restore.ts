@@ -7,7 +7,7 @@
  * once every chunk verified (src/image/restore-targets.ts).
  */
 import * as path from 'path';
-import { onPath, systemError, UsageError } from '../errors';
+import { onPath, systemError } from '../errors';
 import { removeStaleTemporaries } from '../fs/stale-temporaries';
 import { checkCopyNumbers, DEFAULT_JOBS, explainCopyError, ImageCopyOptions, prepareImageFd } from './io/image-fd';
 import { CopyProgress } from './exec/copy-progress';
@@ -54,7 +54,7 @@ function matchNames(imageNames: string[], given: RamSource[]): void {
     const parts = [];
     if (missing.length) parts.push(`the image has ${missing.map((n) => `'${n}'`).join(', ')} but no --ram names it`);
     if (extra.length) parts.push(`--ram ${extra.map((n) => `'${n}'`).join(', ')} not in the image`);
-    throw new UsageError(`RAM blocks do not match the image: ${parts.join('; ')} (image blocks: ${imageNames.join(', ')})`);
+    throw systemError('EINVAL', `RAM blocks do not match the image: ${parts.join('; ')} (image blocks: ${imageNames.join(', ')})`);
   }
 }
 
