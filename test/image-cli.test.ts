@@ -188,7 +188,7 @@ describe('refused restores write nothing to RAM files', () => {
     const link = shm('link');
     fs.rmSync(link, { force: true });
     fs.symlinkSync(shm('target-b'), link);
-    await refused(good, restoreArgs(good, shm('target-a'), link), /is a symlink; refusing to follow it \(ELOOP\)$/);
+    await refused(good, restoreArgs(good, shm('target-a'), link), /is a symbolic link; refusing to follow it \(ELOOP\)$/);
     fs.rmSync(link);
   });
 

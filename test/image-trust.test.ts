@@ -268,7 +268,7 @@ describe('save checks every input before it writes', () => {
     const t0 = Date.now();
     const r = await runHelper(['save', '--no-stream-check', '--image', path.join(dir, 'fifo.img'), '--ram', `a=${fifo}`], [DEVICE_STATE, 'ignore']);
     expect(r.code).toBe(1);
-    expect(lastLine(r.stderr)).toMatch(/is not a regular file/);
+    expect(lastLine(r.stderr)).toMatch(/is a FIFO, not a regular file/);
     expect(Date.now() - t0).toBeLessThan(20000);
   });
 });

@@ -35,9 +35,12 @@ export function kindName(st: fs.Stats | fs.BigIntStats): string {
   return KIND_NAMES[kindOf(st as fs.Stats)];
 }
 
+/** The one refusal of a symbolic link where a file is opened. */
+export const refusedLink = (file: string) => systemError('ELOOP', `${file} is a symbolic link; refusing to follow it`, { path: file });
+
 function checkKind(file: string, st: fs.Stats, o: OpenFileOptions): void {
   if (st.isFile() || (o.block && st.isBlockDevice())) return;
-  if (o.noFollow && st.isSymbolicLink()) throw systemError('ELOOP', `${file} is a symbolic link; refusing to follow it`, { path: file });
+  if (o.noFollow && st.isSymbolicLink()) throw refusedLink(file);
   const wanted = o.block ? 'a regular file or block device' : 'a regular file';
   throw systemError(st.isDirectory() ? 'EISDIR' : 'EINVAL', `${file} is ${kindName(st)}, not ${wanted}`, { path: file });
 }
@@ -52,9 +55,18 @@ export function openFile(file: string, flags: number, o: OpenFileOptions = {}): 
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw withPath(e, file);
   }
   if (before) checkKind(file, before, o);
-  const fd = fs.openSync(file, flags | fs.constants.O_NONBLOCK | (o.noFollow ? fs.constants.O_NOFOLLOW : 0), o.mode ?? 0o600);
+  let fd: number;
   try {
-    checkKind(file, fs.fstatSync(fd), o);
+    fd = fs.openSync(file, flags | fs.constants.O_NONBLOCK | (o.noFollow ? fs.constants.O_NOFOLLOW : 0), o.mode ?? 0o600);
+  } catch (e) {
+    // A link put there after the lstat: the kernel's O_NOFOLLOW refusal, said as ours is.
+    if (o.noFollow && (e as NodeJS.ErrnoException).code === 'ELOOP') throw refusedLink(file);
+    throw e;
+  }
+  try {
+    const after = fs.fstatSync(fd);
+    checkKind(file, after, o);
+    if (before && (after.ino !== before.ino || after.dev !== before.dev)) throw systemError('EAGAIN', `${file} changed while it was opened`, { path: file });
     native.setFlags(fd, native.getFlags(fd) & ~native.constants.O_NONBLOCK);
   } catch (e) {
     fs.closeSync(fd);

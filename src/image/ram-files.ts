@@ -5,6 +5,7 @@
 import * as fs from 'fs';
 import { systemError, withPath } from '../errors';
 import { filesystemOf } from '../fs/filesystem';
+import { openFile } from '../fs/open-file';
 
 export interface RamSource {
   name: string;
@@ -66,17 +67,7 @@ export function openRamForSave(s: RamSource): OpenRam {
   let fd: number;
   try {
     if (s.fd !== undefined) fd = s.fd;
-    else {
-      const before = fs.lstatSync(s.path!);
-      if (before.isSymbolicLink()) throw systemError('ELOOP', `RAM '${s.name}' path ${s.path} is a symlink; refusing to follow it`, { path: s.path });
-      if (!before.isFile()) throw systemError('EINVAL', `RAM '${s.name}' (${s.path}) is not a regular file`, { path: s.path });
-      fd = fs.openSync(s.path!, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
-      const after = fs.fstatSync(fd);
-      if (after.ino !== before.ino || after.dev !== before.dev) {
-        fs.closeSync(fd);
-        throw systemError('EAGAIN', `RAM '${s.name}' path ${s.path} changed while it was opened`, { path: s.path });
-      }
-    }
+    else fd = openFile(s.path!, fs.constants.O_RDONLY, { noFollow: true });
   } catch (e) {
     throw explainOpen(e, s);
   }
@@ -89,7 +80,5 @@ export function openRamForSave(s: RamSource): OpenRam {
 }
 
 function explainOpen(e: unknown, s: RamSource): unknown {
-  const err = e as NodeJS.ErrnoException;
-  if (err.code === 'ELOOP' && !err.message.includes('symlink')) return systemError('ELOOP', `RAM '${s.name}' path ${s.path} is a symlink; refusing to follow it`, { path: s.path });
   return withPath(e, label(s));
 }

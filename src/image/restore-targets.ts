@@ -30,6 +30,7 @@ import { tempPathBeside } from '../fs/atomic-file';
 import { otherUsers } from '../fs/file-users';
 import { filesystemOf, FilesystemInfo } from '../fs/filesystem';
 import { lstatIfExists } from '../fs/lstat';
+import { refusedLink } from '../fs/open-file';
 import { native } from '../native';
 import { BlockEntry } from './format';
 import { checkDistinct, FileId, idOfStats } from './identity';
@@ -94,7 +95,7 @@ function planPathTarget(s: RamSource, e: BlockEntry, ids: FileId[], force: boole
   const dir = path.dirname(p);
   let empty = true;
   if (st) {
-    if (st.isSymbolicLink()) throw systemError('ELOOP', `RAM '${s.name}' path ${s.path} is a symlink; refusing to follow it`, { path: s.path });
+    if (st.isSymbolicLink()) throw refusedLink(s.path!);
     ids.push(idOfStats(st, s.path!));
     checkDistinct(ids);
     if (!st.isFile()) throw systemError('EINVAL', `RAM '${s.name}' path ${s.path} is not a regular file`, { path: s.path });
