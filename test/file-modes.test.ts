@@ -98,7 +98,7 @@ describeQemu('the RAM files vm restore creates', () => {
 });
 
 describeQemu('the log directory', () => {
-  test('one that another user made (or a link to one) is refused before any QEMU starts', async () => {
+  test('one that another user made, a link to one, one others may write, or a planted log is refused before any QEMU starts (and never blocks)', async () => {
     const image = path.join(dir, 'vm-logdir.img');
     const s = await runHelper(['save', '--no-stream-check', '--image', image, '--ram', `pc.ram=${src}`], [crypto.randomBytes(100), 'ignore']);
     expect(s.code).toBe(0);
@@ -110,7 +110,18 @@ describeQemu('the log directory', () => {
     const ramPath = shmPath('logdir-ram');
     const qemu = ['-m', '4', '-object', `memory-backend-file,id=pc.ram,size=4M,mem-path=${ramPath},share=on`, '-machine', 'pc,memory-backend=pc.ram', '-bogus'];
     try {
-      for (const [logDir, why] of [[theirs, /owned by uid 65534, not by us/], [link, /is a symbolic link/]] as const) {
+      const open = path.join(dir, 'world-writable');
+      fs.mkdirSync(open);
+      fs.chmodSync(open, 0o1777);
+      const planted = path.join(dir, 'planted');
+      fs.mkdirSync(planted, { mode: 0o700 });
+      require('child_process').execFileSync('mkfifo', [path.join(planted, 'restore.log')]);
+      for (const [logDir, why] of [
+        [theirs, /owned by uid 65534, not by us/],
+        [link, /is a symbolic link/],
+        [open, /is writable by others/],
+        [planted, /the log \S*restore\.log is not a regular file of ours/],
+      ] as const) {
         const r = await runHelper(['vm', 'restore', '--image', image, '--log-dir', logDir, '--', ...qemu], ['ignore', 'pipe']);
         expect(r.code).toBe(1);
         expect(r.stderr.toString()).toMatch(why);

@@ -343,3 +343,38 @@ describe('the first bad chunk stops every job', () => {
     }
   });
 });
+
+describeAsRoot("a killed restore over another user's file", () => {
+  test('its temporary is root\'s and 0600 until the commit, so the next run removes it; a commit gives the target its owner and mode back', async () => {
+    const target = path.join(shm, 'theirs.ram');
+    createRamFile(target, RAM);
+    fillPattern(target, 5, 0);
+    fs.chownSync(target, 65534, 65534);
+    fs.chmodSync(target, 0o640);
+    const planned = fullPipe('planned-killed');
+    const child = spawn(process.execPath, [IOHELPER, 'restore', '--planned-fd', '3', '--image', image, '--ram', `a=${target}`], { stdio: ['ignore', 'ignore', 'pipe', planned.childEnd] });
+    fs.closeSync(planned.childEnd);
+    const result = exited(child);
+    let temporary: string;
+    try {
+      // Staged (the temporary exists), not yet committed: the "planned" line waits in the full pipe.
+      await until('the restore writes its planned line', () => blockedWriting(child, 3));
+      [temporary] = fs.readdirSync(shm).filter((f) => f.startsWith('.theirs.ram.iohelper-'));
+      const st = fs.statSync(path.join(shm, temporary));
+      expect({ uid: st.uid, mode: (st.mode & 0o7777).toString(8) }).toEqual({ uid: 0, mode: '600' });
+      child.kill('SIGKILL');
+      await result;
+    } finally {
+      child.kill('SIGKILL');
+      planned.close();
+    }
+    const r = await runHelper(['restore', '--image', image, '--ram', `a=${target}`], ['ignore', 'ignore']);
+    expect(r.code).toBe(0);
+    expect(r.stderr.toString()).toContain(`removed ${path.join(shm, temporary!)}`);
+    expect(fs.readdirSync(shm).filter((f) => f.includes('.iohelper-'))).toEqual([]);
+    const st = fs.statSync(target);
+    expect({ uid: st.uid, gid: st.gid, mode: (st.mode & 0o7777).toString(8) }).toEqual({ uid: 65534, gid: 65534, mode: '640' });
+    expect(await sha256File(target)).toBe(await sha256File(src));
+  });
+});
+

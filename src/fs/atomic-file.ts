@@ -104,18 +104,8 @@ export function createReplacement(file: string, mode = 0o600): FileReplacement {
     throw namedAs(e, tempPath, file);
   }
   try {
-    // The new file takes the old one's place, so it keeps its permissions (and, where we may
-    // set it, its owner): a reader that could open the old image can open the new one. A new
-    // file gets exactly `mode`, whatever the umask made of the open's.
-    if (!old) fs.fchmodSync(fd, mode);
-    else {
-      fs.fchmodSync(fd, Number(old.mode) & 0o7777);
-      try {
-        fs.fchownSync(fd, Number(old.uid), Number(old.gid));
-      } catch {
-        // not root: the new file is ours, as a file we create always is
-      }
-    }
+    // Exactly `mode`, whatever the umask made of the open's, until the commit.
+    fs.fchmodSync(fd, mode);
   } catch (e) {
     fs.closeSync(fd);
     fs.rmSync(tempPath, { force: true });
@@ -132,8 +122,16 @@ export function createReplacement(file: string, mode = 0o600): FileReplacement {
     target,
     replaced: old && { dev: old.dev, ino: old.ino },
     commit() {
-      close();
       try {
+        // The new file takes the old one's place, so it gets its permissions (and, where we may
+        // set it, its owner) now: a reader that could open the old image can open the new one.
+        // Only now: until the rename the temporary is ours alone, so a killed run leaves a file
+        // of ours that the next run's cleanup removes (it removes only files of its own user).
+        if (old) {
+          fs.fchmodSync(fd!, Number(old.mode) & 0o7777);
+          if (process.getuid?.() === 0) fs.fchownSync(fd!, Number(old.uid), Number(old.gid));
+        }
+        close();
         fs.renameSync(tempPath, target);
       } catch (e) {
         fs.rmSync(tempPath, { force: true });

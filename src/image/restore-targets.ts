@@ -265,10 +265,11 @@ export function stageTargets(plans: TargetPlan[]): StagedTarget[] {
         staged.push(openInPlace(t));
       } else {
         const temp = tempPathBeside(t.path!);
-        const fd = fs.openSync(temp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, t.existing!.mode);
+        const fd = fs.openSync(temp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
         staged.push({ plan: t, fd, label: t.label, temp });
-        fs.fchmodSync(fd, t.existing!.mode);
-        if (process.getuid?.() === 0) fs.fchownSync(fd, t.existing!.uid, t.existing!.gid);
+        // 0600 until the commit gives it the target's mode and owner: a killed run's temporary
+        // stays ours, which the next run's cleanup removes (it removes only its own user's files).
+        fs.fchmodSync(fd, 0o600);
         native.ftruncate(fd, t.size);
       }
     }
@@ -376,6 +377,9 @@ export function commit(staged: StagedTarget[]): void {
       throw systemError('EEXIST', `RAM '${s.plan.name}' path ${s.plan.path} changed while restoring; left as it is`, { path: s.plan.path });
     }
     refuseIfInUse(s.plan.path!, s.plan.name);
+    // The temporary takes the target's place, so it gets its mode and (root) owner now.
+    fs.fchmodSync(s.fd, was.mode);
+    if (process.getuid?.() === 0) fs.fchownSync(s.fd, was.uid, was.gid);
   }
   // Every rename first, then the fds: were a rename to fail, discard() still finds every
   // in-place target open (and puts it back) and every temporary not yet renamed.

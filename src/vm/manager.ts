@@ -177,8 +177,10 @@ function logFile(o: StartOptions, name: string): { logFile: string } | undefined
   // The default lies in /tmp under a name anyone can guess: a directory someone else made
   // there first (or a link to one) would let them rename or replace our logs.
   const st = fs.lstatSync(o.detachedLogDir);
-  if (!st.isDirectory() || st.uid !== process.geteuid?.()) {
-    throw systemError('EPERM', `the log directory ${o.detachedLogDir} is ${st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? `owned by uid ${st.uid}, not by us` : 'not a directory'}: name one of ours with --log-dir`, { path: o.detachedLogDir });
+  // One that others may write (say /tmp itself) would let them plant files under the logs' names.
+  if (!st.isDirectory() || st.uid !== process.geteuid?.() || st.mode & 0o022) {
+    const what = st.isSymbolicLink() ? 'a symbolic link' : !st.isDirectory() ? 'not a directory' : st.uid !== process.geteuid?.() ? `owned by uid ${st.uid}, not by us` : 'writable by others';
+    throw systemError('EPERM', `the log directory ${o.detachedLogDir} is ${what}: name one of ours with --log-dir`, { path: o.detachedLogDir });
   }
   return { logFile: path.join(o.detachedLogDir, `${name}.log`) };
 }

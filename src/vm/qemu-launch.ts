@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { QmpClient } from '../qmp/client';
 import { withIncomingDefer } from './qemu-args';
+import { systemError } from '../errors';
 
 const QEMU = 'qemu-system-x86_64';
 const MIN_QEMU_MAJOR = 10;
@@ -239,10 +240,21 @@ function removeEmptyQemuDirs(): void {
  * run's lines begin: errors quote only those.
  */
 function openLog(file: string): { fd: number; start: number } {
-  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+  const refused = () => systemError('EPERM', `the log ${file} is not a regular file of ours with one name; refusing to write QEMU's output into it`, { path: file });
+  let fd: number;
   try {
+    // O_NONBLOCK: a FIFO planted under the log's name must not block the open (and our signals).
+    fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw code === 'ENXIO' || code === 'ELOOP' ? refused() : e; // a FIFO without a reader, a link
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    // Appended to only when it is a file of ours with no other name: never someone else's file.
+    if (!st.isFile() || st.uid !== process.geteuid?.() || st.nlink !== 1) throw refused();
     fs.fchmodSync(fd, 0o600);
-    return { fd, start: fs.fstatSync(fd).size };
+    return { fd, start: st.size };
   } catch (e) {
     fs.closeSync(fd);
     throw e;

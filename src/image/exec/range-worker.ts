@@ -31,6 +31,7 @@ function run(task: WorkerTask): WorkerResult {
 function verifyRange(job: VerifyJob): WorkerResult {
   const buf = Buffer.alloc(Math.min(job.chunkSize, job.length));
   for (let i = 0, at = 0; at < job.length; i++, at += job.chunkSize) {
+    if (job.cancel && Atomics.load(job.cancel, 0)) return { dataBytes: at, badChunk: -1, badCrc: 0, error: { message: 'ECANCELED: operation canceled, verify', code: 'ECANCELED', syscall: 'verify' } };
     const n = Math.min(job.chunkSize, job.length - at);
     let got = 0;
     while (got < n) {

@@ -17,6 +17,8 @@ export interface VerifyJob {
   chunkSize: number;
   /** The recorded CRC-32C of each chunk of the range. */
   checksums: Uint32Array;
+  /** As the native jobs' cancel word (src/image/exec/pool.ts): checked before each chunk. */
+  cancel?: Int32Array;
 }
 
 export interface WorkerResult {
