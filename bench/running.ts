@@ -4,7 +4,8 @@
  * boots ONCE with its memory workload (bench/lib/profiles.ts bootWorkloadGuest), RAM a shared
  * file on /dev/shm or hugetlbfs; then each run, for each method in alternating order: the guest
  * runs for a moment (cont), is stopped, the page cache is dropped, and the method saves into a
- * fresh file. Methods: ours (saveVm, as `iohelper vm save --direct`: durable when it returns),
+ * fresh file. Methods: ours (saveVm, as `iohelper vm save --direct`: durable when it returns; and
+ * without --direct: through the page cache, then fdatasync),
  * QEMU mapped-ram + multifd (2 and 4 channels, with and without direct-io; to `completed` and
  * with the fdatasync of its file), and the limit: fio writing our image's allocated extents
  * (the same bytes at the same offsets), O_DIRECT, 4 jobs, fsync at the end.
@@ -35,6 +36,8 @@ const FIO_JOBS = 4;
 /** fio's largest write: our I/O size for image data (native/ram_copy.cc). */
 const FIO_PIECE = 8 << 20;
 const OURS = 'iohelper image, vm save --direct (saveVm in process)';
+/** Ours through the page cache, then fdatasync: still durable when it returns. */
+const OURS_BUFFERED = 'iohelper image, vm save (buffered + fdatasync, saveVm in process)';
 const FIO = `fio O_DIRECT, our image's extents (same bytes, same offsets), ${FIO_JOBS} jobs, fsync at end`;
 
 /** The allocated extents of `file` (SEEK_DATA/SEEK_HOLE): [offset, length] pairs. */
@@ -101,20 +104,25 @@ export async function benchRunning(o: RunningBenchOptions): Promise<{ rows: Row[
   const serial = path.join(work, 'serial.log');
   const image = (tag: string) => path.join(work, `${tag}.img`);
   const methods: Array<{ name: string; save(vm: QemuInstance): Promise<Sample> }> = [];
-  const ramRead = new Set<string>();
+  /** How each of our saves read guest RAM, in the order they ran. */
+  const ramRead: string[] = [];
   /** Bytes each method's file has allocated, at its last save (what it wrote). */
   const written = new Map<string, number>();
   let ourImage: string | undefined;
-  methods.push({
-    name: OURS,
-    async save(vm) {
-      const s = await oursSave(vm, image('ours'));
-      if (s.ramRead) ramRead.add(s.ramRead);
-      written.set(OURS, s.allocated);
-      ourImage = image('ours');
-      return asSample(s);
-    },
-  });
+  for (const direct of [true, false]) {
+    const name = direct ? OURS : OURS_BUFFERED;
+    const file = image(direct ? 'ours' : 'ours-buffered');
+    methods.push({
+      name,
+      async save(vm) {
+        const s = await oursSave(vm, file, undefined, direct);
+        ramRead.push(`${direct ? '--direct' : 'buffered'} ${s.ramRead ?? '?'}`);
+        written.set(name, s.allocated);
+        if (direct) ourImage = file;
+        return asSample(s);
+      },
+    });
+  }
   const qemuVariants: string[] = [];
   for (const channels of [2, 4]) {
     for (const directIo of [true, false]) {
@@ -177,7 +185,7 @@ export async function benchRunning(o: RunningBenchOptions): Promise<{ rows: Row[
   notes.unshift(
     `${variant}: the test guest (${o.size / M} MiB, TCG, 2 vCPUs) booted once with its memory workload, RAM a shared file on ${o.hugetlbfsDir ? 'hugetlbfs (2 MiB pages)' : '/dev/shm'}; ` +
       `before each save it ran ${RUN_MS / 1000} s (cont), was stopped, and the page cache was dropped. CPU: user + sys of this process (ours saves in process), its reaped children and QEMU; fio's own threads for fio. ` +
-      `Our save read guest RAM by: ${ramRead.size ? [...ramRead].join(' / ') : 'not reported'}` +
+      `Our saves read guest RAM by (in the order they ran): ${ramRead.join(', ')}` +
       (fio ? `; fio wrote our image's ${(fio.bytes / M).toFixed(0)} MiB of allocated extents` : '') +
       `. Allocated by each file (what it wrote): ${[...written].map(([n, b]) => `${n} ${(b / M).toFixed(0)} MiB`).join(', ')}.`,
   );

@@ -58,13 +58,16 @@ export async function pauseForSave(vm: QemuInstance): Promise<void> {
   if (status !== 'paused') await vm.qmp.execute('stop');
 }
 
-/** Our save of the paused guest (saveVm, O_DIRECT: durable when it returns), full or a delta against `base`. */
-export async function oursSave(vm: QemuInstance, image: string, base?: string): Promise<SaveSample> {
+/**
+ * Our save of the paused guest (saveVm: durable when it returns), full or a delta against
+ * `base`; O_DIRECT unless `direct` is false (then written through the page cache and fdatasync'd).
+ */
+export async function oursSave(vm: QemuInstance, image: string, base?: string, direct = true): Promise<SaveSample> {
   fs.rmSync(image, { force: true });
   const paths = new Set<string>();
   const cpu = cpuMeter(() => vm.proc.pid);
   const t0 = process.hrtime.bigint();
-  await saveVm(vm.qmp, { image, direct: true, ...(base ? { base } : {}), onProgress: (p) => p.ramRead && paths.add(p.ramRead) });
+  await saveVm(vm.qmp, { image, direct, ...(base ? { base } : {}), onProgress: (p) => p.ramRead && paths.add(p.ramRead) });
   const wallS = secondsSince(t0);
   return { wallS, cpuS: cpu(), memMiB: NaN, ...fileBytes(image), ...(paths.size ? { ramRead: [...paths].join(', ') } : {}) };
 }
