@@ -97,7 +97,7 @@ interface SaveResults {
 async function saveRuns(g: RewriteGuest, st: Storage, o: IncrementalBenchOptions, pcts: number[], files: { base: string; full: string; delta: string; mr: string }, seed: { n: number }, throttle?: Throttle): Promise<SaveResults> {
   const methods: Array<{ name: string; run: () => Promise<SaveSample> }> = [
     { name: FULL, run: () => oursSave(g.vm, files.full) },
-    { name: INCR, run: () => oursSave(g.vm, files.delta, files.base) },
+    { name: INCR, run: () => oursSave(g.vm, files.delta, { base: files.base }) },
     { name: QEMU_MR, run: () => mappedRamSave(g.vm, files.mr, QEMU_CHANNELS, true) },
   ];
   const out: SaveResults = { byPct: new Map(), rewritten: new Map() };
@@ -137,7 +137,7 @@ async function buildChain(g: RewriteGuest, dir: string, seed: { n: number }): Pr
     await g.vm.qmp.execute('cont');
     await g.rewrite(CHAIN_PCT, seed.n++);
     images.push(path.join(dir, `chain-${d}.img`));
-    await oursSave(g.vm, images[d], images[d - 1]);
+    await oursSave(g.vm, images[d], { base: images[d - 1] });
     if (d === 1 || d === CHAIN_DEPTH) {
       const ref = `/dev/shm/iohelper-incr-ref${d}-${process.pid}`;
       fs.rmSync(ref, { force: true });

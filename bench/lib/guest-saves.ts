@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import { saveVm } from '../../src/vm/manager';
 import { QemuInstance } from '../../src/vm/qemu-launch';
+import { RamReadMode } from '../../src/util/limits';
 import { saveMappedRam } from './mapped-ram';
 import { RunSample } from './table';
 import { syncSeconds } from '../parallel';
@@ -60,14 +61,15 @@ export async function pauseForSave(vm: QemuInstance): Promise<void> {
 
 /**
  * Our save of the paused guest (saveVm: durable when it returns), full or a delta against
- * `base`; O_DIRECT unless `direct` is false (then written through the page cache and fdatasync'd).
+ * `base`; O_DIRECT unless `direct` is false (then written through the page cache and fdatasync'd);
+ * RAM read as `ramRead` says (default auto).
  */
-export async function oursSave(vm: QemuInstance, image: string, base?: string, direct = true): Promise<SaveSample> {
+export async function oursSave(vm: QemuInstance, image: string, o: { base?: string; direct?: boolean; ramRead?: RamReadMode } = {}): Promise<SaveSample> {
   fs.rmSync(image, { force: true });
   const paths = new Set<string>();
   const cpu = cpuMeter(() => vm.proc.pid);
   const t0 = process.hrtime.bigint();
-  await saveVm(vm.qmp, { image, direct, ...(base ? { base } : {}), onProgress: (p) => p.ramRead && paths.add(p.ramRead) });
+  await saveVm(vm.qmp, { image, direct: o.direct ?? true, base: o.base, ramRead: o.ramRead, onProgress: (p) => p.ramRead && paths.add(p.ramRead) });
   const wallS = secondsSince(t0);
   return { wallS, cpuS: cpu(), memMiB: NaN, ...fileBytes(image), ...(paths.size ? { ramRead: [...paths].join(', ') } : {}) };
 }
