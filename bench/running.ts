@@ -2,10 +2,11 @@
  * The `running` profile of the parallel scenario (issue 26): saves of a guest that has been
  * running, from the QEMU it ran in, so QEMU's own mapping of its RAM is warm. The test guest
  * boots ONCE with its memory workload (bench/lib/profiles.ts bootWorkloadGuest), RAM a shared
- * file on /dev/shm or hugetlbfs; one untimed QEMU save fills the file's holes (see below); then each run, for each method in alternating order: the guest
- * runs for a moment (cont), is stopped, the page cache is dropped, and the method saves into a
- * fresh file. Methods: ours (saveVm, as `iohelper vm save --direct`: durable when it returns; and
- * without --direct: through the page cache, then fdatasync),
+ * file on /dev/shm or hugetlbfs; one untimed QEMU save fills the file's holes (see below); then
+ * each run, for each method in alternating order: the guest runs for a moment (cont), is
+ * stopped, the page cache is dropped, and the method saves into a fresh file. Methods: ours
+ * (saveVm, as `iohelper vm save --direct`: durable when it returns; with the read path auto,
+ * forced to pread and to mmap; and without --direct: through the page cache, then fdatasync),
  * QEMU mapped-ram + multifd (2 and 4 channels, with and without direct-io; to `completed` and
  * with the fdatasync of its file), and the limit: fio writing our image's allocated extents
  * (the same bytes at the same offsets), O_DIRECT, 4 jobs, fsync at the end.
