@@ -25,8 +25,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { packageRoot } from '../src/package-root';
 import { filesEqual } from './lib/ram-file';
-import { restoreVm, saveVm } from '../src/vm/manager';
-import { saveMappedRam } from './lib/mapped-ram';
+import { restoreVm } from '../src/vm/manager';
+import { cpuMeter, fileBytes, mappedRamSave, oursSave, pauseForSave, SaveSample } from './lib/guest-saves';
 import { QemuInstance, qemuAvailable } from '../src/vm/qemu-launch';
 import { copyExtents } from './lib/fill-ram';
 import { dropCaches, warmQemu } from './lib/host';
@@ -35,7 +35,7 @@ import { GUEST_DIR } from './lib/test-guest';
 import { alternatingOrder, summarize } from './lib/stats';
 import { Row, RunSample, summaryRows } from './lib/table';
 import { createThrottle, Throttle, throttleUnavailable } from './lib/throttle';
-import { mappedRamName, synced, syncSeconds } from './parallel';
+import { mappedRamName, synced } from './parallel';
 
 export interface IncrementalBenchOptions {
   size: number;
@@ -56,83 +56,7 @@ const INCR = 'incremental save --base (ours)';
 const QEMU_MR = mappedRamName(QEMU_CHANNELS, true);
 const IOHELPER = () => path.join(packageRoot(), 'bin', 'iohelper');
 
-interface SaveSample extends RunSample {
-  size: number;
-  allocated: number;
-  /** QEMU's save: to `completed`, then fdatasync of its file (ours is durable when it returns). */
-  syncedWallS?: number;
-}
-
 const secondsSince = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;
-
-/** CPU seconds of a process so far (user + system), from /proc; 0 when it is gone. */
-function cpuOf(pid: number | undefined, children = false): number {
-  try {
-    const f = fs.readFileSync(`/proc/${pid ?? 'self'}/stat`, 'utf8');
-    const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    // utime, stime at 11, 12; cutime, cstime (waited-for children) at 13, 14; USER_HZ 100.
-    return (Number(x[children ? 13 : 11]) + Number(x[children ? 14 : 12])) / 100;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * CPU of everything a save or restore runs: this process (its worker threads: an in-process
- * restore), its children once reaped (the iohelper save helper, convert) and the QEMU.
- */
-function cpuMeter(qemu?: () => number | undefined): () => number {
-  const at = () => cpuOf(undefined) + cpuOf(undefined, true) + (qemu?.() !== undefined ? cpuOf(qemu()) : 0);
-  const t0 = at();
-  return () => at() - t0;
-}
-
-function fileBytes(f: string): { size: number; allocated: number } {
-  const st = fs.statSync(f);
-  return { size: st.size, allocated: st.blocks * 512 };
-}
-
-/**
- * Pauses the guest for a save. QEMU refuses to migrate a VM still paused by its previous
- * migration ("postmigrate"): such a guest runs for a moment (cont, stop) first.
- */
-async function pauseForSave(vm: QemuInstance): Promise<void> {
-  const { status } = await vm.qmp.execute('query-status');
-  if (status === 'postmigrate') await vm.qmp.execute('cont');
-  if (status !== 'paused') await vm.qmp.execute('stop');
-}
-
-/** Our save of the paused guest (saveVm, O_DIRECT), full or a delta against `base`. */
-async function oursSave(vm: QemuInstance, image: string, base?: string): Promise<SaveSample> {
-  fs.rmSync(image, { force: true });
-  const cpu = cpuMeter(() => vm.proc.pid);
-  const t0 = process.hrtime.bigint();
-  await saveVm(vm.qmp, { image, direct: true, ...(base ? { base } : {}) });
-  const wallS = secondsSince(t0);
-  return { wallS, cpuS: cpu(), memMiB: NaN, ...fileBytes(image) };
-}
-
-/** QEMU's mapped-ram save of the paused guest; the capabilities are put back for our next save. */
-async function mappedRamSave(vm: QemuInstance, file: string): Promise<SaveSample> {
-  fs.rmSync(file, { force: true });
-  // x-ignore-shared (our saves turn it on) would leave the shared RAM out of QEMU's file.
-  await vm.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: false }] });
-  const cpu = cpuMeter(() => vm.proc.pid);
-  const t0 = process.hrtime.bigint();
-  try {
-    await saveMappedRam(vm.qmp, file, true, QEMU_CHANNELS);
-  } finally {
-    await vm.qmp.execute('migrate-set-capabilities', {
-      capabilities: [
-        { capability: 'mapped-ram', state: false },
-        { capability: 'multifd', state: false },
-      ],
-    });
-  }
-  const wallS = secondsSince(t0);
-  const cpuS = cpu();
-  return { wallS, cpuS, memMiB: NaN, ...fileBytes(file), syncedWallS: wallS + syncSeconds(file) };
-}
 
 /** `iohelper convert --flatten` (O_DIRECT): one standalone image of a chain; seconds. */
 function flatten(delta: string, out: string): number {
@@ -173,8 +97,8 @@ interface SaveResults {
 async function saveRuns(g: RewriteGuest, st: Storage, o: IncrementalBenchOptions, pcts: number[], files: { base: string; full: string; delta: string; mr: string }, seed: { n: number }, throttle?: Throttle): Promise<SaveResults> {
   const methods: Array<{ name: string; run: () => Promise<SaveSample> }> = [
     { name: FULL, run: () => oursSave(g.vm, files.full) },
-    { name: INCR, run: () => oursSave(g.vm, files.delta, files.base) },
-    { name: QEMU_MR, run: () => mappedRamSave(g.vm, files.mr) },
+    { name: INCR, run: () => oursSave(g.vm, files.delta, { base: files.base }) },
+    { name: QEMU_MR, run: () => mappedRamSave(g.vm, files.mr, QEMU_CHANNELS, true) },
   ];
   const out: SaveResults = { byPct: new Map(), rewritten: new Map() };
   for (const pct of pcts) {
@@ -213,7 +137,7 @@ async function buildChain(g: RewriteGuest, dir: string, seed: { n: number }): Pr
     await g.vm.qmp.execute('cont');
     await g.rewrite(CHAIN_PCT, seed.n++);
     images.push(path.join(dir, `chain-${d}.img`));
-    await oursSave(g.vm, images[d], images[d - 1]);
+    await oursSave(g.vm, images[d], { base: images[d - 1] });
     if (d === 1 || d === CHAIN_DEPTH) {
       const ref = `/dev/shm/iohelper-incr-ref${d}-${process.pid}`;
       fs.rmSync(ref, { force: true });

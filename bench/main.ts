@@ -18,6 +18,7 @@ import { benchIncremental } from './incremental';
 import { DEFAULT_JOBS } from '../src/image/io/image-fd';
 import { benchLibvirt } from './libvirt';
 import { benchParallel } from './parallel';
+import { benchRunning } from './running';
 import { benchStream } from './stream';
 import { benchStartup } from './startup';
 import { Profile, PROFILES } from './lib/profiles';
@@ -33,7 +34,7 @@ async function main(): Promise<void> {
   if (p.flags.get('help')) {
     console.log(
       `usage: npm run bench -- [${SCENARIOS.join(' ')}] [--profile ${PROFILES.join(',')}] [--ram-fs tmpfs,hugetlbfs] [--size 4G|1G,4G,16G] [--runs 3] [--jobs 1,2,4] [--dir PATH] [--quick] [--json FILE] [--no-record]\n` +
-        '  --profile: guest RAM for parallel and vm-e2e (default real: a real Linux guest after a memory workload, built once into .cache/bench)\n' +
+        '  --profile: guest RAM for parallel and vm-e2e (default real: a real Linux guest after a memory workload, built once into .cache/bench; running (parallel only): that guest booted once and saved from the QEMU it ran in, paused just before each save)\n' +
         '  --ram-fs: where parallel keeps guest RAM (default tmpfs; hugetlbfs: 2 MiB pages, root, reserves 2 x size of huge pages)\n' +
         '  --quick: 256 MiB, 1 run, jobs 1,2, scattered profile (a smoke test)\n' +
         '  ttw: time from a restore command to the guest having read its working set (eager, mapped-ram, lazy, lazy + prefetch, 4 at once), local, 200 MB/s and 500 read IOPS\n' +
@@ -87,9 +88,16 @@ async function main(): Promise<void> {
       } else {
         for (const f of s === 'parallel' ? ramFs : ['tmpfs']) {
           for (const profile of profiles) {
-            const run = (ramDir?: string) => benchParallel({ set: s as 'parallel' | 'vm-e2e', profile, size, runs, dir, jobs, verify: true, ramDir, hugetlbfs: !!ramDir });
-            // Source and restored copy, and a restore's temporary file beside them.
-            const r = f === 'hugetlbfs' ? await withHugetlbfs(2 * size + (64 << 20), run) : await run();
+            if (profile === 'running' && s !== 'parallel') {
+              notes.push(`${s}: the running profile runs in the parallel scenario only`);
+              continue;
+            }
+            const run = (ramDir?: string) =>
+              profile === 'running'
+                ? benchRunning({ size, runs, dir, hugetlbfsDir: ramDir })
+                : benchParallel({ set: s as 'parallel' | 'vm-e2e', profile, size, runs, dir, jobs, verify: true, ramDir, hugetlbfs: !!ramDir });
+            // Source and restored copy, and a restore's temporary file beside them (running: the guest's RAM alone).
+            const r = f === 'hugetlbfs' ? await withHugetlbfs(profile === 'running' ? size + (64 << 20) : 2 * size + (64 << 20), run) : await run();
             rows.push(...r.rows);
             notes.push(...r.notes);
           }
@@ -108,7 +116,8 @@ async function main(): Promise<void> {
   const stamp = new Date().toISOString();
   const md = `\n## ${stamp.slice(0, 16).replace('T', ' ')} UTC — \`${command}\`\n\nHost: ${describeHost(dir)}. Medians of ${runs} alternating runs, page cache dropped before each run.\n\n${table}\n`;
   fs.appendFileSync(path.join(packageRoot(), 'bench', 'RESULTS.md'), md);
-  if (scenarios.includes('parallel') || scenarios.includes('stream')) {
+  // The chart is the paused profiles' headline; a running-only bench leaves it as it was.
+  if (scenarios.includes('stream') || (scenarios.includes('parallel') && profiles.some((pr) => pr !== 'running'))) {
     fs.writeFileSync(path.join(packageRoot(), 'bench', 'chart.svg'), chartSvg(chartRows(rows, size), `iohelper vs peers, ${(size / 2 ** 30).toFixed(1)} GiB, medians of ${runs} (${stamp.slice(0, 10)})`));
   }
   const jsonDir = path.join(packageRoot(), 'bench', 'results');

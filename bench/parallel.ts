@@ -358,25 +358,41 @@ export async function benchParallel(o: ParallelBenchOptions): Promise<{ rows: Ro
     fs.rmSync(src, { force: true });
     fs.rmSync(dst, { force: true });
   }
-  const asRuns = (xs: Map<string, Sample[]>) => new Map([...xs].map(([k, v]) => [k, v.map((x) => ({ wallS: x.wallS, cpuS: x.cpuS, memMiB: x.peakAnonMiB }))]));
   for (const [direction, data] of [['save', save], ['restore', restore]] as const) {
-    const median = (name: string) => summarize((data.get(name) ?? []).map((x) => x.wallS)).median;
-    const fastest = (variants: string[]) => variants.filter((v) => data.has(v)).sort((a, b) => median(a) - median(b))[0];
-    const unsynced = fastest(qemuVariants);
-    // Saves: durable against durable (QEMU's best with the fdatasync of its file); restores have no sync.
-    const durable = fastest(qemuVariants.map(synced));
-    const best = durable ?? unsynced;
     const names = methods.flatMap((m) => [m.name, synced(m.name)]).filter((n) => data.has(n));
-    rows.push(...summaryRows(label(direction), o.size, names, asRuns(data), best ? { method: best, label: durable ? 'QEMU best durable' : 'QEMU best' } : undefined));
     const limit = direction === 'save' ? names.find((n) => n.startsWith('fio O_DIRECT, our I/O')) : names.find((n) => n.startsWith('read into fresh RAM'));
-    for (const n of names.filter((x) => x.startsWith('iohelper image'))) {
-      const parts = [`${variant} ${direction}, ${n}: ${median(n).toFixed(2)} s`];
-      if (limit) parts.push(`${(median(n) / median(limit)).toFixed(2)}x the limit (${limit}, ${median(limit).toFixed(2)} s)`);
-      const r = median(best) / median(n);
-      if (best) parts.push(`${r >= 1 ? `${r.toFixed(2)}x faster than` : `SLOWER than (${r.toFixed(2)}x the speed of)`} QEMU best${durable ? ' durable' : ''} (${best}, ${median(best).toFixed(2)} s)`);
-      if (durable && unsynced) parts.push(`QEMU best unsynced: ${unsynced}, ${median(unsynced).toFixed(2)} s (${(median(unsynced) / median(n)).toFixed(2)}x our time)`);
-      notes.push(parts.join('; '));
-    }
+    const r = compareWithQemu(`${variant} ${direction}`, label(direction), o.size, names, data, qemuVariants, limit);
+    rows.push(...r.rows);
+    notes.push(...r.notes);
+  }
+  return { rows, notes };
+}
+
+/**
+ * The rows of one direction (medians, each against QEMU's best: durable against durable for
+ * saves, with the fdatasync of its file) and a note per `iohelper image` method: its time
+ * against `limit` (what the disk does with the same bytes in that run), QEMU's best durable and
+ * QEMU's best unsynced.
+ */
+export function compareWithQemu(what: string, scenario: string, size: number, names: string[], data: Map<string, Sample[]>, qemuVariants: string[], limit?: string): { rows: Row[]; notes: string[] } {
+  const median = (name: string) => summarize((data.get(name) ?? []).map((x) => x.wallS)).median;
+  const cpu = (name: string) => summarize((data.get(name) ?? []).map((x) => x.cpuS)).median;
+  const fastest = (variants: string[]) => variants.filter((v) => data.has(v)).sort((a, b) => median(a) - median(b))[0];
+  const unsynced = fastest(qemuVariants);
+  // Saves: durable against durable (QEMU's best with the fdatasync of its file); restores have no sync.
+  const durable = fastest(qemuVariants.map(synced));
+  const best = durable ?? unsynced;
+  const asRuns = new Map([...data].map(([k, v]) => [k, v.map((x) => ({ wallS: x.wallS, cpuS: x.cpuS, memMiB: x.peakAnonMiB }))]));
+  const rows = summaryRows(scenario, size, names, asRuns, best ? { method: best, label: durable ? 'QEMU best durable' : 'QEMU best' } : undefined);
+  const notes: string[] = [];
+  const cpuText = (n: string) => (Number.isFinite(cpu(n)) ? `, ${cpu(n).toFixed(2)} CPU-s` : '');
+  for (const n of names.filter((x) => x.startsWith('iohelper image'))) {
+    const parts = [`${what}, ${n}: ${median(n).toFixed(2)} s${cpuText(n)}`];
+    if (limit) parts.push(`${(median(n) / median(limit)).toFixed(2)}x the limit (${limit}, ${median(limit).toFixed(2)} s${cpuText(limit)})`);
+    const r = median(best) / median(n);
+    if (best) parts.push(`${r >= 1 ? `${r.toFixed(2)}x faster than` : `SLOWER than (${r.toFixed(2)}x the speed of)`} QEMU best${durable ? ' durable' : ''} (${best}, ${median(best).toFixed(2)} s${cpuText(best)})`);
+    if (durable && unsynced) parts.push(`QEMU best unsynced: ${unsynced}, ${median(unsynced).toFixed(2)} s${cpuText(unsynced)} (${(median(unsynced) / median(n)).toFixed(2)}x our time)`);
+    notes.push(parts.join('; '));
   }
   return { rows, notes };
 }

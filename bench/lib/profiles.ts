@@ -14,11 +14,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { packageRoot } from '../../src/package-root';
 import { createRamFile, fillPattern } from './ram-file';
-import { startQemu } from '../../src/vm/qemu-launch';
+import { QemuInstance, startQemu } from '../../src/vm/qemu-launch';
 import { copyExtents } from './fill-ram';
 import { GUEST_DIR, testGuestArgs } from './test-guest';
 
-export const PROFILES = ['real', 'dense', 'clustered', 'scattered'] as const;
+/** `running` is not a RAM file: the test guest runs its workload in the QEMU the saves are taken from (bench/running.ts). */
+export const PROFILES = ['real', 'running', 'dense', 'clustered', 'scattered'] as const;
 export type Profile = (typeof PROFILES)[number];
 
 export interface ProfileStats {
@@ -43,6 +44,7 @@ export function describeStats(s: ProfileStats): string {
 export async function prepareProfile(profile: Profile, file: string, size: number, mapped = false): Promise<ProfileStats> {
   let source: string;
   let temporary: string | undefined;
+  if (profile === 'running') throw new Error('the running profile is a live guest, not a RAM file (bench/running.ts)');
   if (profile === 'real') source = await realGuestRam(size);
   else {
     source = temporary = `/dev/shm/iohelper-bench-profile-${process.pid}`;
@@ -76,14 +78,34 @@ async function realGuestRam(size: number): Promise<string> {
   const cacheDir = path.join(packageRoot(), '.cache', 'bench');
   const cached = path.join(cacheDir, `real-${size / 2 ** 20}M-v${WORKLOAD_VERSION}.ram`);
   if (fs.existsSync(cached)) return cached;
-  for (const f of ['vmlinuz', 'initrd.gz']) {
-    if (!fs.existsSync(path.join(GUEST_DIR(), f))) throw new Error(`the real profile needs the test guest (${path.join(GUEST_DIR(), f)} is missing): run scripts/build-test-guest.sh`);
-  }
   fs.mkdirSync(cacheDir, { recursive: true });
   const ram = `/dev/shm/iohelper-real-guest-${process.pid}`;
   const serial = path.join(cacheDir, `real-guest-${process.pid}.serial`);
   fs.rmSync(ram, { force: true });
   console.error(`bench: building the real profile (${size / 2 ** 20} MiB): booting the test guest with its memory workload (TCG, a minute or two)`);
+  let vm: QemuInstance | undefined;
+  try {
+    vm = await bootWorkloadGuest(size, ram, serial);
+    await vm.qmp.execute('stop');
+    const partial = `${cached}.partial`;
+    copyExtents(ram, partial, { threads: 1 });
+    fs.renameSync(partial, cached);
+  } finally {
+    await vm?.stop();
+    fs.rmSync(ram, { force: true });
+    fs.rmSync(serial, { force: true });
+  }
+  return cached;
+}
+
+/**
+ * Boots the test guest (running, TCG) with its memory workload, RAM `size` bytes in the shared
+ * file `ram`, serial port to the file `serial`, and returns once the workload says it is done.
+ */
+export async function bootWorkloadGuest(size: number, ram: string, serial: string): Promise<QemuInstance> {
+  for (const f of ['vmlinuz', 'initrd.gz']) {
+    if (!fs.existsSync(path.join(GUEST_DIR(), f))) throw new Error(`the real and running profiles need the test guest (${path.join(GUEST_DIR(), f)} is missing): run scripts/build-test-guest.sh`);
+  }
   const vm = await startQemu({
     paused: false,
     args: testGuestArgs(size, ram, 'iohelper.workload', ['-serial', `file:${serial}`]),
@@ -95,14 +117,9 @@ async function realGuestRam(size: number): Promise<string> {
       if (vm.proc.exitCode !== null) throw new Error(`QEMU exited during the workload: ${vm.stderr().trim()}`);
       await new Promise((r) => setTimeout(r, 500));
     }
-    await vm.qmp.execute('stop');
-    const partial = `${cached}.partial`;
-    copyExtents(ram, partial, { threads: 1 });
-    fs.renameSync(partial, cached);
-  } finally {
+    return vm;
+  } catch (e) {
     await vm.stop();
-    fs.rmSync(ram, { force: true });
-    fs.rmSync(serial, { force: true });
+    throw e;
   }
-  return cached;
 }

@@ -10,6 +10,7 @@ import { createReplacement } from '../fs/atomic-file';
 import { openBase, save, SaveOptions, SaveResult, stagedSaveInterrupted } from '../image/save';
 import { afterPendingSignals } from '../util/event-loop';
 import { native } from '../native';
+import { RamReadMode } from '../util/limits';
 import { QmpClient, waitForMigration } from '../qmp/client';
 import { enableIgnoreShared, ImageMigrationOptions } from './image-migration';
 
@@ -18,6 +19,8 @@ export interface ImageSaveOptions extends ImageMigrationOptions {
   compressLevel?: number;
   /** A delta against this image (its path is recorded relative to the delta's directory). */
   base?: string;
+  /** How guest RAM is read (src/image/ram-read.ts; default auto). */
+  ramRead?: RamReadMode;
   /** Aborting it stops the save: the migration is cancelled and `image` left as it was. */
   signal?: AbortSignal;
   /**
@@ -84,6 +87,7 @@ export async function saveVmToImage(qmp: QmpClient, o: ImageSaveOptions): Promis
       jobs: o.jobs,
       compressLevel: o.compressLevel,
       base,
+      ramRead: o.ramRead,
       staged: { replaces: out.replaced },
       onProgress: o.onProgress,
       onPlanned: startMigration,

@@ -24,6 +24,7 @@ import { planPrefetch, PrefetchPlan, PrefetchReport, runPrefetch } from './lazy/
 import { verifyMappedRam } from './lazy/verify';
 import { DEFAULT_JOBS } from '../image/io/image-fd';
 import { parseSize } from '../util/flags';
+import { RamReadMode } from '../util/limits';
 import { ProgressListener } from '../progress';
 import { listMemoryBackends, sharedRamFiles } from './qemu-ram';
 import { fileBackends, rewriteBackends } from './qemu-args';
@@ -43,6 +44,8 @@ export interface SaveVmOptions {
   compressLevel?: number;
   /** Write a delta: only what changed since this image (restorable, not clonable; docs/FORMAT.md version 3). */
   base?: string;
+  /** How guest RAM is read (src/image/ram-read.ts; default auto: measured per save). */
+  ramRead?: RamReadMode;
   /** Aborting it stops the save: the migration is cancelled, `image` left as it was, the guest as it was found. */
   signal?: AbortSignal;
 }
@@ -58,7 +61,7 @@ export async function saveVm(qmp: QmpClient, o: SaveVmOptions): Promise<{ blocks
   await refuseRamAsImage(qmp, o.image);
   if (o.base !== undefined) checkDeltaPlan(o.image, o.base);
   await keepingRunStateOnFailure(qmp, (pause) =>
-    saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress, compressLevel: o.compressLevel, base: o.base, signal: o.signal, onPlanned: pause }),
+    saveVmToImage(qmp, { image: o.image, ram: blocks.map((b) => ({ name: b.name, path: b.path })), direct: o.direct, jobs: o.jobs, timeoutMs: o.timeoutMs, onProgress: o.onProgress, compressLevel: o.compressLevel, base: o.base, ramRead: o.ramRead, signal: o.signal, onPlanned: pause }),
   );
   return { blocks };
 }
